@@ -1,0 +1,94 @@
+"""The experiment configuration: every field validated when it is built."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import ConfigError, check
+
+METHODS = ("pbt", "random", "fire")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """One experiment: which task, which method, how many workers, how long.
+
+    ``steps`` per worker must be a multiple of ``ready_interval`` (one synchronous round,
+    paper 4.1.1), which must be a multiple of ``eval_interval`` so every round ends with an
+    evaluation. FIRE-only fields are ignored by the other methods.
+    """
+
+    task: str
+    method: str = "pbt"
+    workers: int = 16
+    steps: int = 1500
+    ready_interval: int = 125
+    eval_interval: int = 25
+    seed: int = 0
+    quantile: float = 0.25
+    factors: tuple[float, ...] | None = None
+    p_stat: float = 0.01
+    max_eval_steps: int | None = None
+    min_steps_before_eval: int = 0
+    n_subpopulations: int | None = None
+    task_options: Mapping[str, Any] = field(default_factory=dict)
+    schedule: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        check(isinstance(self.task, str) and bool(self.task), "task", "a task name", self.task)
+        check(self.method in METHODS, "method", f"one of {list(METHODS)}", self.method)
+        for name in ("workers", "steps", "ready_interval", "eval_interval"):
+            v = getattr(self, name)
+            check(isinstance(v, int) and not isinstance(v, bool) and v > 0, name, "an int > 0", v)
+        check(isinstance(self.seed, int) and 0 <= self.seed < 2**32, "seed",
+              "an int in [0, 2**32)", self.seed)
+        check(self.ready_interval % self.eval_interval == 0, "ready_interval",
+              f"a multiple of eval_interval ({self.eval_interval})", self.ready_interval)
+        check(self.steps % self.ready_interval == 0, "steps",
+              f"a multiple of ready_interval ({self.ready_interval})", self.steps)
+        check(isinstance(self.quantile, (int, float)) and 0 < self.quantile <= 0.5, "quantile",
+              "in (0, 0.5]", self.quantile)
+        if self.method == "pbt":
+            need = math.ceil(1 / self.quantile - 1e-9)
+            check(self.workers >= need, "workers",
+                  f"an int >= {need} for PBT ({self.quantile:.0%} truncation needs one member "
+                  "in each of the bottom and top sets)", self.workers)
+        if self.method == "fire":
+            check(self.workers >= 11, "workers",
+                  "an int >= 11 for FIRE PBT (2 sub-populations of 4 plus 3 evaluators)",
+                  self.workers)
+        if self.factors is not None:
+            object.__setattr__(self, "factors", tuple(float(f) for f in self.factors))
+            check(len(self.factors) > 0 and all(math.isfinite(f) and f > 0 for f in self.factors),
+                  "factors", "a non-empty list of floats > 0", self.factors)
+        check(isinstance(self.p_stat, (int, float)) and 0 < self.p_stat < 1, "p_stat",
+              "in (0, 1)", self.p_stat)
+        check(self.max_eval_steps is None or (isinstance(self.max_eval_steps, int)
+                                              and self.max_eval_steps > 0),
+              "max_eval_steps", "an int > 0 (default: 3 ready intervals)", self.max_eval_steps)
+        check(isinstance(self.min_steps_before_eval, int) and self.min_steps_before_eval >= 0,
+              "min_steps_before_eval", "an int >= 0", self.min_steps_before_eval)
+        check(self.n_subpopulations is None or (isinstance(self.n_subpopulations, int)
+                                                and self.n_subpopulations >= 2),
+              "n_subpopulations", "an int >= 2 (default: from workers)", self.n_subpopulations)
+        object.__setattr__(self, "task_options", dict(self.task_options))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["factors"] = None if self.factors is None else list(self.factors)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ExperimentConfig:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError("config", f"keys among {sorted(known)}", sorted(unknown))
+        return cls(**dict(d))
+
+    @property
+    def rounds(self) -> int:
+        return self.steps // self.ready_interval

@@ -1,0 +1,344 @@
+"""FIRE PBT: Faster Improvement Rate PBT (paper section 3; settings of 4.1.1).
+
+Workers ``0 .. n*size-1`` are population members, sub-population ``P_{i+1}`` holding workers
+``i*size .. (i+1)*size-1`` (so P1 is ``0 .. size-1``); the remaining workers are evaluators.
+
+Each round (one ready interval) :meth:`FirePBT.decide` does, in this order:
+
+1. **Record** the new evaluations: a member's curve runs from the step it last received new
+   weights (start, exploit, or evaluator success; 3.2 "the training curve of rho_child starts
+   from when it last copied the weights"); an evaluator's curve starts at the step it copied its
+   parent, with the parent's evaluation at that step as its first point (3.1.1, x_1).
+2. **Evaluator criteria** (3.2), for every evaluator that trained this round, T steps since it
+   was assigned: success when ``best_score_diff(eta, target) > 0`` and
+   ``binom_test(eta, target) < p_stat``; otherwise stop when there is no overlap and
+   ``T > max_eval_steps``, or there is an overlap and ``binom_test > p_stat + max(0, 1 -
+   T / max_eval_steps)``. *Open detail 1, several successes on one target in one round:* only
+   the evaluator with the largest score difference hands its weights over (the target cannot
+   hold two networks); the others stop with reason ``target_superseded``. *Open detail 2, a
+   target whose curve restarts because it received weights:* its curve restarts at the copy
+   step with the evaluator's last evaluation as first point (those are now its weights), and
+   evaluators still comparing against it continue against the restarted curve.
+3. **Fitness and PBT within each sub-population** (3.1.2): P1 uses the latest objective; a
+   parent sub-population ``P_i`` uses, for each member in Φ (those whose evaluator trained this
+   round), the sum of ``best_score_diff`` of its evaluator's curve against the curves of the
+   other members of Φ; members outside Φ have no fitness and are exempt from evolution.
+   Truncation selection and explore as in PBT. A member that loses an evolution event frees its
+   evaluator (``member_lost_evolution``) and the evaluators targeting it
+   (``target_lost_evolution``).
+4. **Assign free evaluators** at once (section 3, steps 1-2): the parent is the member of any
+   ``P_i, i > 1`` without an evaluator, past ``min_steps_before_eval[i]``, that has trained
+   longest since it was last assigned an evaluator or lost an evolution event (ties broken at
+   random); the evaluator copies its weights and the hyperparameters of the highest-fitness
+   member of ``P_{i-1}`` (its target).
+
+The best-effort model at any time is the best member of P1 (4.1.2).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..curves import Curve, best_score_diff, binom_test, overlap
+from ..errors import check
+from ..records import (
+    EVALUATOR,
+    MEMBER,
+    AssignEvaluator,
+    Decision,
+    EvaluatorSuccess,
+    Exploit,
+    FitnessRecord,
+    StopEvaluator,
+    WorkerSpec,
+)
+from ..selection import rank_key, truncation
+from ..space import Space
+from .base import Controller, Observations, load_rng_state, make_rng, rng_state
+
+
+def fire_split(workers: int) -> tuple[int, int, int]:
+    """``(n_subpopulations, subpopulation_size, n_evaluators)`` for a total worker count.
+
+    The paper's splits (4.1.1): 2, 3, 4 sub-populations below 36, below 50, from 50 workers,
+    equal sizes, and evaluators three quarters of the parents' total size: 22 = 2 x 8 + 6,
+    36 = 3 x 8 + 12, 50 = 4 x 8 + 18. Other counts get the largest size that leaves at least
+    that many evaluators (the rest become evaluators too).
+    """
+    check(isinstance(workers, int) and workers >= 11, "workers",
+          "an int >= 11 for FIRE PBT (2 sub-populations of 4 plus 3 evaluators)", workers)
+    n = 2 if workers < 36 else 3 if workers < 50 else 4
+    size = int(workers // (n + 0.75 * (n - 1)))
+    return n, size, workers - n * size
+
+
+class FirePBT(Controller):
+    """The FIRE PBT controller.
+
+    Args:
+        space: hyperparameters, initial ranges, bounds and explore factors.
+        ready_interval: steps per round; evaluators check their criteria every round.
+        n_subpopulations: ``n >= 2`` (P1 greedy, P2..Pn parents).
+        subpopulation_size: members per sub-population (>= ``1/quantile``).
+        n_evaluators: default three quarters of the parents' total size (4).
+        max_eval_steps: default 3 ready intervals.
+        p_stat: significance level of the binomial test (paper: 0.01).
+        min_steps_before_eval: per sub-population (one int for all, or a sequence of length n;
+            the value for P1 is ignored); paper: 0.
+        quantile: truncation fraction (25%).
+        seed: seed or generator.
+        workers: shortcut; when given, the split comes from :func:`fire_split`.
+    """
+
+    method = "fire"
+
+    def __init__(self, space: Space, *, ready_interval: int, n_subpopulations: int = 2,
+                 subpopulation_size: int = 8, n_evaluators: int | None = None,
+                 max_eval_steps: int | None = None, p_stat: float = 0.01,
+                 min_steps_before_eval: int | Sequence[int] = 0, quantile: float = 0.25,
+                 seed: int | np.random.Generator = 0, workers: int | None = None) -> None:
+        if workers is not None:
+            n_subpopulations, subpopulation_size, n_evaluators = fire_split(workers)
+        check(isinstance(ready_interval, int) and ready_interval > 0, "ready_interval",
+              "an int > 0", ready_interval)
+        check(isinstance(n_subpopulations, int) and n_subpopulations >= 2, "n_subpopulations",
+              "an int >= 2", n_subpopulations)
+        check(0 < quantile <= 0.5, "quantile", "in (0, 0.5]", quantile)
+        need = math.ceil(1 / quantile - 1e-9)
+        check(isinstance(subpopulation_size, int) and subpopulation_size >= need,
+              "subpopulation_size", f"an int >= {need} for {quantile:.0%} truncation",
+              subpopulation_size)
+        if n_evaluators is None:
+            n_evaluators = (3 * (n_subpopulations - 1) * subpopulation_size) // 4
+        check(isinstance(n_evaluators, int) and n_evaluators >= 1, "n_evaluators", "an int >= 1",
+              n_evaluators)
+        if max_eval_steps is None:
+            max_eval_steps = 3 * ready_interval
+        check(isinstance(max_eval_steps, int) and max_eval_steps > 0, "max_eval_steps",
+              "an int > 0", max_eval_steps)
+        check(0 < p_stat < 1, "p_stat", "in (0, 1)", p_stat)
+        if isinstance(min_steps_before_eval, int):
+            min_steps = [min_steps_before_eval] * n_subpopulations
+        else:
+            min_steps = [int(x) for x in min_steps_before_eval]
+        check(len(min_steps) == n_subpopulations and all(x >= 0 for x in min_steps),
+              "min_steps_before_eval", f"an int >= 0 or {n_subpopulations} such ints",
+              min_steps_before_eval)
+        self.space = space
+        self.ready_interval = ready_interval
+        self.n_sub = n_subpopulations
+        self.size = subpopulation_size
+        self.n_evaluators = n_evaluators
+        self.max_eval_steps = max_eval_steps
+        self.p_stat = p_stat
+        self.min_steps = min_steps
+        self.quantile = quantile
+        self.rng = make_rng(seed)
+        self.members: dict[int, dict[str, Any]] = {}
+        self.evaluators: dict[int, dict[str, Any]] = {}
+
+    # -- layout ---------------------------------------------------------------------------
+
+    @property
+    def n_members(self) -> int:
+        return self.n_sub * self.size
+
+    @property
+    def n_workers(self) -> int:
+        return self.n_members + self.n_evaluators
+
+    def subpopulation(self, i: int) -> list[int]:
+        """Workers of sub-population ``P_{i+1}`` (i = 0 is P1)."""
+        return list(range(i * self.size, (i + 1) * self.size))
+
+    def best_candidates(self) -> list[int]:
+        return self.subpopulation(0)
+
+    # -- ask/tell -------------------------------------------------------------------------
+
+    def start(self) -> list[WorkerSpec]:
+        specs = []
+        for w in range(self.n_members):
+            hp = self.space.sample(self.rng)
+            self.members[w] = {"sub": w // self.size, "hparams": hp, "curve": [], "latest": None,
+                               "last_event": 0, "evaluator": None}
+            specs.append(WorkerSpec(w, MEMBER, w // self.size, dict(hp)))
+        for e in range(self.n_members, self.n_workers):
+            self.evaluators[e] = _idle()
+            specs.append(WorkerSpec(e, EVALUATOR, None, None))
+        return specs
+
+    def decide(self, step: int, observations: Observations) -> list[Decision]:
+        decisions: list[Decision] = []
+        # 1. record
+        for w, points in observations.items():
+            pts = [[int(s), float(v)] for s, v in points]
+            if w in self.members and pts:
+                self.members[w]["curve"].extend(pts)
+                self.members[w]["latest"] = pts[-1][1]
+            elif w in self.evaluators and self.evaluators[w]["active"]:
+                self.evaluators[w]["curve"].extend(pts)
+        trained = {e: dict(ev) for e, ev in self.evaluators.items() if ev["active"]
+                   and ev["start"] < step}
+        eval_curve_of = {ev["parent"]: _curve(ev["curve"]) for ev in trained.values()}
+
+        # 2. evaluator stopping and success criteria (3.2)
+        successes: dict[int, list[tuple[float, int, float]]] = {}
+        for e in sorted(trained):
+            ev = self.evaluators[e]
+            eta = _curve(ev["curve"])
+            target_curve = _curve(self.members[ev["target"]]["curve"])
+            t_steps = step - ev["start"]
+            p = binom_test(eta, target_curve)
+            diff = best_score_diff(eta, target_curve)
+            if diff > 0 and p < self.p_stat:
+                successes.setdefault(ev["target"], []).append((diff, e, p))
+                continue
+            ov = overlap(eta, target_curve)
+            if ov is None and t_steps > self.max_eval_steps:
+                decisions.append(self._stop(e, "no_overlap", p, diff, step))
+            elif ov is not None and p > self.p_stat + max(0.0, 1 - t_steps / self.max_eval_steps):
+                decisions.append(self._stop(e, "not_significant", p, diff, step))
+        for target in sorted(successes):
+            ranked = sorted(successes[target], key=lambda x: (-x[0], x[1]))
+            diff, e, p = ranked[0]
+            ev = self.evaluators[e]
+            value = ev["curve"][-1][1]
+            decisions.append(EvaluatorSuccess(e, ev["parent"], target, diff, p, step - ev["start"]))
+            tm = self.members[target]
+            tm["curve"] = [[step, value]]
+            tm["latest"] = value
+            self._free(e)
+            for d2, e2, p2 in ranked[1:]:
+                decisions.append(self._stop(e2, "target_superseded", p2, d2, step))
+
+        # 3. fitness and PBT within each sub-population (3.1.2, 2)
+        fitness_by_sub: dict[int, dict[int, float]] = {}
+        for i in range(self.n_sub):
+            ids = self.subpopulation(i)
+            if i == 0:
+                fitness = {m: float(self.members[m]["latest"]) for m in ids
+                           if self.members[m]["latest"] is not None}
+            else:
+                phi = [m for m in ids if m in eval_curve_of]
+                fitness = {m: float(sum(best_score_diff(eval_curve_of[m], eval_curve_of[k])
+                                        for k in phi if k != m)) for m in phi}
+            fitness_by_sub[i] = fitness
+            decisions.append(FitnessRecord(i, dict(fitness)))
+            for loser, source in truncation(fitness, self.rng, self.quantile):
+                decisions.extend(self._exploit(loser, source, i, fitness, step))
+
+        # 4. assign free evaluators (3, steps 1-2)
+        for e in sorted(self.evaluators):
+            if self.evaluators[e]["active"]:
+                continue
+            assignment = self._assign(e, step, fitness_by_sub)
+            if assignment is None:
+                break
+            decisions.append(assignment)
+        return decisions
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _stop(self, e: int, reason: str, p: float | None, diff: float | None,
+              step: int) -> StopEvaluator:
+        ev = self.evaluators[e]
+        d = StopEvaluator(e, ev["parent"], ev["target"], reason, p, diff, step - ev["start"])
+        self._free(e)
+        return d
+
+    def _free(self, e: int) -> None:
+        parent = self.evaluators[e]["parent"]
+        if parent is not None and self.members[parent]["evaluator"] == e:
+            self.members[parent]["evaluator"] = None
+        self.evaluators[e] = _idle()
+
+    def _exploit(self, loser: int, source: int, sub: int, fitness: Mapping[int, float],
+                 step: int) -> list[Decision]:
+        lm, sm = self.members[loser], self.members[source]
+        new = self.space.perturb(sm["hparams"], self.rng)
+        out: list[Decision] = [Exploit(loser, source, sub, dict(lm["hparams"]), dict(sm["hparams"]),
+                                       new, fitness[loser], fitness[source])]
+        lm["hparams"] = new
+        value = sm["latest"]
+        lm["curve"] = [] if value is None else [[step, value]]
+        lm["latest"] = value
+        lm["last_event"] = step
+        if lm["evaluator"] is not None:
+            out.append(self._stop(lm["evaluator"], "member_lost_evolution", None, None, step))
+        for e in sorted(self.evaluators):
+            ev = self.evaluators[e]
+            if ev["active"] and ev["target"] == loser:
+                out.append(self._stop(e, "target_lost_evolution", None, None, step))
+        return out
+
+    def _assign(self, e: int, step: int,
+                fitness_by_sub: Mapping[int, Mapping[int, float]]) -> AssignEvaluator | None:
+        candidates = [m for i in range(1, self.n_sub) for m in self.subpopulation(i)
+                      if self.members[m]["evaluator"] is None and step >= self.min_steps[i]
+                      and self.members[m]["latest"] is not None]
+        if not candidates:
+            return None
+        tiebreak = self.rng.permutation(len(candidates))
+        order = sorted(range(len(candidates)),
+                       key=lambda j: (self.members[candidates[j]]["last_event"], tiebreak[j]))
+        parent = candidates[order[0]]
+        child_sub = self.members[parent]["sub"] - 1
+        target = self._best_of(child_sub, fitness_by_sub.get(child_sub, {}))
+        pm, tm = self.members[parent], self.members[target]
+        hp = dict(tm["hparams"])
+        self.evaluators[e] = {"active": True, "parent": parent, "target": target, "hparams": hp,
+                              "curve": [[step, pm["latest"]]], "start": step}
+        pm["evaluator"] = e
+        pm["last_event"] = step
+        return AssignEvaluator(e, parent, target, pm["sub"], hp)
+
+    def _best_of(self, sub: int, fitness: Mapping[int, float]) -> int:
+        ids = self.subpopulation(sub)
+        if sub == 0 or not fitness:
+            scores = {m: self.members[m]["latest"] for m in ids}
+            scores = {m: (math.nan if v is None else float(v)) for m, v in scores.items()}
+        else:
+            scores = {m: fitness[m] for m in ids if m in fitness}
+        return max(sorted(scores), key=lambda m: (rank_key(scores[m]), -m))
+
+    # -- state ----------------------------------------------------------------------------
+
+    def hparams_of(self, worker: int) -> dict[str, Any] | None:
+        if worker in self.members:
+            return dict(self.members[worker]["hparams"])
+        ev = self.evaluators[worker]
+        return dict(ev["hparams"]) if ev["active"] else None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": rng_state(self.rng),
+                "members": {str(k): v for k, v in self.members.items()},
+                "evaluators": {str(k): v for k, v in self.evaluators.items()}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        load_rng_state(self.rng, state["rng"])
+        self.members = {int(k): _copy(v) for k, v in state["members"].items()}
+        self.evaluators = {int(k): _copy(v) for k, v in state["evaluators"].items()}
+
+
+def _idle() -> dict[str, Any]:
+    return {"active": False, "parent": None, "target": None, "hparams": None, "curve": [],
+            "start": 0}
+
+
+def _curve(points: Sequence[Sequence[float]]) -> Curve:
+    return Curve(np.array([int(p[0]) for p in points], dtype=np.int64),
+                 np.array([float(p[1]) for p in points], dtype=np.float64))
+
+
+def _copy(d: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(d)
+    if "curve" in out:
+        out["curve"] = [list(p) for p in out["curve"]]
+    if out.get("hparams") is not None:
+        out["hparams"] = dict(out["hparams"])
+    return out

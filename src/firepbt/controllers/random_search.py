@@ -1,0 +1,68 @@
+"""Random search (the paper's RS baseline, 4.1.1).
+
+Every member samples its hyperparameters once and follows a fixed schedule with no
+exploitation: by default the hand-tuned schedule of :func:`firepbt.schedule.hand_tuned` applied
+to ``schedule_param`` (warmup, then /10 at 30/90, 60/90, 80/90 of training), or constant
+hyperparameters when ``schedule_param`` is None. A user schedule can be given instead
+(``fixed_schedule``), which is how a replayed schedule is trained as a plain run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ..errors import check
+from ..records import MEMBER, Decision, WorkerSpec
+from ..schedule import Schedule, hand_tuned
+from ..space import Space
+from .base import Controller, Observations, load_rng_state, make_rng, rng_state
+
+
+class RandomSearch(Controller):
+    """Independent members, each with its own sampled (or given) schedule."""
+
+    method = "random"
+
+    def __init__(self, space: Space, n_members: int, total_steps: int, *,
+                 schedule_param: str | None = None, fixed_schedule: Schedule | None = None,
+                 seed: int | np.random.Generator = 0) -> None:
+        check(isinstance(n_members, int) and n_members >= 1, "workers", "an int >= 1", n_members)
+        check(schedule_param is None or schedule_param in space.params, "schedule_param",
+              f"one of {sorted(space.params)} or None", schedule_param)
+        self.space = space
+        self.n_members = n_members
+        self.total_steps = total_steps
+        self.schedule_param = schedule_param
+        self.fixed_schedule = fixed_schedule
+        self.rng = make_rng(seed)
+
+    @property
+    def n_workers(self) -> int:
+        return self.n_members
+
+    def start(self) -> list[WorkerSpec]:
+        specs = []
+        for w in range(self.n_members):
+            if self.fixed_schedule is not None:
+                sched = self.fixed_schedule
+            else:
+                hp = self.space.sample(self.rng)
+                sched = (hand_tuned(hp, self.schedule_param, self.total_steps)
+                         if self.schedule_param else Schedule.constant(hp, self.total_steps))
+            specs.append(WorkerSpec(w, MEMBER, 0, sched.hparams_at(0), sched))
+        return specs
+
+    def decide(self, step: int, observations: Observations) -> list[Decision]:
+        return []
+
+    def best_candidates(self) -> list[int]:
+        return list(range(self.n_members))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": rng_state(self.rng)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        load_rng_state(self.rng, state["rng"])

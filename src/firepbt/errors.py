@@ -1,0 +1,44 @@
+"""Errors raised by firepbt, with one message format for bad input.
+
+Every invalid value is reported as ``<field> must be <allowed>, got <value>`` so that a
+user (and the CLI, which prints it on one line with exit code 2) sees the field, the allowed
+range and the value received.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class FirePBTError(Exception):
+    """Base class of firepbt's own errors."""
+
+
+class ConfigError(FirePBTError, ValueError):
+    """A user-supplied value is outside its allowed range."""
+
+    def __init__(self, field: str, allowed: str, got: Any) -> None:
+        self.field = field
+        self.allowed = allowed
+        self.got = got
+        super().__init__(f"{field} must be {allowed}, got {got!r}")
+
+
+class StoreError(FirePBTError):
+    """The experiment store is missing, not ours, or inconsistent."""
+
+
+class TrainableError(FirePBTError):
+    """A user trainable raised; carries the worker, the step and the original traceback."""
+
+    def __init__(self, worker: int, step: int, traceback_text: str) -> None:
+        self.worker = worker
+        self.step = step
+        self.traceback_text = traceback_text
+        super().__init__(f"trainable of worker {worker} failed at step {step}:\n{traceback_text}")
+
+
+def check(condition: bool, field: str, allowed: str, got: Any) -> None:
+    """Raise :class:`ConfigError` unless ``condition`` holds."""
+    if not condition:
+        raise ConfigError(field, allowed, got)

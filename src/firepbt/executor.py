@@ -1,0 +1,130 @@
+"""Executors train workers; the local one runs them one after another in this process.
+
+Contract (the runner calls, in this order): ``setup(seeds)`` once; then per round
+``train_round(jobs, ...)``, followed by ``copy``/``load`` as decisions require; ``states()`` and
+``load_states()`` at round boundaries for checkpoints. An executor never decides and never
+writes the store.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import TrainableError
+from .trainable import Trainable, TrainableFactory, mode_of, test_of
+
+
+@dataclass(frozen=True, slots=True)
+class TrainJob:
+    """Train ``worker`` from step ``start`` through ``pieces`` of ``(hparams, steps)``,
+    evaluating whenever the step is a multiple of ``eval_interval``; when ``evaluate_start``
+    the worker is also evaluated before training (the step-0 point)."""
+
+    worker: int
+    start: int
+    pieces: tuple[tuple[Mapping[str, Any], int], ...]
+    eval_interval: int
+    evaluate_start: bool = False
+    wants_test: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TrainResult:
+    """Evaluations ``(step, raw value)`` of one job, tests ``(step, raw value)`` taken where the
+    score beat the running best, and the seconds spent training and evaluating."""
+
+    worker: int
+    evaluations: tuple[tuple[int, float], ...]
+    tests: tuple[tuple[int, float], ...]
+    train_seconds: float
+    eval_seconds: float
+
+
+def score_of(value: float, mode: str) -> float:
+    """The maximised score of a raw objective value."""
+    return value if mode == "max" else -value
+
+
+def run_job(trainable: Trainable, job: TrainJob, best: list[float], mode: str) -> TrainResult:
+    """Train one job on one trainable (shared by executors). ``best[0]`` is the running best
+    score; a test evaluation is taken whenever a job with ``wants_test`` beats it."""
+    evals: list[tuple[int, float]] = []
+    tests: list[tuple[int, float]] = []
+    t_train = t_eval = 0.0
+    step = job.start
+
+    def evaluate() -> None:
+        nonlocal t_eval
+        t0 = time.perf_counter()
+        value = float(trainable.evaluate())
+        evals.append((step, value))
+        score = score_of(value, mode)
+        if job.wants_test and math.isfinite(score) and score > best[0]:
+            best[0] = score
+            t = test_of(trainable)
+            if t is not None:
+                tests.append((step, float(t)))
+        t_eval += time.perf_counter() - t0
+
+    try:
+        if job.evaluate_start:
+            evaluate()
+        for hparams, n in job.pieces:
+            remaining = n
+            while remaining > 0:
+                to_eval = job.eval_interval - (step % job.eval_interval)
+                k = min(remaining, to_eval)
+                t0 = time.perf_counter()
+                trainable.train(hparams, k)
+                t_train += time.perf_counter() - t0
+                step += k
+                remaining -= k
+                if step % job.eval_interval == 0:
+                    evaluate()
+    except Exception as exc:  # reported with worker, step and the original traceback
+        raise TrainableError(job.worker, step, traceback.format_exc()) from exc
+    return TrainResult(job.worker, tuple(evals), tuple(tests), t_train, t_eval)
+
+
+class LocalExecutor:
+    """All workers in this process, trained one after another (deterministic for a seed)."""
+
+    def __init__(self, factory: TrainableFactory) -> None:
+        self.factory = factory
+        self.trainables: dict[int, Trainable] = {}
+        self.mode = "max"
+
+    def setup(self, seeds: Mapping[int, int]) -> None:
+        self.trainables = {w: self.factory(int(s)) for w, s in sorted(seeds.items())}
+        modes = {mode_of(t) for t in self.trainables.values()}
+        if len(modes) != 1:
+            raise ValueError(f"all trainables must share one mode, got {sorted(modes)}")
+        self.mode = modes.pop()
+
+    def train_round(self, jobs: Sequence[TrainJob], best_score: float,
+                    progress: Callable[[int], None] | None = None) -> list[TrainResult]:
+        best = [best_score]
+        out = []
+        for job in jobs:
+            out.append(run_job(self.trainables[job.worker], job, best, self.mode))
+            if progress is not None:
+                progress(sum(n for _, n in job.pieces))
+        return out
+
+    def copy(self, source: int, dest: int) -> None:
+        self.trainables[dest].load_state_dict(self.trainables[source].state_dict())
+
+    def states(self) -> dict[int, dict[str, Any]]:
+        return {w: t.state_dict() for w, t in self.trainables.items()}
+
+    def load_states(self, states: Mapping[int, Mapping[str, Any]]) -> None:
+        for w, s in states.items():
+            self.trainables[int(w)].load_state_dict(s)
+
+    def close(self) -> None:
+        self.trainables = {}

@@ -1,0 +1,103 @@
+"""Lineage: where a member's weights came from, and the schedule that trained them.
+
+Reads only the store. A worker's weights at step ``t`` descend, through the weight copies the
+runner applied (exploits, evaluator assignments, evaluator successes, in decision order), from
+one initial network; the schedule is the hyperparameters every segment of that chain trained
+with, as ``(hparams, steps)`` segments from step 0 (paper 4.1, schedule replay).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .records import AssignEvaluator, EvaluatorSuccess, Exploit
+from .schedule import Schedule, Segment
+from .store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """``worker`` trained ``[start, stop)`` with the weights it held, which it got at ``start``
+    from ``received_from`` (None: its own initial network) through ``via`` (decision kind)."""
+
+    worker: int
+    start: int
+    stop: int
+    received_from: int | None
+    via: str | None
+
+
+def _copies(store: Store) -> dict[int, list[tuple[int, int, int, str]]]:
+    """Per receiving worker: (decision order, step, source, kind)."""
+    out: dict[int, list[tuple[int, int, int, str]]] = {}
+    for order, (_r, step, d) in enumerate(store.decisions(
+            ["exploit", "assign_evaluator", "evaluator_success"])):
+        if isinstance(d, Exploit):
+            dst, src = d.worker, d.source
+        elif isinstance(d, AssignEvaluator):
+            dst, src = d.evaluator, d.parent
+        elif isinstance(d, EvaluatorSuccess):
+            dst, src = d.target, d.evaluator
+        else:  # pragma: no cover - filtered above
+            continue
+        out.setdefault(dst, []).append((order, step, src, d.kind))
+    return out
+
+
+def chain(store: Store, worker: int, step: int | None = None) -> list[Link]:
+    """The copy chain of ``worker``'s weights at ``step`` (default: the last completed step),
+    oldest link first."""
+    last = store.last_round()
+    if step is None:
+        step = 0 if last is None else last.step
+    copies = _copies(store)
+    links: list[Link] = []
+    w, t, bound = worker, step, float("inf")
+    while True:
+        events = [e for e in copies.get(w, []) if e[0] < bound and e[1] <= t]
+        if not events:
+            links.append(Link(w, 0, t, None, None))
+            break
+        order, s, src, kind = max(events)
+        links.append(Link(w, s, t, src, kind))
+        w, t, bound = src, s, order
+    return links[::-1]
+
+
+def _hparams_by_round(store: Store) -> list[dict[int, dict[str, Any]]]:
+    """Worker states in force during each round: index r for the round training
+    ``[r * ready_interval, (r + 1) * ready_interval)``."""
+    initial = store.meta("initial_runner_state")
+    states = [] if initial is None else [_workers(initial)]
+    for row in store.rounds():
+        states.append({int(k): v for k, v in row.runner_state["workers"].items()})
+    return states
+
+
+def _workers(text: str) -> dict[int, dict[str, Any]]:
+    return {int(k): v for k, v in json.loads(text)["workers"].items()}
+
+
+def schedule(store: Store, worker: int, step: int | None = None) -> Schedule:
+    """The hyperparameter schedule that produced ``worker``'s weights at ``step``."""
+    cfg = store.config
+    ready = int(cfg["ready_interval"])
+    per_round = _hparams_by_round(store)
+    segs: list[Segment] = []
+    for link in chain(store, worker, step):
+        pos = link.start
+        while pos < link.stop:
+            r = pos // ready  # the round training [r*ready, (r+1)*ready)
+            stop = min(link.stop, (r + 1) * ready)
+            state = per_round[min(r, len(per_round) - 1)][link.worker]
+            if state.get("schedule"):
+                sched = Schedule(tuple(Segment(h, int(n)) for h, n in state["schedule"]))
+                segs.extend(Segment(h, n) for h, n in sched.pieces(pos, stop))
+            else:
+                segs.append(Segment(state["hparams"], stop - pos))
+            pos = stop
+    if not segs:
+        raise ValueError(f"worker {worker} has not trained by step {step}")
+    return Schedule(tuple(segs)).merged()

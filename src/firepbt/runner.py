@@ -1,0 +1,380 @@
+"""The synchronous runner (paper 4.1.1): train a round, record, decide, apply, checkpoint.
+
+Data flow, one way: executor trains the active workers for ``ready_interval`` steps ->
+the runner records their evaluations -> the controller decides from them -> the runner applies
+the decisions in order through the executor (copy weights, set hyperparameters) -> the round
+(evaluations, decisions, controller and runner state, checkpoint) is committed to the store.
+A killed run loses at most the round in flight; :func:`resume` continues from the last
+committed round and, the local executor being deterministic, ends exactly where an
+uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import ExperimentConfig
+from .controllers import PBT, Controller, FirePBT, RandomSearch
+from .controllers.fire import fire_split
+from .errors import ConfigError, StoreError
+from .executor import LocalExecutor, TrainJob, score_of
+from .records import (
+    AssignEvaluator,
+    Decision,
+    EvaluatorSuccess,
+    Exploit,
+    StopEvaluator,
+    WorkerSpec,
+)
+from .schedule import Schedule, Segment
+from .space import Space
+from .store import RoundRow, Store
+from .trainable import TrainableFactory
+
+ProgressFn = Callable[[int, int, dict[str, Any]], None]
+
+
+def build_controller(config: ExperimentConfig, space: Space,
+                     schedule_param: str | None) -> Controller:
+    """The controller a configuration names, seeded from ``config.seed``."""
+    if config.factors is not None:
+        space = space.with_factors(config.factors)
+    seed = np.random.default_rng(np.random.SeedSequence([config.seed, 1]))
+    if config.method == "pbt":
+        return PBT(space, config.workers, quantile=config.quantile, seed=seed)
+    if config.method == "random":
+        fixed = None
+        if config.schedule is not None:
+            fixed = Schedule(tuple(Segment(s["hparams"], int(s["steps"]))
+                                   for s in config.schedule["segments"]))
+        return RandomSearch(space, config.workers, config.steps, schedule_param=schedule_param,
+                            fixed_schedule=fixed, seed=seed)
+    n_sub, size, n_eval = fire_split(config.workers)
+    if config.n_subpopulations is not None:
+        n_sub = config.n_subpopulations
+        size = int(config.workers // (n_sub + 0.75 * (n_sub - 1)))
+        n_eval = config.workers - n_sub * size
+    return FirePBT(space, ready_interval=config.ready_interval, n_subpopulations=n_sub,
+                   subpopulation_size=size, n_evaluators=n_eval,
+                   max_eval_steps=config.max_eval_steps, p_stat=config.p_stat,
+                   min_steps_before_eval=config.min_steps_before_eval,
+                   quantile=config.quantile, seed=seed)
+
+
+def worker_seeds(seed: int, n_workers: int) -> dict[int, int]:
+    """Independent per-worker seeds derived from the experiment seed."""
+    children = np.random.SeedSequence([seed, 0]).generate_state(n_workers)
+    return {w: int(s) for w, s in enumerate(children)}
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """What a finished (or stopped) experiment produced."""
+
+    store: Path
+    steps_done: int
+    steps_total: int
+    finished: bool
+    best_worker: int | None
+    best_value: float | None
+    best_test: float | None
+    best_hparams: dict[str, Any] | None
+    top_value: float | None
+    top_test: float | None
+    top_worker: int | None
+    top_step: int | None
+
+
+class Runner:
+    """Runs one experiment against a store. Use :func:`run` / :func:`resume` in user code."""
+
+    def __init__(self, config: ExperimentConfig, factory: TrainableFactory, space: Space,
+                 store: Store, *, schedule_param: str | None = None,
+                 executor: LocalExecutor | None = None,
+                 progress: ProgressFn | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.controller = build_controller(config, space, schedule_param)
+        if self.controller.n_workers != config.workers and config.method != "fire":
+            raise ConfigError("workers", "consistent with the method", config.workers)
+        self.executor = executor if executor is not None else LocalExecutor(factory)
+        self.progress = progress
+        self.workers: dict[int, dict[str, Any]] = {}
+        self.best_score = -math.inf
+        self.round = 0
+
+    # -- set-up --------------------------------------------------------------------------
+
+    def start_new(self) -> None:
+        specs = self.controller.start()
+        self.workers = {s.worker: _worker_state(s) for s in specs}
+        self.executor.setup(worker_seeds(self.config.seed, len(specs)))
+        self.store.set_meta("initial_runner_state", json.dumps(self._runner_state()))
+        self.store.set_meta("mode", self.executor.mode)
+        self.round = 0
+
+    def restore(self) -> None:
+        last = self.store.last_round()
+        if last is None:
+            self.store.discard_after(0)
+            self.start_new()
+            return
+        self.store.discard_after(last.round)
+        self.controller.start()  # layout; state is replaced below
+        self.controller.load_state_dict(last.controller_state)
+        rs = last.runner_state
+        self.workers = {int(k): v for k, v in rs["workers"].items()}
+        self.best_score = float(rs["best_score"])
+        self.executor.setup(worker_seeds(self.config.seed, len(self.workers)))
+        if last.checkpoint is None:
+            raise StoreError(f"round {last.round} of {self.store.path} has no checkpoint")
+        self.executor.load_states(self.store.read_checkpoint(last.checkpoint))
+        self.round = last.round
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run(self, max_rounds: int | None = None) -> Summary:
+        cfg = self.config
+        done_here = 0
+        while self.round < cfg.rounds:
+            if max_rounds is not None and done_here >= max_rounds:
+                break
+            self._round(self.round + 1)
+            done_here += 1
+        if self.round >= cfg.rounds and self.store.meta("final") is None:
+            self._finish()
+        return summarize(self.store)
+
+    def _jobs(self, r: int) -> list[TrainJob]:
+        cfg = self.config
+        start, stop = (r - 1) * cfg.ready_interval, r * cfg.ready_interval
+        candidates = set(self.controller.best_candidates())
+        jobs = []
+        for w in sorted(self.workers):
+            st = self.workers[w]
+            if not st["active"]:
+                continue
+            if st.get("schedule"):
+                sched = Schedule(tuple(Segment(h, int(n)) for h, n in st["schedule"]))
+                pieces = tuple(sched.pieces(start, stop))
+            else:
+                pieces = ((dict(st["hparams"]), stop - start),)
+            jobs.append(TrainJob(w, start, pieces, cfg.eval_interval,
+                                 evaluate_start=(r == 1 and st["role"] == "member"),
+                                 wants_test=w in candidates))
+        return jobs
+
+    def _round(self, r: int) -> None:
+        cfg = self.config
+        step = r * cfg.ready_interval
+        jobs = self._jobs(r)
+
+        def tick(n: int) -> None:
+            if self.progress is not None:
+                self.progress((r - 1) * cfg.ready_interval, cfg.steps,
+                              {"advance": n / max(1, len(jobs)), "round": r})
+
+        results = self.executor.train_round(jobs, self.best_score, tick)
+        mode = self.executor.mode
+        observations = {res.worker: [(s, score_of(v, mode)) for s, v in res.evaluations]
+                        for res in results}
+        candidates = set(self.controller.best_candidates())
+        for res in results:
+            if res.worker in candidates:
+                for _, v in res.evaluations:
+                    sc = score_of(v, mode)
+                    if math.isfinite(sc):
+                        self.best_score = max(self.best_score, sc)
+        t0 = time.process_time()
+        decisions = self.controller.decide(step, observations)
+        decide_seconds = time.process_time() - t0
+        self._apply(decisions)
+        checkpoint = self.store.write_checkpoint(r, self.executor.states())
+        row = RoundRow(r, step, time.time(), sum(x.train_seconds for x in results),
+                       sum(x.eval_seconds for x in results), decide_seconds,
+                       self.controller.state_dict(), self._runner_state(), checkpoint)
+        evals = [(res.worker, s, v) for res in results for s, v in res.evaluations]
+        tests = [(res.worker, s, v) for res in results for s, v in res.tests]
+        self.store.commit_round(row, evals, tests, decisions)
+        self.round = r
+        if self.progress is not None:
+            self.progress(step, cfg.steps, {"round": r, "best": self.best_score,
+                                            "done": True})
+
+    def _apply(self, decisions: list[Decision]) -> None:
+        ex = self.executor
+        for d in decisions:
+            if isinstance(d, Exploit):
+                ex.copy(d.source, d.worker)
+                self.workers[d.worker]["hparams"] = dict(d.new_hparams)
+            elif isinstance(d, AssignEvaluator):
+                ex.copy(d.parent, d.evaluator)
+                self.workers[d.evaluator].update(hparams=dict(d.hparams), active=True)
+            elif isinstance(d, EvaluatorSuccess):
+                ex.copy(d.evaluator, d.target)
+                self.workers[d.evaluator]["active"] = False
+            elif isinstance(d, StopEvaluator):
+                self.workers[d.evaluator]["active"] = False
+
+    def _finish(self) -> None:
+        """Record the final best-effort member (and its test score)."""
+        from .trainable import test_of
+
+        latest = _latest_scores(self.store, self.controller.best_candidates())
+        if not latest:
+            return
+        w = max(sorted(latest), key=lambda k: (_rank(latest[k][1]), -k))
+        step, score = latest[w]
+        trainable = self.executor.trainables.get(w) if hasattr(self.executor, "trainables") else None
+        test = None if trainable is None else test_of(trainable)
+        mode = self.executor.mode
+        self.store.set_meta("final", json.dumps({
+            "worker": w, "step": step, "value": score_of(score, mode), "test": test,
+            "hparams": self.workers[w]["hparams"]}))
+
+    def _runner_state(self) -> dict[str, Any]:
+        return {"workers": {str(k): v for k, v in self.workers.items()},
+                "best_score": self.best_score}
+
+
+def _worker_state(spec: WorkerSpec) -> dict[str, Any]:
+    d = spec.to_dict()
+    return {"role": d["role"], "sub": d["subpopulation"], "hparams": d["hparams"],
+            "schedule": d["schedule"], "active": spec.role == "member"}
+
+
+def _rank(x: float) -> float:
+    return x if math.isfinite(x) else -math.inf
+
+
+def _latest_scores(store: Store, workers: list[int]) -> dict[int, tuple[int, float]]:
+    mode = store.meta("mode") or "max"
+    out: dict[int, tuple[int, float]] = {}
+    wanted = set(workers)
+    for _r, w, s, v in store.evaluations():
+        if w in wanted:
+            out[w] = (s, score_of(v, mode))
+    return out
+
+
+def summarize(store: Store) -> Summary:
+    """Progress and the best member of a store (works while it runs)."""
+    cfg = ExperimentConfig.from_dict(store.config)
+    last = store.last_round()
+    steps_done = 0 if last is None else last.step
+    mode = store.meta("mode") or "max"
+    final = store.meta("final")
+    controller_candidates = _candidates(cfg)
+    best_worker = best_value = best_test = best_hparams = None
+    if final is not None:
+        f = json.loads(final)
+        best_worker, best_value, best_test, best_hparams = f["worker"], f["value"], f["test"], f["hparams"]
+    elif last is not None:
+        latest = _latest_scores(store, controller_candidates)
+        if latest:
+            best_worker = max(sorted(latest), key=lambda k: (_rank(latest[k][1]), -k))
+            step, sc = latest[best_worker]
+            best_value = score_of(sc, mode)
+            tests = {(w, s): v for _r, w, s, v in store.tests()}
+            best_test = tests.get((best_worker, step))
+            best_hparams = last.runner_state["workers"][str(best_worker)]["hparams"]
+    top = top_measures(store, controller_candidates)
+    return Summary(store.path, steps_done, cfg.steps, steps_done >= cfg.steps and final is not None,
+                   best_worker, best_value, best_test, best_hparams,
+                   None if top is None else top[2], None if top is None else top[3],
+                   None if top is None else top[0], None if top is None else top[1])
+
+
+def _candidates(cfg: ExperimentConfig) -> list[int]:
+    if cfg.method == "fire":
+        n_sub, size, _ = fire_split(cfg.workers)
+        if cfg.n_subpopulations is not None:
+            size = int(cfg.workers // (cfg.n_subpopulations + 0.75 * (cfg.n_subpopulations - 1)))
+        return list(range(size))
+    return list(range(cfg.workers))
+
+
+def top_measures(store: Store, candidates: list[int]) -> tuple[int, int, float, float | None] | None:
+    """The paper's first two measures (4.1.2): the top validation value over the run among the
+    best-effort members, and the test value of the same network at that point:
+    ``(worker, step, value, test)``."""
+    mode = store.meta("mode") or "max"
+    wanted = set(candidates)
+    best: tuple[float, int, int, float] | None = None
+    for _r, w, s, v in store.evaluations():
+        if w not in wanted:
+            continue
+        sc = score_of(v, mode)
+        if math.isfinite(sc) and (best is None or sc > best[0]):
+            best = (sc, w, s, v)
+    if best is None:
+        return None
+    tests = {(w, s): v for _r, w, s, v in store.tests()}
+    return best[1], best[2], best[3], tests.get((best[1], best[2]))
+
+
+# -- the public entry points ----------------------------------------------------------------
+
+def run(config: ExperimentConfig, store: str | Path, *, factory: TrainableFactory | None = None,
+        space: Space | None = None, schedule_param: str | None = None,
+        progress: ProgressFn | None = None, max_rounds: int | None = None) -> Summary:
+    """Run a new experiment into a new store.
+
+    For a built-in task give only ``config`` and ``store``; for your own trainable also give
+    ``factory`` (``seed -> Trainable``) and ``space`` (and ``schedule_param`` for the
+    hand-tuned random-search schedule). ``max_rounds`` stops early (resume continues).
+    """
+    factory, space, schedule_param = _resolve_task(config, factory, space, schedule_param)
+    st = Store.create(store, config.to_dict())
+    try:
+        runner = Runner(config, factory, space, st, schedule_param=schedule_param,
+                        progress=progress)
+        runner.start_new()
+        return runner.run(max_rounds)
+    finally:
+        st.close()
+
+
+def resume(store: str | Path, *, factory: TrainableFactory | None = None,
+           space: Space | None = None, schedule_param: str | None = None,
+           progress: ProgressFn | None = None, max_rounds: int | None = None) -> Summary:
+    """Continue a stopped or killed experiment from its last completed round."""
+    st = Store.open(store)
+    try:
+        config = ExperimentConfig.from_dict(st.config)
+        factory, space, schedule_param = _resolve_task(config, factory, space, schedule_param)
+        runner = Runner(config, factory, space, st, schedule_param=schedule_param,
+                        progress=progress)
+        runner.restore()
+        return runner.run(max_rounds)
+    finally:
+        st.close()
+
+
+def _resolve_task(config: ExperimentConfig, factory: TrainableFactory | None,
+                  space: Space | None, schedule_param: str | None
+                  ) -> tuple[TrainableFactory, Space, str | None]:
+    if factory is not None:
+        if space is None:
+            raise ConfigError("space", "a Space when a custom factory is given", None)
+        return factory, space, schedule_param
+    from .tasks import get_task
+
+    task = get_task(config.task)
+    options: Mapping[str, Any] = dict(config.task_options)
+    bad = set(options) - set(task.options)
+    if bad:
+        raise ConfigError("task_options", f"keys among {list(task.options)}", sorted(bad))
+
+    def make(seed: int):  # type: ignore[no-untyped-def]
+        return task.make(seed, **options)
+
+    return make, space or task.space, schedule_param or task.schedule_param

@@ -1,0 +1,128 @@
+"""Hyperparameter schedules: what a member trained with, and for how long.
+
+A :class:`Schedule` is the list of ``(hparams, steps)`` segments that lineage retraces, that
+replay trains with, and that random search follows. The hand-tuned baseline of the paper
+(section 4.1.1, after Goyal et al. 2017) is built by :func:`hand_tuned`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError, check
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """``steps`` training steps with fixed ``hparams``."""
+
+    hparams: Mapping[str, Any]
+    steps: int
+
+    def __post_init__(self) -> None:
+        check(isinstance(self.steps, int) and self.steps > 0, "Segment.steps", "an int > 0",
+              self.steps)
+        object.__setattr__(self, "hparams", dict(self.hparams))
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """Consecutive segments starting at step 0."""
+
+    segments: tuple[Segment, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "segments", tuple(self.segments))
+        check(len(self.segments) >= 1, "Schedule.segments", "at least one segment", self.segments)
+
+    @property
+    def total_steps(self) -> int:
+        return sum(s.steps for s in self.segments)
+
+    def hparams_at(self, step: int) -> dict[str, Any]:
+        """Hyperparameters in force at ``step`` (the last segment's beyond the end)."""
+        start = 0
+        for seg in self.segments:
+            if step < start + seg.steps:
+                return dict(seg.hparams)
+            start += seg.steps
+        return dict(self.segments[-1].hparams)
+
+    def pieces(self, start: int, stop: int) -> Iterator[tuple[dict[str, Any], int]]:
+        """``(hparams, steps)`` pieces covering ``[start, stop)``; the last segment extends."""
+        pos = start
+        seg_start = 0
+        for i, seg in enumerate(self.segments):
+            seg_stop = seg_start + seg.steps if i < len(self.segments) - 1 else max(stop, seg_start + seg.steps)
+            if pos < seg_stop and pos < stop:
+                n = min(stop, seg_stop) - pos
+                if n > 0:
+                    yield dict(seg.hparams), n
+                    pos += n
+            seg_start += seg.steps
+            if pos >= stop:
+                return
+
+    def merged(self) -> Schedule:
+        """Adjacent segments with equal hyperparameters joined."""
+        out: list[Segment] = []
+        for seg in self.segments:
+            if out and out[-1].hparams == seg.hparams:
+                out[-1] = Segment(out[-1].hparams, out[-1].steps + seg.steps)
+            else:
+                out.append(seg)
+        return Schedule(tuple(out))
+
+    def to_json(self) -> str:
+        return json.dumps({"segments": [{"hparams": dict(s.hparams), "steps": s.steps}
+                                        for s in self.segments]}, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> Schedule:
+        data = json.loads(text)
+        if not isinstance(data, dict) or not isinstance(data.get("segments"), list):
+            raise ConfigError("schedule", "a JSON object with a 'segments' list", text[:80])
+        return cls(tuple(Segment(s["hparams"], int(s["steps"])) for s in data["segments"]))
+
+    @classmethod
+    def constant(cls, hparams: Mapping[str, Any], steps: int) -> Schedule:
+        return cls((Segment(hparams, steps),))
+
+
+def hand_tuned(hparams: Mapping[str, Any], name: str, total_steps: int, *,
+               warmup_fraction: float = 5 / 90,
+               decay_fractions: Sequence[float] = (30 / 90, 60 / 90, 80 / 90),
+               decay_factor: float = 0.1, warmup_pieces: int = 20) -> Schedule:
+    """The hand-tuned schedule of the paper's random-search baseline (4.1.1, Goyal et al.).
+
+    ``hparams[name]`` (the reference value, e.g. lambda with learning rate
+    ``lambda * batch_size / 256``) is warmed up linearly from near zero over the first
+    ``warmup_fraction`` of training, then held and multiplied by ``decay_factor`` at each of
+    ``decay_fractions`` of training (1/10 at 30/90, 60/90 and 80/90 by default). The linear
+    warmup is applied in ``warmup_pieces`` equal constant pieces, the k-th at k/pieces of the
+    reference, so every piece is one call of the trainable.
+    """
+    check(isinstance(total_steps, int) and total_steps > 0, "total_steps", "an int > 0", total_steps)
+    check(name in hparams, "name", f"one of {sorted(hparams)}", name)
+    base = float(hparams[name])
+    warm = max(0, int(round(warmup_fraction * total_steps)))
+    pieces = max(1, min(warmup_pieces, warm)) if warm else 0
+    segs: list[Segment] = []
+    for k in range(pieces):
+        a = warm * k // pieces
+        b = warm * (k + 1) // pieces
+        if b > a:
+            segs.append(Segment({**hparams, name: base * (k + 1) / pieces}, b - a))
+    bounds = [warm] + [int(round(f * total_steps)) for f in decay_fractions] + [total_steps]
+    value = base
+    for i in range(len(bounds) - 1):
+        a, b = bounds[i], bounds[i + 1]
+        if b > a:
+            segs.append(Segment({**hparams, name: value}, b - a))
+        value *= decay_factor
+    if not segs:
+        segs.append(Segment(dict(hparams), total_steps))
+    return Schedule(tuple(segs))
