@@ -196,21 +196,26 @@ def _floored(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray] | No
 def _overlap_smoothed(sa: np.ndarray, sb: np.ndarray) -> Overlap | None:
     """Steps 2 and 3 of 3.1.1 on smoothed values.
 
-    The curve with the higher smoothed start sets the level (``a`` on a tie, which keeps the
-    result antisymmetric); the other curve's section starts at its first smoothed point that
+    The curve with the higher smoothed start sets the level (equal starts, within rounding,
+    overlap from both beginnings, which keeps the result antisymmetric); the other curve's section starts at its first smoothed point that
     reaches the level. The length is the *smaller* number of points either curve has from its
     start (the paper prints ``max``, but its Figure 3 explanation - the curve with fewer steps
     past its start constrains the length - and the need for both sections to exist mean min).
     """
     if len(sa) == 0 or len(sb) == 0:
         return None
-    if sa[0] >= sb[0]:
-        hits = np.nonzero(sb >= sa[0])[0]
+    # Rounding tolerance: values within tol count as level, so adding a constant to both
+    # curves (which moves every value by a rounding error) cannot flip a decision.
+    tol = 1e-9 * max(1.0, float(np.abs(sa).max()), float(np.abs(sb).max()))
+    if abs(sa[0] - sb[0]) <= tol:
+        r, s = 0, 0
+    elif sa[0] > sb[0]:
+        hits = np.nonzero(sb >= sa[0] - tol)[0]
         if hits.size == 0:
             return None
         r, s = 0, int(hits[0])
     else:
-        hits = np.nonzero(sa >= sb[0])[0]
+        hits = np.nonzero(sa >= sb[0] - tol)[0]
         if hits.size == 0:
             return None
         r, s = int(hits[0]), 0
@@ -248,7 +253,7 @@ def _best_score_diff_arrays(ya: np.ndarray, sa: np.ndarray, yb: np.ndarray,
         return float(ya[ov.r:ov.r + ov.n].max() - yb[ov.s:ov.s + ov.n].max())
     # No overlapping section: one curve lies above the other (Assumption 2). Penalise the
     # higher curve by a constant delta and keep the best positive score it then shows.
-    a_higher = sa[0] >= sb[0]
+    a_higher = bool(sa[0] > sb[0])
     yh, sh, yl, sl = (ya, sa, yb, sb) if a_higher else (yb, sb, ya, sa)
     # The paper's range is on raw values; smoothing can move a start by a noise amplitude and
     # leave every paper delta without an overlap, so the range is widened to include the

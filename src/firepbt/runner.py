@@ -308,17 +308,20 @@ def top_measures(store: Store, candidates: list[int]) -> tuple[int, int, float, 
     ``(worker, step, value, test)``."""
     mode = store.meta("mode") or "max"
     wanted = set(candidates)
-    best: tuple[float, int, int, float] | None = None
+    tests = {(w, s): v for _r, w, s, v in store.tests()}
+    best: tuple[float, bool, int, int, int, float] | None = None
     for _r, w, s, v in store.evaluations():
-        if w not in wanted:
-            continue
         sc = score_of(v, mode)
-        if math.isfinite(sc) and (best is None or sc > best[0]):
-            best = (sc, w, s, v)
+        if w not in wanted or not math.isfinite(sc):
+            continue
+        # among equal values, the point that has a test score (the first to reach it)
+        key = (sc, (w, s) in tests, -s, -w, w, v)
+        if best is None or key > best:
+            best = key  # type: ignore[assignment]
     if best is None:
         return None
-    tests = {(w, s): v for _r, w, s, v in store.tests()}
-    return best[1], best[2], best[3], tests.get((best[1], best[2]))
+    w, s, v = best[4], -best[2], best[5]
+    return w, s, v, tests.get((w, s))
 
 
 # -- the public entry points ----------------------------------------------------------------

@@ -1,0 +1,350 @@
+"""The ``firepbt`` command line.
+
+``firepbt run TASK --method {pbt,random,fire} --workers N --steps N --seed N --store PATH``,
+``firepbt resume PATH``, ``firepbt status PATH [--json]``, ``firepbt tasks``,
+``firepbt lineage PATH``. Bad input is one line on stderr naming the field, the allowed values
+and the value received, exit code 2, and nothing written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .config import METHODS, ExperimentConfig
+from .errors import ConfigError, FirePBTError, StoreError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        self.exit(2, f"firepbt: error: {message}\n")
+
+
+def _positive_int(name: str):  # type: ignore[no-untyped-def]
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an int > 0, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{name} must be an int > 0, got {value}")
+        return value
+    return parse
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="firepbt", description="FIRE PBT, PBT and random search for "
+                "hyperparameter schedules.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    r = sub.add_parser("run", help="run a new experiment on a built-in task")
+    r.add_argument("task", help="a built-in task (see 'firepbt tasks')")
+    r.add_argument("--method", default="fire", help=f"one of {list(METHODS)} (default fire)")
+    r.add_argument("--workers", type=_positive_int("workers"), default=None)
+    r.add_argument("--steps", type=_positive_int("steps"), default=None,
+                   help="training steps per worker")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--store", default=None, help="a new folder (default runs/TASK-METHOD-TIME)")
+    r.add_argument("--ready-interval", type=_positive_int("ready_interval"), default=None)
+    r.add_argument("--eval-interval", type=_positive_int("eval_interval"), default=None)
+    r.add_argument("--max-eval-steps", type=_positive_int("max_eval_steps"), default=None)
+    r.add_argument("--p-stat", type=float, default=0.01)
+    r.add_argument("--quantile", type=float, default=0.25)
+    r.add_argument("--factors", type=float, nargs="+", default=None)
+    r.add_argument("--min-steps-before-eval", type=int, default=0)
+    r.add_argument("--objective", default=None, help="mnist1d: accuracy (default) or f1")
+    r.add_argument("--schedule", default=None,
+                   help="random search: follow this JSON schedule (from 'firepbt lineage --json')")
+    r.add_argument("--no-progress", action="store_true")
+
+    s = sub.add_parser("resume", help="continue a stopped or killed experiment")
+    s.add_argument("store")
+    s.add_argument("--no-progress", action="store_true")
+
+    t = sub.add_parser("status", help="progress and best member of a store")
+    t.add_argument("store")
+    t.add_argument("--json", action="store_true")
+
+    sub.add_parser("tasks", help="list the built-in tasks")
+
+    lin = sub.add_parser("lineage", help="the best member's schedule and copy chain")
+    lin.add_argument("store")
+    lin.add_argument("--worker", type=int, default=None)
+    lin.add_argument("--json", action="store_true", help="print the schedule as JSON")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(_COMMANDS[args.command](args) or 0)
+    except (ConfigError, StoreError) as exc:
+        print(f"firepbt: error: {exc}", file=sys.stderr)
+        return 2
+    except FirePBTError as exc:
+        print(f"firepbt: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("firepbt: interrupted; 'firepbt resume STORE' continues from the last round",
+              file=sys.stderr)
+        return 130
+
+
+def _config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    from .tasks import get_task
+
+    task = get_task(args.task)
+    d = task.defaults
+    options: dict[str, Any] = {}
+    if args.objective is not None:
+        if "objective" not in task.options:
+            raise ConfigError("objective", f"not set for task {task.name!r}", args.objective)
+        options["objective"] = args.objective
+    schedule = None
+    if args.schedule is not None:
+        from .schedule import Schedule
+
+        path = Path(args.schedule)
+        if not path.is_file():
+            raise ConfigError("schedule", "a JSON file written by 'firepbt lineage --json'",
+                              args.schedule)
+        sched = Schedule.from_json(path.read_text())
+        schedule = json.loads(sched.to_json())
+    return ExperimentConfig(
+        task=task.name, method=args.method, workers=args.workers or d["workers"],
+        steps=args.steps or d["steps"], ready_interval=args.ready_interval or d["ready_interval"],
+        eval_interval=args.eval_interval or d["eval_interval"], seed=args.seed,
+        quantile=args.quantile, factors=args.factors, p_stat=args.p_stat,
+        max_eval_steps=args.max_eval_steps, min_steps_before_eval=args.min_steps_before_eval,
+        task_options=options, schedule=schedule)
+
+
+def _default_store(config: ExperimentConfig) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path("runs") / f"{config.task}-{config.method}-{stamp}"
+    path, i = base, 1
+    while path.exists():
+        path, i = Path(f"{base}-{i}"), i + 1
+    return path
+
+
+def _check_new_store(path: Path) -> None:
+    from .store import Store
+
+    root = Store.resolve(path)
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise StoreError(f"store must be a new or empty folder, got {str(root)!r} (it exists; "
+                         "firepbt never overwrites a store - use 'firepbt resume' to continue)")
+
+
+class _Progress:
+    """A rich progress bar over steps per worker, with the best score so far."""
+
+    def __init__(self, enabled: bool, total: int, start: int = 0) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
+        if enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                                MofNCompleteColumn(), TextColumn("{task.fields[best]}"),
+                                TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+            self.task = self.bar.add_task("steps", total=total, completed=start, best="")
+            self.bar.start()
+
+    def __call__(self, step: int, total: int, info: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        if info.get("done"):
+            best = info.get("best", math.nan)
+            self.bar.update(self.task, completed=step,
+                            best=f"round {info['round']}, best {abs(best):.4g}")
+        else:
+            self.bar.advance(self.task, info.get("advance", 0) * 0 + 0)
+            self.bar.update(self.task, completed=min(total, self.bar.tasks[0].completed
+                                                      + info.get("advance", 0)))
+
+    def stop(self) -> None:
+        if self.enabled:
+            self.bar.stop()
+
+
+def _print_summary(summary: Any) -> None:
+    from .lineage import schedule
+    from .store import Store
+
+    print()
+    state = "finished" if summary.finished else "stopped"
+    print(f"Experiment {state}: {summary.steps_done}/{summary.steps_total} steps per worker.")
+    if summary.best_worker is not None:
+        test = "n/a" if summary.best_test is None else f"{summary.best_test:.4f}"
+        print(f"Best member: worker {summary.best_worker}, validation {summary.best_value:.4f}, "
+              f"test {test}, hyperparameters {_fmt(summary.best_hparams)}")
+        st = Store.open(summary.store, readonly=True)
+        try:
+            sched = schedule(st, summary.best_worker)
+        finally:
+            st.close()
+        print("Its schedule (hyperparameters x steps):")
+        for seg in sched.segments:
+            print(f"  {_fmt(seg.hparams)} x {seg.steps}")
+    if summary.top_value is not None:
+        test = "n/a" if summary.top_test is None else f"{summary.top_test:.4f}"
+        print(f"Top validation over the run: {summary.top_value:.4f} (worker {summary.top_worker}"
+              f" at step {summary.top_step}), test at that point {test}")
+    print(f"Store: {summary.store}  (firepbt status {summary.store})")
+
+
+def _fmt(hparams: Any) -> str:
+    if not hparams:
+        return "{}"
+    return "{" + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in hparams.items()) + "}"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .runner import run
+
+    config = _config_from_args(args)
+    store = Path(args.store) if args.store else _default_store(config)
+    _check_new_store(store)
+    print(f"firepbt: {config.method} on {config.task}, {config.workers} workers x "
+          f"{config.steps} steps (ready every {config.ready_interval}, eval every "
+          f"{config.eval_interval}), seed {config.seed}, store {store}")
+    progress = _Progress(not args.no_progress, config.steps)
+    try:
+        summary = run(config, store, progress=progress)
+    finally:
+        progress.stop()
+    _print_summary(summary)
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from .runner import resume, summarize
+    from .store import Store
+
+    st = Store.open(args.store)
+    try:
+        config = ExperimentConfig.from_dict(st.config)
+        before = summarize(st)
+    finally:
+        st.close()
+    print(f"firepbt: resuming {args.store} at step {before.steps_done}/{config.steps}")
+    progress = _Progress(not args.no_progress, config.steps, before.steps_done)
+    try:
+        summary = resume(args.store, progress=progress)
+    finally:
+        progress.stop()
+    _print_summary(summary)
+    return 0
+
+
+def status_dict(path: str) -> dict[str, Any]:
+    from .runner import summarize
+    from .store import Store
+
+    st = Store.open(path, readonly=True)
+    try:
+        cfg = ExperimentConfig.from_dict(st.config)
+        s = summarize(st)
+        rounds = st.rounds()
+    finally:
+        st.close()
+    return {
+        "store": str(s.store), "task": cfg.task, "method": cfg.method, "workers": cfg.workers,
+        "seed": cfg.seed, "steps_done": s.steps_done, "steps_total": s.steps_total,
+        "finished": s.finished,
+        "best": {"member": s.best_worker, "score": s.best_value, "test_score": s.best_test,
+                 "hparams": s.best_hparams},
+        "top": {"member": s.top_worker, "step": s.top_step, "score": s.top_value,
+                "test_score": s.top_test},
+        "train_seconds": sum(r.train_seconds for r in rounds),
+        "eval_seconds": sum(r.eval_seconds for r in rounds),
+        "decide_seconds": sum(r.decide_seconds for r in rounds),
+    }
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    d = status_dict(args.store)
+    if args.json:
+        print(json.dumps(d))
+        return 0
+    state = "finished" if d["finished"] else "running or stopped"
+    print(f"{d['store']}: {d['method']} on {d['task']}, {d['workers']} workers, seed {d['seed']}")
+    print(f"progress: {d['steps_done']}/{d['steps_total']} steps per worker ({state})")
+    b = d["best"]
+    if b["member"] is not None:
+        test = "n/a" if b["test_score"] is None else f"{b['test_score']:.4f}"
+        print(f"best member: worker {b['member']}, score {b['score']:.4f}, test {test}, "
+              f"hyperparameters {_fmt(b['hparams'])}")
+    t = d["top"]
+    if t["member"] is not None:
+        test = "n/a" if t["test_score"] is None else f"{t['test_score']:.4f}"
+        print(f"top validation: {t['score']:.4f} (worker {t['member']}, step {t['step']}), "
+              f"test there {test}")
+    print(f"compute: train {d['train_seconds']:.1f} s, eval {d['eval_seconds']:.1f} s, "
+          f"controller {d['decide_seconds']:.2f} s")
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from .tasks import TASKS
+
+    for name, task in TASKS.items():
+        d = task.defaults
+        print(f"{name:8s} {task.description}")
+        print(f"{'':8s} defaults: {d['workers']} workers, {d['steps']} steps, ready every "
+              f"{d['ready_interval']}, eval every {d['eval_interval']}; tuned: "
+              f"{', '.join(task.space.params)}")
+    return 0
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    from .lineage import chain, schedule
+    from .runner import summarize
+    from .store import Store
+
+    st = Store.open(args.store, readonly=True)
+    try:
+        worker = args.worker
+        if worker is None:
+            worker = summarize(st).best_worker
+        if worker is None:
+            raise StoreError(f"store {args.store!r} has no completed round yet")
+        sched = schedule(st, worker)
+        links = chain(st, worker)
+    finally:
+        st.close()
+    if args.json:
+        print(sched.to_json())
+        return 0
+    print(f"worker {worker}: weights descend through")
+    for link in links:
+        via = "initial network" if link.via is None else f"{link.via} from worker {link.received_from}"
+        print(f"  worker {link.worker}, steps {link.start}-{link.stop} ({via})")
+    print("schedule (hyperparameters x steps):")
+    for seg in sched.segments:
+        print(f"  {_fmt(seg.hparams)} x {seg.steps}")
+    return 0
+
+
+_COMMANDS = {"run": cmd_run, "resume": cmd_resume, "status": cmd_status, "tasks": cmd_tasks,
+             "lineage": cmd_lineage}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""ExperimentConfig refuses a bad value for every field, naming it."""
+
+from __future__ import annotations
+
+import pytest
+
+from firepbt.config import ExperimentConfig
+from firepbt.errors import ConfigError
+
+GOOD = dict(task="nqm", method="pbt", workers=8, steps=200, ready_interval=50, eval_interval=10)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("task", ""),
+    ("method", "bayes"),
+    ("workers", 0),
+    ("workers", 3),  # too small for 25% truncation
+    ("workers", 2.5),
+    ("steps", -10),
+    ("steps", 230),  # not a multiple of ready_interval
+    ("ready_interval", 0),
+    ("ready_interval", 55),  # not a multiple of eval_interval
+    ("eval_interval", -1),
+    ("seed", -1),
+    ("quantile", 0.7),
+    ("factors", (0.5, -2.0)),
+    ("p_stat", 1.5),
+    ("max_eval_steps", 0),
+    ("min_steps_before_eval", -5),
+    ("n_subpopulations", 1),
+])
+def test_bad_field_is_refused_with_its_name(field, value):
+    kwargs = dict(GOOD, **{field: value})
+    with pytest.raises(ConfigError) as info:
+        ExperimentConfig(**kwargs)
+    assert info.value.field == field
+    assert str(info.value).startswith(f"{field} must be ")
+    assert repr(value) in str(info.value) or str(value) in str(info.value)
+
+
+def test_fire_needs_enough_workers():
+    with pytest.raises(ConfigError, match="workers must be an int >= 11 for FIRE"):
+        ExperimentConfig(**dict(GOOD, method="fire", workers=8))
+
+
+def test_round_trip_through_dict():
+    cfg = ExperimentConfig(**GOOD, factors=(0.8, 1.25))
+    assert ExperimentConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match="config must be keys among"):
+        ExperimentConfig.from_dict({**cfg.to_dict(), "bogus": 1})

@@ -1,0 +1,233 @@
+"""firepbt.curves on fabricated curves with known answers, and on properties."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from firepbt.curves import Curve, best_score_diff, binom_test, overlap, smooth
+from firepbt.errors import ConfigError
+
+STEPS = np.arange(0, 400, 25)
+
+
+def rising(start: float, gain: float, tau: float = 100.0, steps=STEPS, x0: int = 0) -> Curve:
+    x = np.asarray(steps)
+    return Curve(x, start + gain * (1 - np.exp(-(x - x0) / tau)))
+
+
+def flat(level: float, steps=STEPS) -> Curve:
+    return Curve(np.asarray(steps), np.full(len(steps), level))
+
+
+# -- the record -------------------------------------------------------------------------------
+
+def test_curve_validates_shape_lengths_and_steps():
+    with pytest.raises(ConfigError, match="Curve.steps must be strictly increasing"):
+        Curve([0, 2, 1], [0.1, 0.2, 0.3])
+    with pytest.raises(ConfigError, match="Curve.values must be of the same length"):
+        Curve([0, 1], [0.1])
+    with pytest.raises(ConfigError, match="Curve.steps must be a 1-D"):
+        Curve([[0, 1]], [[0.1, 0.2]])
+    with pytest.raises(ConfigError, match="Curve.steps must be integers"):
+        Curve([0.5, 1.0], [0.1, 0.2])
+    c = Curve([0, 1], [0.1, math.nan])
+    assert len(c) == 2 and math.isnan(c.values[1])
+    with pytest.raises(ValueError):
+        c.values[0] = 1.0  # read-only
+
+
+def test_curve_equality_handles_nan_and_is_hashable():
+    a = Curve([0, 1], [0.1, math.nan])
+    assert a == Curve([0, 1], [0.1, math.nan])
+    assert hash(a) == hash(Curve([0, 1], [0.1, math.nan]))
+    assert a != Curve([0, 1], [0.1, 0.2])
+
+
+# -- smoothing --------------------------------------------------------------------------------
+
+def test_smooth_removes_noise_from_a_smooth_curve():
+    rng = np.random.default_rng(0)
+    truth = rising(0.5, 0.3, steps=np.arange(0, 1000, 25))
+    noisy = Curve(truth.steps, truth.values + rng.normal(0, 0.02, len(truth)))
+    err_raw = np.abs(noisy.values - truth.values).mean()
+    err_smooth = np.abs(smooth(noisy) - truth.values).mean()
+    # The GP posterior mean must be much closer to the truth than the noisy points; with 40
+    # points and noise 0.02 this has ample margin (typically 3-5x; we ask for 1.5x).
+    assert err_smooth < err_raw / 1.5
+
+
+def test_smooth_is_invariant_to_adding_a_constant_and_keeps_short_curves():
+    rng = np.random.default_rng(1)
+    c = Curve(STEPS, rng.normal(size=len(STEPS)))
+    shifted = Curve(STEPS, c.values + 7.5)
+    np.testing.assert_allclose(smooth(shifted), smooth(c) + 7.5, atol=1e-9)
+    for n in (1, 2):
+        short = Curve(STEPS[:n], np.arange(n, dtype=float))
+        np.testing.assert_array_equal(smooth(short), short.values)
+    np.testing.assert_array_equal(smooth(flat(0.3)), np.full(len(STEPS), 0.3))
+
+
+def test_smooth_predicts_through_nan_points():
+    c = rising(0.5, 0.3)
+    vals = c.values.copy()
+    vals[5] = math.nan
+    out = smooth(Curve(STEPS, vals))
+    assert np.all(np.isfinite(out))
+    assert abs(out[5] - c.values[5]) < 0.02
+
+
+# -- best_score_diff --------------------------------------------------------------------------
+
+def test_figure3_situation_right_curve_wins():
+    # Figure 3: the left curve starts at 1000 lower and rises fast; the right curve starts at
+    # 1500 higher. Both reach step 2000. The right curve is better over the overlap.
+    left = Curve(np.arange(1000, 2001, 50), 0.5 + 0.3 * (1 - np.exp(-np.arange(0, 1001, 50) / 150)))
+    right = Curve(np.arange(1500, 2001, 50), 0.7 + 0.15 * (1 - np.exp(-np.arange(0, 501, 50) / 150)))
+    ov = overlap(left, right)
+    assert ov is not None and ov.s == 0 and ov.r > 0
+    # the right curve has fewer points past its start: it constrains the length
+    assert ov.n == len(right)
+    assert best_score_diff(right, left) > 0
+    assert best_score_diff(left, right) < 0
+
+
+def test_faster_improving_curve_of_similar_level_is_positive():
+    fast = rising(0.80, 0.10)
+    slow = rising(0.80, 0.02)
+    d = best_score_diff(fast, slow)
+    ov = overlap(fast, slow)
+    assert ov is not None and min(ov.r, ov.s) == 0 and ov.n >= len(STEPS) - 2
+    expected = (fast.values[ov.r:ov.r + ov.n].max() - slow.values[ov.s:ov.s + ov.n].max())
+    assert d == pytest.approx(expected, abs=1e-12)
+    assert d > 0.07
+
+
+def test_flat_high_curve_versus_rising_low_curve():
+    # Assumption 2 case: the flat curve lies strictly above but does not improve; penalising
+    # it never shows it improving faster, so the score is 0 both ways.
+    high, low = flat(0.9), rising(0.5, 0.3)
+    assert best_score_diff(high, low) == 0.0
+    assert best_score_diff(low, high) == 0.0
+
+
+def test_rising_high_curve_versus_flat_low_curve():
+    # The higher curve is improving too: the penalised comparison finds it faster, by about
+    # its own gain (the flat curve gains nothing).
+    high, low = rising(0.8, 0.1), flat(0.5)
+    d = best_score_diff(high, low)
+    assert d == pytest.approx(high.values.max() - high.values.min(), rel=0.15)
+    assert best_score_diff(low, high) == -d
+
+
+def test_identical_curves_score_zero():
+    c = rising(0.6, 0.2)
+    assert best_score_diff(c, c) == 0.0
+    assert binom_test(c, c) == 1.0  # ties count against eta
+
+
+def test_nan_tail_loses_against_a_finite_curve():
+    good = rising(0.7, 0.1)
+    vals = rising(0.7, 0.1).values.copy()
+    vals[6:] = math.nan  # diverged
+    diverged = Curve(STEPS, vals)
+    assert best_score_diff(good, diverged) > 0
+    assert best_score_diff(diverged, good) < 0
+    assert binom_test(diverged, good) > 0.5
+
+
+def test_no_finite_data_is_no_evidence():
+    nan = Curve(STEPS, np.full(len(STEPS), math.nan))
+    assert best_score_diff(nan, nan) == 0.0
+    assert binom_test(nan, nan) == 1.0
+    empty = Curve([], [])
+    assert best_score_diff(empty, rising(0.5, 0.1)) == 0.0
+    assert binom_test(empty, rising(0.5, 0.1)) == 1.0
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_very_short_curves(n):
+    a = Curve(STEPS[:n], np.linspace(0.5, 0.6, n))
+    b = Curve(STEPS[:n], np.linspace(0.5, 0.55, n))
+    d = best_score_diff(a, b)
+    assert math.isfinite(d) and d == -best_score_diff(b, a)
+    p = binom_test(a, b)
+    assert 0.0 <= p <= 1.0
+
+
+# -- binom_test ------------------------------------------------------------------------------
+
+def test_binom_test_all_points_above_matches_binomial_tail():
+    a = rising(0.7, 0.2)
+    b = rising(0.7, 0.05)
+    ov = overlap(a, b)
+    assert ov is not None
+    k_above = int(np.sum(a.values[ov.r:ov.r + ov.n] > b.values[ov.s:ov.s + ov.n]))
+    # the first points coincide (both start at 0.7), the rest are above
+    assert k_above == ov.n - 1
+    from scipy.stats import binomtest
+
+    assert binom_test(a, b) == pytest.approx(binomtest(k_above, ov.n, 0.5, alternative="greater").pvalue)
+    assert binom_test(a, b) < 0.01
+    assert binom_test(b, a) > 0.5
+
+
+def test_binom_test_without_overlap():
+    assert binom_test(flat(0.9), flat(0.5)) == 0.0  # eta simply better
+    assert binom_test(flat(0.5), flat(0.9)) == 1.0
+
+
+# -- properties -------------------------------------------------------------------------------
+
+finite_values = st.floats(min_value=-1e3, max_value=1e3, allow_nan=False, allow_infinity=False)
+any_values = st.one_of(finite_values, st.just(math.nan), st.just(math.inf), st.just(-math.inf))
+
+
+@st.composite
+def curves(draw, values=finite_values, min_size=0, max_size=14):
+    n = draw(st.integers(min_size, max_size))
+    gaps = draw(st.lists(st.integers(1, 50), min_size=n, max_size=n))
+    start = draw(st.integers(0, 1000))
+    steps = start + np.cumsum(gaps) if n else np.array([], dtype=np.int64)
+    vals = draw(st.lists(values, min_size=n, max_size=n))
+    return Curve(np.asarray(steps, dtype=np.int64), np.asarray(vals, dtype=float))
+
+
+@settings(max_examples=150, deadline=None)
+@given(curves(any_values), curves(any_values))
+def test_fuzz_never_crashes_and_stays_in_range(a, b):
+    d = best_score_diff(a, b)
+    p = binom_test(a, b)
+    assert math.isfinite(d)
+    assert 0.0 <= p <= 1.0
+    smooth(a)
+
+
+@settings(max_examples=150, deadline=None)
+@given(curves(min_size=1), curves(min_size=1))
+def test_antisymmetry(a, b):
+    assert best_score_diff(a, b) == -best_score_diff(b, a)
+
+
+@settings(max_examples=150, deadline=None)
+@given(curves(min_size=1), curves(min_size=1), st.floats(-100, 100))
+def test_invariant_to_adding_a_constant_to_both(a, b, c):
+    shifted_a = Curve(a.steps, a.values + c)
+    shifted_b = Curve(b.steps, b.values + c)
+    d0, d1 = best_score_diff(a, b), best_score_diff(shifted_a, shifted_b)
+    # Floating-point: the shift changes rounding of values up to |c|+|y| ~ 1e3 and of the GP
+    # fit; a change of the chosen overlap start would be a real failure and moves the result by
+    # far more than this tolerance only when two smoothed points sit within rounding of the level.
+    assert d1 == pytest.approx(d0, abs=1e-6 * (1 + abs(c) + np.abs(a.values).max() + np.abs(b.values).max()))
+
+
+def test_deterministic():
+    rng = np.random.default_rng(3)
+    a = Curve(STEPS, rng.normal(size=len(STEPS)))
+    b = Curve(STEPS, rng.normal(size=len(STEPS)))
+    assert best_score_diff(a, b) == best_score_diff(a, b)
+    assert binom_test(a, b) == binom_test(a, b)

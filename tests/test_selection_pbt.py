@@ -1,0 +1,111 @@
+"""Truncation selection and the PBT controller, on fabricated evaluations (no training)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from firepbt.controllers import PBT, RandomSearch
+from firepbt.errors import ConfigError
+from firepbt.records import Exploit, FitnessRecord
+from firepbt.selection import truncation
+from firepbt.space import LogUniform, Space
+
+SPACE = Space({"lr": LogUniform(1e-2, 1.0, bounds=(1e-3, 2.0))})
+
+
+def test_truncation_picks_exactly_bottom_and_top_quartiles():
+    fitness = {w: float(w) for w in range(16)}  # worker w has fitness w
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        pairs = truncation(fitness, rng, 0.25)
+        assert sorted(loser for loser, _ in pairs) == [0, 1, 2, 3]
+        assert all(src in {12, 13, 14, 15} for _, src in pairs)
+
+
+def test_truncation_small_population_and_quantile_checks():
+    rng = np.random.default_rng(0)
+    assert truncation({0: 1.0, 1: 2.0, 2: 3.0}, rng, 0.25) == []  # floor(0.75) = 0
+    assert truncation({0: 1.0, 1: 2.0, 2: 3.0, 3: 4.0}, rng, 0.25) == [(0, 3)]
+    with pytest.raises(ConfigError, match=r"quantile must be in \(0, 0.5\], got 0.6"):
+        truncation({0: 1.0}, rng, 0.6)
+
+
+def test_nan_and_inf_never_rank_top():
+    fitness = {0: math.nan, 1: math.inf, 2: -math.inf, 3: 0.1, 4: 0.2, 5: 0.3, 6: 0.4, 7: 0.5}
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        pairs = truncation(fitness, rng, 0.25)
+        losers = {loser for loser, _ in pairs}
+        assert losers <= {0, 1, 2}
+        assert all(src in {6, 7} for _, src in pairs)
+    # all non-finite: nobody to copy
+    assert truncation({w: math.nan for w in range(8)}, rng, 0.25) == []
+
+
+def observations(scores):
+    return {w: [(100, s)] for w, s in scores.items()}
+
+
+def test_pbt_exploit_copies_weights_and_hparams_then_explores_within_bounds():
+    pbt = PBT(SPACE, 8, seed=0)
+    specs = pbt.start()
+    assert [s.worker for s in specs] == list(range(8))
+    start_hp = {s.worker: dict(s.hparams) for s in specs}
+    decisions = pbt.decide(100, observations({w: w / 10 for w in range(8)}))
+    assert isinstance(decisions[0], FitnessRecord)
+    exploits = [d for d in decisions if isinstance(d, Exploit)]
+    assert sorted(d.worker for d in exploits) == [0, 1]
+    for d in exploits:
+        assert d.source in (6, 7)
+        assert d.source_hparams == start_hp[d.source]
+        ratio = d.new_hparams["lr"] / d.source_hparams["lr"]
+        clipped = d.new_hparams["lr"] in (1e-3, 2.0)
+        assert clipped or any(math.isclose(ratio, f) for f in (0.5, 0.8, 1.25, 2.0))
+        assert pbt.hparams[d.worker] == d.new_hparams
+        assert d.old_hparams == start_hp[d.worker]
+
+
+def test_pbt_is_deterministic_for_a_seed_and_restores_from_state():
+    def trace(seed):
+        pbt = PBT(SPACE, 8, seed=seed)
+        pbt.start()
+        rng = np.random.default_rng(42)
+        out = []
+        for r in range(5):
+            out.append(pbt.decide(100 * (r + 1), observations(
+                {w: float(rng.normal()) for w in range(8)})))
+        return out
+
+    assert trace(3) == trace(3)
+    assert trace(3) != trace(4)
+
+    a = PBT(SPACE, 8, seed=5)
+    a.start()
+    a.decide(100, observations({w: float(w) for w in range(8)}))
+    b = PBT(SPACE, 8, seed=999)
+    b.start()
+    b.load_state_dict(a.state_dict())
+    obs = observations({w: float(-w) for w in range(8)})
+    assert a.decide(200, obs) == b.decide(200, obs)
+
+
+def test_pbt_population_too_small():
+    with pytest.raises(ConfigError, match="workers must be an int >= 4"):
+        PBT(SPACE, 3)
+
+
+def test_random_search_follows_hand_tuned_schedule_and_never_exploits():
+    rs = RandomSearch(SPACE, 4, 900, schedule_param="lr", seed=0)
+    specs = rs.start()
+    for s in specs:
+        assert s.schedule is not None and s.schedule.total_steps == 900
+        base = s.schedule.hparams_at(100)["lr"]  # after the 50-step warmup
+        assert s.schedule.hparams_at(299)["lr"] == pytest.approx(base)
+        assert s.schedule.hparams_at(300)["lr"] == pytest.approx(base / 10)
+        assert s.schedule.hparams_at(600)["lr"] == pytest.approx(base / 100)
+        assert s.schedule.hparams_at(800)["lr"] == pytest.approx(base / 1000)
+        assert s.schedule.hparams_at(0)["lr"] < base / 10  # warming up
+    assert rs.decide(100, observations({w: 0.0 for w in range(4)})) == []
