@@ -11,13 +11,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from firepbt.config import ExperimentConfig
 from firepbt.records import EvaluatorSuccess, Exploit
-from firepbt.runner import resume, run, summarize
+from firepbt.runner import resume, run
 from firepbt.space import LogUniform, Space
 from firepbt.store import Store
 from firepbt.trainable import function_trainable

@@ -77,6 +77,27 @@ def _parser() -> argparse.ArgumentParser:
     lin.add_argument("store")
     lin.add_argument("--worker", type=int, default=None)
     lin.add_argument("--json", action="store_true", help="print the schedule as JSON")
+    rp = sub.add_parser("replay", help="retrain the top schedule from scratch on the full "
+                        "training set and report its test score (paper 4.1)")
+    rp.add_argument("store")
+    rp.add_argument("--json", action="store_true")
+
+    c = sub.add_parser("compare", help="methods x worker counts x seeds, resumable; writes "
+                       "the paper's Table 1 (Markdown and CSV)")
+    c.add_argument("task")
+    c.add_argument("--out", required=True, help="folder for the runs and the table")
+    c.add_argument("--methods", nargs="+", default=["random", "pbt", "fire"])
+    c.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    c.add_argument("--workers", type=_positive_int("workers"), default=22,
+                   help="workers of random search and PBT")
+    c.add_argument("--fire-workers", type=int, nargs="+", default=[22],
+                   help="FIRE PBT worker counts (e.g. 22 36 50)")
+    c.add_argument("--steps", type=_positive_int("steps"), default=6000)
+    c.add_argument("--ready-interval", type=_positive_int("ready_interval"), default=125)
+    c.add_argument("--eval-interval", type=_positive_int("eval_interval"), default=25)
+    c.add_argument("--max-eval-steps", type=_positive_int("max_eval_steps"), default=None)
+    c.add_argument("--jobs", type=_positive_int("jobs"), default=2,
+                   help="runs at a time (one core each)")
     return p
 
 
@@ -342,7 +363,53 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"run": cmd_run, "resume": cmd_resume, "status": cmd_status, "tasks": cmd_tasks,
+def cmd_replay(args: argparse.Namespace) -> int:
+    from .replay import replay_store
+
+    res = replay_store(args.store)
+    if args.json:
+        print(json.dumps({"worker": res.worker, "step": res.step, "seed": res.seed,
+                          "value": res.value, "test": res.test,
+                          "schedule": json.loads(res.schedule.to_json())}))
+        return 0
+    test = "n/a" if res.test is None else f"{res.test:.4f}"
+    print(f"replayed the schedule of worker {res.worker} at step {res.step} (its top validation)"
+          f" from scratch on the full training set, seed {res.seed}:")
+    for seg in res.schedule.segments:
+        print(f"  {_fmt(seg.hparams)} x {seg.steps}")
+    print(f"final validation-split value {res.value:.4f}, test {test}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import plan, run_comparison
+    from .config import ExperimentConfig
+    from .tasks import get_task
+
+    get_task(args.task)
+    specs = plan(args.task, args.methods, args.seeds, args.workers, args.fire_workers,
+                 args.steps, args.ready_interval, args.eval_interval, args.max_eval_steps)
+    for s in specs:  # validate every run before starting any
+        ExperimentConfig(task=s.task, method=s.method, workers=s.workers, steps=s.steps,
+                         ready_interval=s.ready_interval, eval_interval=s.eval_interval,
+                         seed=s.seed, max_eval_steps=s.max_eval_steps)
+    t0 = time.time()
+
+    def update(done: int, total: int, last: str) -> None:
+        note = f" (last: {last})" if last else ""
+        print(f"[{time.time() - t0:7.0f} s] {done}/{total} runs done{note}", flush=True)
+
+    out = Path(args.out)
+    print(f"firepbt compare: {len(specs)} runs into {out}, {args.jobs} at a time; "
+          "rerun the same command to resume")
+    run_comparison(out, specs, args.jobs, update)
+    print((out / "table1.md").read_text())
+    print(f"wall time {time.time() - t0:.0f} s; table in {out / 'table1.md'} and "
+          f"{out / 'table1.csv'}")
+    return 0
+
+
+_COMMANDS = {"run": cmd_run, "replay": cmd_replay, "compare": cmd_compare, "resume": cmd_resume, "status": cmd_status, "tasks": cmd_tasks,
              "lineage": cmd_lineage}
 
 

@@ -1,0 +1,257 @@
+"""Multi-seed comparison (paper 4.1.2, Table 1): methods x worker counts x seeds on a task.
+
+Every run is an ordinary store under ``OUT/runs``; running the same command again skips
+finished runs and resumes stopped ones, so a comparison can be stopped (or killed) and resumed.
+Each finished run is replayed (schedule of its top validation score, trained from scratch on
+the full training set). The table - mean +- std over seeds of the top validation score, the
+test score at that point, and the replay test score, plus compute - is written as Markdown and
+CSV from the stores.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import METHODS
+from .errors import ConfigError, check
+
+LABELS = {"random": "RS hand-tuned schedule", "pbt": "PBT", "fire": "FIRE PBT"}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    task: str
+    method: str
+    workers: int
+    seed: int
+    steps: int
+    ready_interval: int
+    eval_interval: int
+    max_eval_steps: int | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}-w{self.workers}-s{self.seed}"
+
+    @property
+    def label(self) -> str:
+        return f"FIRE PBT ({self.workers})" if self.method == "fire" else LABELS[self.method]
+
+    def run_args(self, store: Path) -> list[str]:
+        args = ["run", self.task, "--method", self.method, "--workers", str(self.workers),
+                "--steps", str(self.steps), "--seed", str(self.seed), "--ready-interval",
+                str(self.ready_interval), "--eval-interval", str(self.eval_interval),
+                "--store", str(store), "--no-progress"]
+        if self.max_eval_steps is not None and self.method == "fire":
+            args += ["--max-eval-steps", str(self.max_eval_steps)]
+        return args
+
+
+def plan(task: str, methods: Sequence[str], seeds: Sequence[int], workers: int,
+         fire_workers: Sequence[int], steps: int, ready_interval: int, eval_interval: int,
+         max_eval_steps: int | None = None) -> list[RunSpec]:
+    """The runs of a comparison, in a fixed order."""
+    for m in methods:
+        check(m in METHODS, "methods", f"a list of {list(METHODS)}", list(methods))
+    check(len(seeds) >= 1, "seeds", "at least one seed", list(seeds))
+    specs = []
+    for m in methods:
+        counts = fire_workers if m == "fire" else [workers]
+        for w in counts:
+            for s in seeds:
+                specs.append(RunSpec(task, m, int(w), int(s), steps, ready_interval,
+                                     eval_interval, max_eval_steps))
+    return specs
+
+
+def _state(store: Path) -> str:
+    """'new', 'partial', 'trained' (finished, not replayed) or 'done'."""
+    from .store import Store
+
+    if not (store / "experiment.sqlite").exists():
+        return "new"
+    st = Store.open(store, readonly=True)
+    try:
+        if st.meta("final") is None:
+            return "partial"
+        return "done" if st.meta("replay") is not None else "trained"
+    finally:
+        st.close()
+
+
+def _one(spec: RunSpec, store: Path) -> None:
+    """Bring one run to 'done' (called in a child process)."""
+    from .cli import main
+    from .replay import replay_store
+
+    state = _state(store)
+    if state == "new":
+        if store.exists():  # a run killed before its first round: start again
+            import shutil
+
+            shutil.rmtree(store)
+        code = main(spec.run_args(store))
+    elif state == "partial":
+        code = main(["resume", str(store), "--no-progress"])
+    else:
+        code = 0
+    if code != 0:
+        raise SystemExit(code)
+    if _state(store) == "trained":
+        replay_store(str(store))
+
+
+def run_comparison(out: Path, specs: Sequence[RunSpec], jobs: int = 2,
+                   on_update: Callable[[int, int, str], None] | None = None) -> list[dict[str, Any]]:
+    """Run (or resume) every spec with up to ``jobs`` child processes, then write the table."""
+    check(isinstance(jobs, int) and jobs >= 1, "jobs", "an int >= 1", jobs)
+    out.mkdir(parents=True, exist_ok=True)
+    spec_file = out / "comparison.json"
+    spec_json = json.dumps([asdict(s) for s in specs], indent=1)
+    if spec_file.exists() and spec_file.read_text() != spec_json:
+        raise ConfigError("out", "a new folder or one holding this same comparison",
+                          str(out))
+    spec_file.write_text(spec_json)
+    (out / "runs").mkdir(exist_ok=True)
+    todo = [s for s in specs if _state(out / "runs" / s.name) != "done"]
+    done = len(specs) - len(todo)
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    running: list[tuple[RunSpec, subprocess.Popen[bytes], float]] = []
+    failures = []
+    if on_update:
+        on_update(done, len(specs), "")
+    while todo or running:
+        while todo and len(running) < jobs:
+            spec = todo.pop(0)
+            log = open(out / "runs" / f"{spec.name}.log", "ab")  # noqa: SIM115
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "firepbt.compare", json.dumps(asdict(spec)),
+                 str(out / "runs" / spec.name)], env=env, stdout=log, stderr=log)
+            running.append((spec, proc, time.time()))
+        time.sleep(0.5)
+        for item in list(running):
+            spec, proc, t0 = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            if proc.returncode != 0:
+                failures.append(spec.name)
+            done += 1
+            if on_update:
+                on_update(done, len(specs), f"{spec.name} in {time.time() - t0:.0f} s")
+    if failures:
+        raise RuntimeError(f"runs failed (see their .log in {out / 'runs'}): {failures}")
+    rows = table_rows(out, specs)
+    from .tasks import get_task
+
+    write_table(out, rows, percent=get_task(specs[0].task).has_test)
+    return rows
+
+
+def _mean_std(xs: list[float]) -> tuple[float, float]:
+    arr = np.array([x for x in xs if x is not None and math.isfinite(x)], dtype=float)
+    if arr.size == 0:
+        return math.nan, math.nan
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+
+
+def run_measures(store: Path) -> dict[str, Any]:
+    """The paper's measures for one store, plus compute and wall time."""
+    from .store import Store
+
+    st = Store.open(store, readonly=True)
+    try:
+        from .config import ExperimentConfig
+        from .runner import _candidates, top_measures
+
+        cfg = ExperimentConfig.from_dict(st.config)
+        top = top_measures(st, _candidates(cfg))
+        replay = json.loads(st.meta("replay") or "null")
+        final = json.loads(st.meta("final") or "null")
+        rounds = st.rounds()
+        created = float(st.meta("created_at") or 0)
+        return {
+            "top_value": None if top is None else top[2],
+            "top_test": None if top is None else top[3],
+            "replay_test": None if replay is None else replay["test"],
+            "replay_value": None if replay is None else replay["value"],
+            "final_test": None if final is None else final["test"],
+            "train_cpu_s": sum(r.train_seconds + r.eval_seconds for r in rounds),
+            "controller_cpu_s": sum(r.decide_seconds for r in rounds),
+            "wall_s": (rounds[-1].finished_at - created) if rounds else 0.0,
+        }
+    finally:
+        st.close()
+
+
+def table_rows(out: Path, specs: Sequence[RunSpec]) -> list[dict[str, Any]]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for s in specs:
+        m = run_measures(out / "runs" / s.name)
+        groups.setdefault(s.label, []).append(m)
+    rows = []
+    for label, ms in groups.items():
+        row: dict[str, Any] = {"method": label, "runs": len(ms)}
+        for key in ("top_value", "top_test", "replay_test", "replay_value", "final_test"):
+            row[key] = _mean_std([m[key] for m in ms])
+        row["train_cpu_s"] = float(np.mean([m["train_cpu_s"] for m in ms]))
+        row["controller_cpu_s"] = float(np.mean([m["controller_cpu_s"] for m in ms]))
+        row["wall_s"] = float(np.mean([m["wall_s"] for m in ms]))
+        rows.append(row)
+    return rows
+
+
+def _fmt(ms: tuple[float, float], percent: bool) -> str:
+    m, s = ms
+    if math.isnan(m):
+        return "n/a"
+    if percent:
+        return f"{m * 100:.2f} ± {s * 100:.2f}"
+    return f"{m:.4g} ± {s:.2g}"
+
+
+def markdown(rows: Sequence[dict[str, Any]], percent: bool = True) -> str:
+    """Table 1. ``percent``: objective values are fractions shown as percentages (accuracy,
+    F1); otherwise they are shown as they are (e.g. the NQM's expected loss, lower is better)
+    and the replay column shows the replayed run's final objective when there is no test set."""
+    lines = ["| Method | Runs | Top validation | Matching test | Schedule replay test | "
+             "Final best-member test | Train+eval CPU-s / run | Controller CPU-s / run |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        replay = r["replay_test"] if not math.isnan(r["replay_test"][0]) else r["replay_value"]
+        lines.append(f"| {r['method']} | {r['runs']} | {_fmt(r['top_value'], percent)} | "
+                     f"{_fmt(r['top_test'], percent)} | {_fmt(replay, percent)} | "
+                     f"{_fmt(r['final_test'], percent)} "
+                     f"| {r['train_cpu_s']:.0f} | {r['controller_cpu_s']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(out: Path, rows: Sequence[dict[str, Any]], percent: bool = True) -> None:
+    (out / "table1.md").write_text(markdown(rows, percent))
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["method", "runs", "top_value_mean", "top_value_std", "top_test_mean",
+                "top_test_std", "replay_test_mean", "replay_test_std", "final_test_mean",
+                "final_test_std", "train_cpu_s", "controller_cpu_s", "wall_s"])
+    for r in rows:
+        w.writerow([r["method"], r["runs"], *r["top_value"], *r["top_test"], *r["replay_test"],
+                    *r["final_test"], r["train_cpu_s"], r["controller_cpu_s"], r["wall_s"]])
+    (out / "table1.csv").write_text(buf.getvalue())
+
+
+if __name__ == "__main__":  # child process: one run
+    spec = RunSpec(**json.loads(sys.argv[1]))
+    _one(spec, Path(sys.argv[2]))

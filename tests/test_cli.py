@@ -1,0 +1,72 @@
+"""The command line: shape, bad input (one line, exit 2, nothing written), status JSON."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from firepbt.cli import main
+
+
+def run_cli(capsys, *args):
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("args, field", [
+    (["run", "imagenet"], "task"),
+    (["run", "nqm", "--steps", "-5"], "steps"),
+    (["run", "nqm", "--method", "pbt", "--workers", "3"], "workers"),
+    (["run", "nqm", "--method", "bayes"], "method"),
+    (["run", "nqm", "--ready-interval", "55", "--eval-interval", "10"], "ready_interval"),
+    (["run", "nqm", "--steps", "1010", "--ready-interval", "50"], "steps"),
+    (["run", "nqm", "--quantile", "0.9"], "quantile"),
+    (["run", "nqm", "--objective", "f1"], "objective"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, field):
+    store = tmp_path / "store"
+    with pytest.raises(SystemExit) as info:
+        raise SystemExit(main([*args, "--store", str(store), "--no-progress"]))
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("firepbt: error: ")
+    assert field in lines[0] and "must be" in lines[0] and ("got" in lines[0] or "invalid" in lines[0])
+    assert not store.exists()
+
+
+def test_run_refuses_to_overwrite_and_status_refuses_foreign_folders(tmp_path, capsys):
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "file").write_text("x")
+    code, _, err = run_cli(capsys, "run", "nqm", "--store", str(tmp_path / "s"), "--no-progress")
+    assert code == 2 and "never overwrites" in err
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["file"]
+    code, _, err = run_cli(capsys, "status", str(tmp_path / "s"))
+    assert code == 2 and "made by 'firepbt run'" in err
+    code, _, err = run_cli(capsys, "resume", str(tmp_path / "nope"))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+def test_run_status_lineage_replay_on_nqm(tmp_path, capsys):
+    store = str(tmp_path / "s")
+    code, out, _ = run_cli(capsys, "run", "nqm", "--method", "fire", "--workers", "11",
+                           "--steps", "300", "--ready-interval", "50", "--eval-interval", "10",
+                           "--store", store, "--no-progress")
+    assert code == 0
+    assert "Best member: worker" in out and "Its schedule" in out and store in out
+    code, out, _ = run_cli(capsys, "status", store, "--json")
+    d = json.loads(out)
+    assert {"task", "method", "steps_done", "steps_total", "finished", "best"} <= set(d)
+    assert d["task"] == "nqm" and d["method"] == "fire" and d["finished"] is True
+    assert d["steps_done"] == d["steps_total"] == 300
+    assert set(d["best"]) >= {"member", "score", "test_score", "hparams"}
+    assert d["best"]["test_score"] is None and d["best"]["member"] in range(4)
+    code, out, _ = run_cli(capsys, "lineage", store, "--json")
+    sched = json.loads(out)
+    assert sum(s["steps"] for s in sched["segments"]) == 300
+    code, out, _ = run_cli(capsys, "replay", store, "--json")
+    assert code == 0 and json.loads(out)["test"] is None
+    code, out, _ = run_cli(capsys, "tasks")
+    assert "mnist1d" in out and "nqm" in out
