@@ -58,7 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--quantile", type=float, default=0.25)
     r.add_argument("--factors", type=float, nargs="+", default=None)
     r.add_argument("--min-steps-before-eval", type=int, default=0)
-    r.add_argument("--objective", default=None, help="mnist1d: accuracy (default) or f1")
+    r.add_argument("--objective", default=None, help="mnist1d, mnist: accuracy (default) or f1")
+    r.add_argument("--data-dir", default=None, help="mnist: folder with the four IDX files")
     r.add_argument("--schedule", default=None,
                    help="random search: follow this JSON schedule (from 'firepbt lineage --json')")
     r.add_argument("--no-progress", action="store_true")
@@ -127,6 +128,17 @@ def _config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         if "objective" not in task.options:
             raise ConfigError("objective", f"not set for task {task.name!r}", args.objective)
         options["objective"] = args.objective
+    if args.data_dir is not None:
+        if "data_dir" not in task.options:
+            raise ConfigError("data_dir", f"not set for task {task.name!r}", args.data_dir)
+        from .tasks.mnist import load_mnist
+
+        options["data_dir"] = str(Path(args.data_dir).resolve())
+        load_mnist(options["data_dir"])  # clear error now, before a store is written
+    elif "data_dir" in task.options:
+        from .tasks.mnist import load_mnist
+
+        load_mnist(None)
     schedule = None
     if args.schedule is not None:
         from .schedule import Schedule

@@ -100,6 +100,7 @@ class Store:
         root.mkdir(parents=True, exist_ok=True)
         (root / "checkpoints").mkdir(exist_ok=True)
         conn = sqlite3.connect(root / DB_NAME)
+        conn.execute("PRAGMA journal_mode=WAL")  # 'status' and reports read while a run writes
         conn.executescript(_SCHEMA)
         with conn:
             conn.executemany("INSERT INTO meta VALUES (?, ?)", [

@@ -39,6 +39,12 @@ def _mnist1d(seed: int, **options: Any) -> Trainable:
     return MNIST1DTrainable(seed, **options)
 
 
+def _mnist(seed: int, **options: Any) -> Trainable:
+    from .mnist import MNISTTrainable
+
+    return MNISTTrainable(seed, **options)
+
+
 def _nqm(seed: int, **options: Any) -> Trainable:
     from .nqm import NQMTrainable
 
@@ -59,6 +65,11 @@ TASKS: dict[str, Task] = {
                     "lambda", {"workers": 11, "steps": 1500, "ready_interval": 125,
                                "eval_interval": 25}, True,
                     ("objective", "weight_decay", "full_train")),
+    "mnist": Task("mnist", "MNIST from the four IDX files in --data-dir (no download), small "
+                  "CNN, SGD momentum 0.9, batch 128; objective: validation accuracy (or macro F1)",
+                  _mnist, _space("mnist1d"), "lambda",
+                  {"workers": 11, "steps": 1500, "ready_interval": 125, "eval_interval": 25},
+                  True, ("objective", "weight_decay", "full_train", "data_dir")),
     "nqm": Task("nqm", "noisy quadratic model, 10,000 dims, h_i = 1/i, exact expected loss "
                 "(min), momentum 0.9", _nqm, _space("nqm"), "lr",
                 {"workers": 16, "steps": 3000, "ready_interval": 50, "eval_interval": 10}, False,

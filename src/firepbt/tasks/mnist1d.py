@@ -117,7 +117,8 @@ class MNIST1DTrainable:
 
     def __init__(self, seed: int, *, data: MNIST1DData | None = None, hidden: int = 256,
                  batch_size: int = 128, momentum: float = 0.9, weight_decay: float = 0.0,
-                 objective: str = "accuracy", full_train: bool = False) -> None:
+                 objective: str = "accuracy", full_train: bool = False,
+                 model: nn.Module | None = None) -> None:
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {list(OBJECTIVES)}, got {objective!r}")
         data = load_data() if data is None else data
@@ -126,7 +127,7 @@ class MNIST1DTrainable:
         self.objective = objective
         torch.manual_seed(seed)  # parameter init only; data order uses self.gen
         g = torch.Generator().manual_seed(seed)
-        self.model = mlp(hidden)
+        self.model = mlp(hidden) if model is None else model
         with torch.no_grad():
             for p in self.model.parameters():
                 # re-initialise from the explicit generator so init does not depend on globals
