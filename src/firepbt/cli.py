@@ -78,6 +78,12 @@ def _parser() -> argparse.ArgumentParser:
     lin.add_argument("store")
     lin.add_argument("--worker", type=int, default=None)
     lin.add_argument("--json", action="store_true", help="print the schedule as JSON")
+    rep = sub.add_parser("report", help="write an HTML report (figures embedded) for a store or "
+                         "a comparison folder")
+    rep.add_argument("path")
+    rep.add_argument("--out", default=None, help="folder for report.html and the PNGs "
+                     "(default PATH/report)")
+
     rp = sub.add_parser("replay", help="retrain the top schedule from scratch on the full "
                         "training set and report its test score (paper 4.1)")
     rp.add_argument("store")
@@ -393,6 +399,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import report
+
+    page = report(args.path, args.out)
+    print(f"report: {page}")
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from .compare import plan, run_comparison
     from .config import ExperimentConfig
@@ -421,7 +435,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"run": cmd_run, "replay": cmd_replay, "compare": cmd_compare, "resume": cmd_resume, "status": cmd_status, "tasks": cmd_tasks,
+_COMMANDS = {"run": cmd_run, "replay": cmd_replay, "compare": cmd_compare, "report": cmd_report, "resume": cmd_resume, "status": cmd_status, "tasks": cmd_tasks,
              "lineage": cmd_lineage}
 
 
