@@ -91,3 +91,18 @@ def test_mnist_task_trains_on_gzipped_files(tmp_path):
     # the label is written into the image as a bar: 60 steps learn it far above chance
     assert t.evaluate() > max(0.5, before)
     assert 0.0 <= t.test() <= 1.0
+
+
+def test_fire_runs_and_resumes_on_the_mnist_task(tmp_path):
+    from firepbt.config import ExperimentConfig
+    from firepbt.runner import resume, run
+
+    fake_mnist(tmp_path / "m", n_train=400, n_test=50)
+    cfg = ExperimentConfig(task="mnist", method="fire", workers=11, steps=30, ready_interval=10,
+                           eval_interval=5, task_options={"data_dir": str(tmp_path / "m")})
+    full = run(cfg, tmp_path / "full")
+    run(cfg, tmp_path / "part", max_rounds=1)
+    resumed = resume(tmp_path / "part")
+    assert full.finished and resumed.finished
+    assert (full.best_worker, full.best_value, full.best_test) == (
+        resumed.best_worker, resumed.best_value, resumed.best_test)

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from firepbt.supervised import macro_f1
 from firepbt.tasks import get_task
-from firepbt.tasks.mnist1d import MNIST1DTrainable, load_data, macro_f1
+from firepbt.tasks.mnist1d import MNIST1DTrainable, load_data
 from firepbt.tasks.nqm import NQMTrainable
 
 

@@ -62,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--data-dir", default=None, help="mnist: folder with the four IDX files")
     r.add_argument("--schedule", default=None,
                    help="random search: follow this JSON schedule (from 'firepbt lineage --json')")
+    r.add_argument("--executor", default="auto",
+                   help="auto (default: vectorized when possible), local or vectorized")
     r.add_argument("--no-progress", action="store_true")
 
     s = sub.add_parser("resume", help="continue a stopped or killed experiment")
@@ -161,7 +163,7 @@ def _config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         eval_interval=args.eval_interval or d["eval_interval"], seed=args.seed,
         quantile=args.quantile, factors=args.factors, p_stat=args.p_stat,
         max_eval_steps=args.max_eval_steps, min_steps_before_eval=args.min_steps_before_eval,
-        task_options=options, schedule=schedule)
+        task_options=options, schedule=schedule, executor=args.executor)
 
 
 def _default_store(config: ExperimentConfig) -> Path:

@@ -10,6 +10,7 @@ from typing import Any
 from .errors import ConfigError, check
 
 METHODS = ("pbt", "random", "fire")
+EXECUTORS = ("auto", "local", "vectorized")
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class ExperimentConfig:
     n_subpopulations: int | None = None
     task_options: Mapping[str, Any] = field(default_factory=dict)
     schedule: Mapping[str, Any] | None = None
+    executor: str = "auto"
 
     def __post_init__(self) -> None:
         check(isinstance(self.task, str) and bool(self.task), "task", "a task name", self.task)
@@ -74,6 +76,7 @@ class ExperimentConfig:
         check(self.n_subpopulations is None or (isinstance(self.n_subpopulations, int)
                                                 and self.n_subpopulations >= 2),
               "n_subpopulations", "an int >= 2 (default: from workers)", self.n_subpopulations)
+        check(self.executor in EXECUTORS, "executor", f"one of {list(EXECUTORS)}", self.executor)
         object.__setattr__(self, "task_options", dict(self.task_options))
 
     def to_dict(self) -> dict[str, Any]:

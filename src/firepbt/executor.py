@@ -51,12 +51,18 @@ def score_of(value: float, mode: str) -> float:
 
 
 def run_job(trainable: Trainable, job: TrainJob, best: list[float], mode: str) -> TrainResult:
-    """Train one job on one trainable (shared by executors). ``best[0]`` is the running best
-    score; a test evaluation is taken whenever a job with ``wants_test`` beats it."""
+    """Train one job on one trainable. ``best[0]`` is the best score before the round.
+
+    A job with ``wants_test`` takes a test evaluation whenever its score beats both that and
+    its own earlier scores of the round: a rule that does not depend on the order in which
+    workers are trained, and that takes a test at every point that can be a new running best
+    (the runner keeps only those).
+    """
     evals: list[tuple[int, float]] = []
     tests: list[tuple[int, float]] = []
     t_train = t_eval = 0.0
     step = job.start
+    own_best = [best[0]]
 
     def evaluate() -> None:
         nonlocal t_eval
@@ -64,8 +70,8 @@ def run_job(trainable: Trainable, job: TrainJob, best: list[float], mode: str) -
         value = float(trainable.evaluate())
         evals.append((step, value))
         score = score_of(value, mode)
-        if job.wants_test and math.isfinite(score) and score > best[0]:
-            best[0] = score
+        if job.wants_test and math.isfinite(score) and score > own_best[0]:
+            own_best[0] = score
             t = test_of(trainable)
             if t is not None:
                 tests.append((step, float(t)))
@@ -108,10 +114,9 @@ class LocalExecutor:
 
     def train_round(self, jobs: Sequence[TrainJob], best_score: float,
                     progress: Callable[[int], None] | None = None) -> list[TrainResult]:
-        best = [best_score]
         out = []
         for job in jobs:
-            out.append(run_job(self.trainables[job.worker], job, best, self.mode))
+            out.append(run_job(self.trainables[job.worker], job, [best_score], self.mode))
             if progress is not None:
                 progress(sum(n for _, n in job.pieces))
         return out

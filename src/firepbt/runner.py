@@ -69,6 +69,15 @@ def build_controller(config: ExperimentConfig, space: Space,
                    quantile=config.quantile, seed=seed)
 
 
+def make_executor(config: ExperimentConfig, factory: TrainableFactory) -> Any:
+    """The executor a configuration names (``auto`` tries the vectorized one first)."""
+    if config.executor == "local":
+        return LocalExecutor(factory)
+    from .vectorized import VectorizedExecutor
+
+    return VectorizedExecutor(factory)
+
+
 def worker_seeds(seed: int, n_workers: int) -> dict[int, int]:
     """Independent per-worker seeds derived from the experiment seed."""
     children = np.random.SeedSequence([seed, 0]).generate_state(n_workers)
@@ -98,14 +107,14 @@ class Runner:
 
     def __init__(self, config: ExperimentConfig, factory: TrainableFactory, space: Space,
                  store: Store, *, schedule_param: str | None = None,
-                 executor: LocalExecutor | None = None,
+                 executor: Any = None,
                  progress: ProgressFn | None = None) -> None:
         self.config = config
         self.store = store
         self.controller = build_controller(config, space, schedule_param)
         if self.controller.n_workers != config.workers and config.method != "fire":
             raise ConfigError("workers", "consistent with the method", config.workers)
-        self.executor = executor if executor is not None else LocalExecutor(factory)
+        self.executor = executor if executor is not None else make_executor(config, factory)
         self.progress = progress
         self.workers: dict[int, dict[str, Any]] = {}
         self.best_score = -math.inf
@@ -113,10 +122,24 @@ class Runner:
 
     # -- set-up --------------------------------------------------------------------------
 
+    def _setup_executor(self, n_workers: int) -> None:
+        from .vectorized import NotVectorizable, VectorizedExecutor
+
+        seeds = worker_seeds(self.config.seed, n_workers)
+        try:
+            self.executor.setup(seeds)
+        except NotVectorizable as exc:
+            if self.config.executor == "vectorized":
+                raise ConfigError("executor", "'local' for these trainables", f"vectorized ({exc})"
+                                  ) from exc
+            assert isinstance(self.executor, VectorizedExecutor)
+            self.executor = LocalExecutor(self.executor.factory)
+            self.executor.setup(seeds)
+
     def start_new(self) -> None:
         specs = self.controller.start()
         self.workers = {s.worker: _worker_state(s) for s in specs}
-        self.executor.setup(worker_seeds(self.config.seed, len(specs)))
+        self._setup_executor(len(specs))
         self.store.set_meta("initial_runner_state", json.dumps(self._runner_state()))
         self.store.set_meta("mode", self.executor.mode)
         self.round = 0
@@ -133,7 +156,7 @@ class Runner:
         rs = last.runner_state
         self.workers = {int(k): v for k, v in rs["workers"].items()}
         self.best_score = float(rs["best_score"])
-        self.executor.setup(worker_seeds(self.config.seed, len(self.workers)))
+        self._setup_executor(len(self.workers))
         if last.checkpoint is None:
             raise StoreError(f"round {last.round} of {self.store.path} has no checkpoint")
         self.executor.load_states(self.store.read_checkpoint(last.checkpoint))
@@ -186,13 +209,16 @@ class Runner:
         mode = self.executor.mode
         observations = {res.worker: [(s, score_of(v, mode)) for s, v in res.evaluations]
                         for res in results}
+        # the running best over best-effort members, in (step, worker) order; a test is kept
+        # only where it was a new running best (executors test a superset of those points)
         candidates = set(self.controller.best_candidates())
-        for res in results:
-            if res.worker in candidates:
-                for _, v in res.evaluations:
-                    sc = score_of(v, mode)
-                    if math.isfinite(sc):
-                        self.best_score = max(self.best_score, sc)
+        points = sorted((s, res.worker, score_of(v, mode)) for res in results
+                        if res.worker in candidates for s, v in res.evaluations)
+        new_best: set[tuple[int, int]] = set()
+        for s, w, sc in points:
+            if math.isfinite(sc) and sc > self.best_score:
+                self.best_score = sc
+                new_best.add((w, s))
         t0 = time.process_time()
         decisions = self.controller.decide(step, observations)
         decide_seconds = time.process_time() - t0
@@ -202,7 +228,8 @@ class Runner:
                        sum(x.eval_seconds for x in results), decide_seconds,
                        self.controller.state_dict(), self._runner_state(), checkpoint)
         evals = [(res.worker, s, v) for res in results for s, v in res.evaluations]
-        tests = [(res.worker, s, v) for res in results for s, v in res.tests]
+        tests = [(res.worker, s, v) for res in results for s, v in res.tests
+                 if (res.worker, s) in new_best]
         self.store.commit_round(row, evals, tests, decisions)
         self.round = r
         if self.progress is not None:

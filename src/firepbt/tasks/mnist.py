@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .mnist1d import SPACE, MNIST1DData, MNIST1DTrainable
+from ..supervised import SupervisedData, SupervisedTrainable
+from .mnist1d import SPACE
 
 FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -68,10 +69,10 @@ def _find(folder: Path, stem: str) -> Path:
                       f"{folder} without {stem}")
 
 
-_CACHE: dict[str, MNIST1DData] = {}
+_CACHE: dict[str, SupervisedData] = {}
 
 
-def load_mnist(data_dir: str | os.PathLike[str] | None = None) -> MNIST1DData:
+def load_mnist(data_dir: str | os.PathLike[str] | None = None) -> SupervisedData:
     """Train / validation / test tensors (images scaled to [0, 1], shape N x 1 x 28 x 28)."""
     folder = Path(data_dir or os.environ.get("FIREPBT_MNIST_DIR", ""))
     if not str(folder) or not folder.is_dir():
@@ -90,7 +91,7 @@ def load_mnist(data_dir: str | os.PathLike[str] | None = None) -> MNIST1DData:
         yt = torch.from_numpy(arr["test_labels"].astype(np.int64))
         n_val = min(N_VALIDATION, len(x) // 6)
         cut = len(x) - n_val
-        _CACHE[key] = MNIST1DData(x[:cut], y[:cut], x[cut:], y[cut:], xt, yt)
+        _CACHE[key] = SupervisedData(x[:cut], y[:cut], x[cut:], y[cut:], xt, yt)
     return _CACHE[key]
 
 
@@ -99,31 +100,15 @@ def cnn() -> nn.Module:
                          nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(512, 10))
 
 
-class MNISTTrainable(MNIST1DTrainable):
-    """The MNIST-1D trainable's training loop and state, with MNIST data and a CNN."""
+class MNISTTrainable(SupervisedTrainable):
+    """The small CNN on MNIST (learning rate ``lambda * batch_size / 256``)."""
 
     def __init__(self, seed: int, *, data_dir: str | None = None, batch_size: int = 128,
                  momentum: float = 0.9, weight_decay: float = 0.0, objective: str = "accuracy",
                  full_train: bool = False) -> None:
-        super().__init__(seed, data=load_mnist(data_dir), batch_size=batch_size,
-                         momentum=momentum, weight_decay=weight_decay, objective=objective,
-                         full_train=full_train, model=cnn())
-
-    def _score(self, x: torch.Tensor, y: torch.Tensor) -> float:
-        # evaluate in chunks: 10,000 images at once would hold large activations
-        self.model.eval()
-        preds = []
-        with torch.no_grad():
-            for i in range(0, len(x), 2000):
-                logits = self.model(x[i:i + 2000])
-                if not torch.isfinite(logits).all():
-                    return float("nan")
-                preds.append(logits.argmax(1))
-        pred = torch.cat(preds)
-        if self.objective == "f1":
-            from .mnist1d import macro_f1
-
-            return macro_f1(pred, y)
-        return float((pred == y).double().mean())
-
-
+        with torch.random.fork_rng(devices=[]):
+            model = cnn()
+        super().__init__(seed, model=model, data=load_mnist(data_dir), metric=objective,
+                         batch_size=batch_size, momentum=momentum, weight_decay=weight_decay,
+                         lr_param="lambda", lr_scale=batch_size / 256, full_train=full_train,
+                         eval_batch=2000)

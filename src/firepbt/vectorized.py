@@ -1,0 +1,456 @@
+"""Train the whole population as one batched model (stacked weights, one forward/backward).
+
+:class:`VectorizedExecutor` takes the same trainable factory as the local executor, provided
+it makes :class:`~firepbt.supervised.SupervisedTrainable` workers (same data, batch size and
+network shape; each its own weights, data order and hyperparameters). During a round the
+members' parameters, momentum buffers and data orders are stacked along a leading member
+dimension and trained together:
+
+- ``nn.Sequential`` stacks of ``Linear`` layers and element-wise activations take a fast path of
+  batched matrix multiplies (``torch.baddbmm``);
+- any other module goes through ``torch.func`` (``stack_module_state``, ``functional_call``,
+  ``vmap``), which needs a module without in-place buffer updates (no batch-norm running
+  statistics); others are refused with a clear error that suggests the local executor.
+
+SGD with momentum and weight decay is applied with per-member learning rate, momentum and
+weight decay tensors, exactly as ``torch.optim.SGD`` does it (``buf = m * buf + (g + wd * p)``,
+``p -= lr * buf``). At the end of a round the results are written back into the per-member
+trainables, so copies (exploit, evaluators), checkpoints and the store are exactly those of the
+local executor. Results agree with the local executor to floating-point rounding: batched and
+single matrix multiplies round differently (tests run both in float64 and compare).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import TrainableError
+from .executor import TrainJob, TrainResult, score_of
+from .supervised import SupervisedTrainable
+from .tasks.nqm import NQMTrainable
+from .trainable import TrainableFactory, mode_of
+
+_ACTIVATIONS = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.ELU, nn.LeakyReLU,
+                nn.Identity, nn.Flatten)
+
+
+class NotVectorizable(TypeError):
+    """The trainables cannot be trained as one batched model."""
+
+
+def _fast_path(model: nn.Module) -> bool:
+    return isinstance(model, nn.Sequential) and all(
+        isinstance(m, (nn.Linear, *_ACTIVATIONS)) for m in model) and any(
+        isinstance(m, nn.Linear) for m in model)
+
+
+class VectorizedExecutor:
+    """Trains all workers of a synchronous round as one batched model (see module doc).
+
+    Args:
+        factory: ``seed -> SupervisedTrainable``.
+        threads: torch intra-op threads while training (None: leave torch's setting).
+    """
+
+    def __init__(self, factory: TrainableFactory, threads: int | None = None) -> None:
+        self.factory = factory
+        self.threads = threads
+        self.trainables: dict[int, SupervisedTrainable] = {}
+        self.mode = "max"
+
+    # -- executor contract ----------------------------------------------------------------
+
+    def setup(self, seeds: Mapping[int, int]) -> None:
+        made = {w: self.factory(int(s)) for w, s in sorted(seeds.items())}
+        if not all(isinstance(t, NQMTrainable) for t in made.values()):
+            check_vectorizable(list(made.values()))
+        self.trainables = made  # type: ignore[assignment]
+        modes = {mode_of(t) for t in made.values()}
+        self.mode = modes.pop()
+
+    def copy(self, source: int, dest: int) -> None:
+        self.trainables[dest].load_state_dict(self.trainables[source].state_dict())
+
+    def states(self) -> dict[int, dict[str, Any]]:
+        return {w: t.state_dict() for w, t in self.trainables.items()}
+
+    def load_states(self, states: Mapping[int, Mapping[str, Any]]) -> None:
+        for w, s in states.items():
+            self.trainables[int(w)].load_state_dict(s)
+
+    def close(self) -> None:
+        self.trainables = {}
+
+    def train_round(self, jobs: Sequence[TrainJob], best_score: float,
+                    progress: Callable[[int], None] | None = None) -> list[TrainResult]:
+        if not jobs:
+            return []
+        old_threads = torch.get_num_threads()
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        try:
+            return self._train_round(jobs, best_score, progress)
+        finally:
+            if self.threads is not None:
+                torch.set_num_threads(old_threads)
+
+    # -- the batched round -----------------------------------------------------------------
+
+    def _train_round(self, jobs: Sequence[TrainJob], best_score: float,
+                     progress: Callable[[int], None] | None) -> list[TrainResult]:
+        workers = [j.worker for j in jobs]
+        members = [self.trainables[w] for w in workers]
+        start = jobs[0].start
+        n_steps = sum(n for _, n in jobs[0].pieces)
+        eval_interval = jobs[0].eval_interval
+        for j in jobs:
+            if j.start != start or sum(n for _, n in j.pieces) != n_steps or \
+                    j.eval_interval != eval_interval:
+                raise ValueError("a vectorized round needs every job to cover the same steps")
+        # per-step optimizer settings of every member: (steps, N) tensors, changing only at
+        # piece boundaries
+        if isinstance(members[0], NQMTrainable):
+            pop: _Population | _NQMPopulation = _NQMPopulation(members)  # type: ignore[arg-type]
+            settings = [[(float(h["lr"]), 0.0, 0.0) for h, n in j.pieces for _ in range(n)]
+                        for j in jobs]
+        else:
+            pop = _Population(members)
+            settings = [_per_step(m, j.pieces) for m, j in zip(members, jobs, strict=True)]
+        f64 = torch.float64
+        lr = torch.tensor([[s[0] for s in col] for col in zip(*settings, strict=True)], dtype=f64)
+        mom = torch.tensor([[s[1] for s in col] for col in zip(*settings, strict=True)], dtype=f64)
+        wd = torch.tensor([[s[2] for s in col] for col in zip(*settings, strict=True)], dtype=f64)
+        own_best = [best_score] * len(jobs)
+        evals: dict[int, list[tuple[int, float]]] = {w: [] for w in workers}
+        tests: dict[int, list[tuple[int, float]]] = {w: [] for w in workers}
+        t_train = t_eval = 0.0
+
+        def evaluate(step: int) -> None:
+            nonlocal t_eval
+            t0 = time.perf_counter()
+            values = pop.evaluate()
+            for i, (w, j) in enumerate(zip(workers, jobs, strict=True)):
+                evals[w].append((step, values[i]))
+                sc = score_of(values[i], self.mode)
+                if j.wants_test and math.isfinite(sc) and sc > own_best[i]:
+                    own_best[i] = sc
+                    t = pop.test(i)
+                    if t is not None:
+                        tests[w].append((step, t))
+            t_eval += time.perf_counter() - t0
+
+        step = start
+        try:
+            if any(j.evaluate_start for j in jobs):
+                evaluate(step)
+            k = 0
+            while k < n_steps:
+                to_eval = eval_interval - (step % eval_interval)
+                n = min(to_eval, n_steps - k)
+                t0 = time.perf_counter()
+                pop.train(lr[k:k + n], mom[k:k + n], wd[k:k + n])
+                t_train += time.perf_counter() - t0
+                k += n
+                step += n
+                if progress is not None:
+                    progress(n * len(jobs))
+                if step % eval_interval == 0:
+                    evaluate(step)
+        except Exception as exc:  # the batched model cannot tell which member failed
+            import traceback
+
+            raise TrainableError(-1, step, traceback.format_exc()) from exc
+        pop.write_back()
+        share = 1.0 / len(jobs)
+        return [TrainResult(w, tuple(evals[w]), tuple(tests[w]), t_train * share,
+                            t_eval * share) for w in workers]
+
+
+def check_vectorizable(trainables: Sequence[object]) -> None:
+    """Raise :class:`NotVectorizable` (saying why) unless these can train as one model."""
+    if not trainables:
+        return
+    bad = [type(t).__name__ for t in trainables if not isinstance(t, SupervisedTrainable)]
+    if bad:
+        raise NotVectorizable(
+            f"the vectorized executor trains SupervisedTrainable workers (a module, a loss and "
+            f"tensors), got {bad[0]}; use the local executor (executor='local') for other "
+            "trainables")
+    first = trainables[0]
+    assert isinstance(first, SupervisedTrainable)
+    shapes = [tuple(p.shape) for p in first.model.parameters()]
+    for t in trainables[1:]:
+        assert isinstance(t, SupervisedTrainable)
+        if [tuple(p.shape) for p in t.model.parameters()] != shapes:
+            raise NotVectorizable("all members must have the same network shape; use the local "
+                                  "executor for populations of different architectures")
+        if t.data is not first.data and not torch.equal(t.data.x_train, first.data.x_train):
+            raise NotVectorizable("all members must train on the same data tensors")
+        if t.batch_size != first.batch_size:
+            raise NotVectorizable("all members must use the same batch size")
+    buffers = [n for n, _ in first.model.named_buffers()]
+    if buffers and not _fast_path(first.model):
+        raise NotVectorizable(
+            f"the network has buffers ({', '.join(buffers[:3])}) that training updates in place "
+            "(batch-norm running statistics, for instance), which torch.func.vmap cannot "
+            "batch; use the local executor, or a norm layer without running statistics")
+
+
+def _per_step(member: SupervisedTrainable,
+              pieces: Sequence[tuple[Mapping[str, Any], int]]) -> list[tuple[float, float, float]]:
+    out = []
+    for hparams, n in pieces:
+        out += [member.optimizer_settings(hparams)] * n
+    return out
+
+
+class _Population:
+    """Stacked parameters, momentum buffers and data orders of N members for one round."""
+
+    def __init__(self, members: Sequence[SupervisedTrainable]) -> None:
+        self.members = list(members)
+        first = members[0]
+        self.n = len(members)
+        self.loss = first.loss
+        self.data = first.data
+        self.batch = first.batch_size
+        self.fast = _fast_path(first.model)
+        self.names = [name for name, _ in first.model.named_parameters()]
+        params_per_member = [list(m.model.parameters()) for m in members]
+        self.params = [torch.stack([pm[i].detach() for pm in params_per_member]).requires_grad_()
+                       for i in range(len(self.names))]
+        self.bufs = []
+        self.has_buf = []
+        for i in range(len(self.names)):
+            col, has = [], []
+            for m, pm in zip(members, params_per_member, strict=True):
+                b = m.opt.state.get(pm[i], {}).get("momentum_buffer")
+                has.append(b is not None)
+                col.append(torch.zeros_like(pm[i]) if b is None else b.detach())
+            self.bufs.append(torch.stack(col))
+            self.has_buf.append(torch.tensor(has))
+        # data order: each member's current permutation and position
+        self.perms = torch.stack([m.perm for m in members])
+        self.pos = torch.tensor([m.pos for m in members])
+        self.n_train = len(self.data.x_train)
+        if not self.fast:
+            from torch.func import functional_call, grad, vmap
+
+            base = first.model
+            loss_fn = self.loss
+
+            def member_loss(params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
+                            x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+                return loss_fn(functional_call(base, (params, buffers), (x,)), y)
+
+            def member_out(params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
+                           x: torch.Tensor) -> torch.Tensor:
+                return functional_call(base, (params, buffers), (x,))
+
+            self.buffers = {k: torch.stack([dict(m.model.named_buffers())[k] for m in members])
+                            for k, _ in base.named_buffers()}
+            self._grad = vmap(grad(member_loss))
+            self._out = vmap(member_out, in_dims=(0, 0, None))
+
+    # -- data -------------------------------------------------------------------------------
+
+    def _next_indices(self) -> torch.Tensor:
+        wrap = (self.pos + self.batch > self.n_train).nonzero().flatten().tolist()
+        for i in wrap:  # a member starts a new shuffled epoch, as SupervisedTrainable does
+            m = self.members[i]
+            m.epoch_state = m.gen.get_state()
+            self.perms[i] = torch.randperm(self.n_train, generator=m.gen)
+            self.pos[i] = 0
+        offsets = self.pos[:, None] + torch.arange(self.batch)[None, :]
+        self.pos += self.batch
+        return torch.gather(self.perms, 1, offsets)
+
+    # -- training ---------------------------------------------------------------------------
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Fast path: x is (N, B, in)."""
+        h = x
+        i = 0
+        for layer in self.members[0].model:
+            if isinstance(layer, nn.Linear):
+                w = self.params[i]
+                if layer.bias is not None:
+                    h = torch.baddbmm(self.params[i + 1].unsqueeze(1), h, w.transpose(1, 2))
+                    i += 2
+                else:
+                    h = torch.bmm(h, w.transpose(1, 2))
+                    i += 1
+            elif isinstance(layer, nn.Flatten):
+                h = h.flatten(2)
+            else:
+                h = layer(h)
+        return h
+
+    def train(self, lr: torch.Tensor, mom: torch.Tensor, wd: torch.Tensor) -> None:
+        """Train len(lr) steps; lr, mom, wd are (steps, N)."""
+        x_all, y_all = self.data.x_train, self.data.y_train
+        dt = self.params[0].dtype
+        lr_t, mom_t, wd_t = lr.to(dt), mom.to(dt), wd.to(dt)
+        use_wd = bool((wd != 0).any())
+        shapes = [(-1,) + (1,) * (p.dim() - 1) for p in self.params]
+        for k in range(len(lr)):
+            idx = self._next_indices()
+            xb, yb = x_all[idx], y_all[idx]
+            if self.fast:
+                out = self._forward(xb)
+                if self.loss is nn.functional.cross_entropy:
+                    total = nn.functional.cross_entropy(out.flatten(0, 1), yb.flatten(),
+                                                        reduction="sum") / self.batch
+                else:
+                    total = torch.stack([self.loss(out[i], yb[i]) for i in range(self.n)]).sum()
+                grads = list(torch.autograd.grad(total, self.params))
+            else:
+                g = self._grad(dict(zip(self.names, self.params, strict=True)), self.buffers,
+                               xb, yb)
+                grads = [g[n] for n in self.names]
+            with torch.no_grad():
+                for j, (p, d_p) in enumerate(zip(self.params, grads, strict=True)):
+                    # torch.optim.SGD: d_p = g + wd * p; buf = m * buf + d_p (buf = d_p on the
+                    # first step: buf is zero there and m is masked); p -= lr * buf
+                    shape = shapes[j]
+                    if use_wd:
+                        d_p.addcmul_(wd_t[k].view(shape), p)
+                    m = torch.where(self.has_buf[j], mom_t[k], torch.zeros_like(mom_t[k]))
+                    buf = self.bufs[j]
+                    buf.mul_(m.view(shape)).add_(d_p)
+                    p.addcmul_(lr_t[k].view(shape), buf, value=-1.0)
+                    self.has_buf[j] = self.has_buf[j] | (mom[k] != 0)
+        self._last = (lr[-1], mom[-1], wd[-1])
+
+    # -- evaluation -------------------------------------------------------------------------
+
+    def _outputs(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            if self.fast:
+                chunk = max(1, 4_000_000 // max(1, self.n * 256))
+                return torch.cat([self._forward_shared(x[i:i + chunk])
+                                  for i in range(0, len(x), chunk)], dim=1)
+            params = {n: p.detach() for n, p in zip(self.names, self.params, strict=True)}
+            return self._out(params, self.buffers, x)
+
+    def _forward_shared(self, x: torch.Tensor) -> torch.Tensor:
+        """Fast path on inputs shared by all members: x is (B, in). The first Linear layer of
+        every member is one (B, in) x (in, N*out) matrix multiply."""
+        layers = list(self.members[0].model)
+        first = next(i for i, m in enumerate(layers) if isinstance(m, nn.Linear))
+        h = x.flatten(1) if any(isinstance(m, nn.Flatten) for m in layers[:first]) else x
+        w = self.params[0]  # (N, out, in)
+        n, out_f, _ = w.shape
+        h = (h @ w.reshape(n * out_f, -1).t()).view(len(x), n, out_f).transpose(0, 1)
+        i = 1
+        if layers[first].bias is not None:
+            h = h + self.params[1].unsqueeze(1)
+            i = 2
+        for layer in layers[first + 1:]:
+            if isinstance(layer, nn.Linear):
+                wl = self.params[i]
+                if layer.bias is not None:
+                    h = torch.baddbmm(self.params[i + 1].unsqueeze(1), h, wl.transpose(1, 2))
+                    i += 2
+                else:
+                    h = torch.bmm(h, wl.transpose(1, 2))
+                    i += 1
+            elif isinstance(layer, nn.Flatten):
+                h = h.flatten(2)
+            else:
+                h = layer(h)
+        return h
+
+    def evaluate(self) -> list[float]:
+        out = self._outputs(self.data.x_val)
+        metric = self.members[0].metric
+        vals = []
+        for i in range(self.n):
+            o = out[i]
+            vals.append(float(metric(o, self.data.y_val)) if torch.isfinite(o).all()
+                        else float("nan"))
+        return vals
+
+    def test(self, i: int) -> float | None:
+        if self.data.x_test is None or self.data.y_test is None:
+            return None
+        self.write_back_one(i)
+        return self.members[i].test()
+
+    # -- back to the members ------------------------------------------------------------------
+
+    def write_back_one(self, i: int) -> None:
+        m = self.members[i]
+        with torch.no_grad():
+            for p, stacked in zip(m.model.parameters(), self.params, strict=True):
+                p.copy_(stacked[i])
+
+    def write_back(self) -> None:
+        for i, m in enumerate(self.members):
+            self.write_back_one(i)
+            params = list(m.model.parameters())
+            for j, p in enumerate(params):
+                if bool(self.has_buf[j][i]):
+                    m.opt.state[p]["momentum_buffer"] = self.bufs[j][i].detach().clone()
+            if hasattr(self, "_last"):
+                lr, mom, wd = (float(t[i]) for t in self._last)
+                for group in m.opt.param_groups:
+                    group.update(lr=lr, momentum=mom, weight_decay=wd)
+            m.perm = self.perms[i].clone()
+            m.pos = int(self.pos[i])
+
+
+class _NQMPopulation:
+    """The noisy quadratic model's moments of N members as (N, dims) arrays."""
+
+    def __init__(self, members: Sequence[NQMTrainable]) -> None:
+        import numpy as np
+
+        self.members = list(members)
+        first = members[0]
+        self.h, self.noise, self.beta = first.h, first.noise, first.beta
+        self.exx = np.stack([m.exx for m in members])
+        self.exv = np.stack([m.exv for m in members])
+        self.evv = np.stack([m.evv for m in members])
+
+    def train(self, lr: torch.Tensor, mom: torch.Tensor, wd: torch.Tensor) -> None:
+        # the same operations, in the same order, as NQMTrainable.train, one row per member
+        import numpy as np
+
+        b = self.beta
+        lr_np = lr.numpy()
+        exx, exv, evv = self.exx, self.exv, self.evv
+        with np.errstate(over="ignore", invalid="ignore"):
+            k = 0
+            while k < len(lr_np):
+                same = k + 1
+                while same < len(lr_np) and np.array_equal(lr_np[same], lr_np[k]):
+                    same += 1
+                rate = lr_np[k][:, None]
+                lh = rate * self.h
+                a = 1.0 - lh
+                s = rate * rate * self.noise
+                for _ in range(same - k):
+                    nxx = a * a * exx + 2 * a * b * exv + b * b * evv + s
+                    nvv = lh * lh * exx - 2 * lh * b * exv + b * b * evv + s
+                    nxv = -a * lh * exx + (a - lh) * b * exv + b * b * evv + s
+                    exx, exv, evv = nxx, nxv, nvv
+                k = same
+        self.exx, self.exv, self.evv = exx, exv, evv
+
+    def evaluate(self) -> list[float]:
+        self.write_back()
+        return [m.evaluate() for m in self.members]
+
+    def test(self, i: int) -> None:
+        return None
+
+    def write_back(self) -> None:
+        for i, m in enumerate(self.members):
+            m.exx, m.exv, m.evv = self.exx[i].copy(), self.exv[i].copy(), self.evv[i].copy()

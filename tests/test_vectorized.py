@@ -1,0 +1,114 @@
+"""The vectorized executor against the per-member (local) executor."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from firepbt.config import ExperimentConfig
+from firepbt.errors import ConfigError
+from firepbt.runner import run
+from firepbt.store import Store
+from firepbt.supervised import SupervisedData, SupervisedTrainable
+from firepbt.tasks.mnist1d import SPACE, MNIST1DTrainable, load_data
+
+
+def records(path):
+    st = Store.open(path)
+    try:
+        return st.evaluations(), st.tests(), [d for _r, _s, d in st.decisions()]
+    finally:
+        st.close()
+
+
+def assert_same(a, b, tol):
+    ea, ta, da = a
+    eb, tb, db = b
+    assert len(ea) == len(eb)
+    for x, y in zip(ea, eb, strict=True):
+        assert x[:3] == y[:3]
+        assert x[3] == pytest.approx(y[3], abs=tol) or (math.isnan(x[3]) and math.isnan(y[3]))
+    assert [t[:3] for t in ta] == [t[:3] for t in tb]
+    assert da == db
+
+
+def mlp64(seed):
+    return MNIST1DTrainable(seed, hidden=32, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("method, workers", [("pbt", 8), ("fire", 11), ("random", 4)])
+def test_vectorized_equals_local_in_float64(tmp_path, method, workers):
+    # In float64 a batched and a single matrix multiply differ by rounding (~1e-16 relative);
+    # 200 SGD steps amplify that to well under 1e-9, while validation accuracy moves in steps of
+    # 1/5000 = 2e-4: curves agree to 1e-9 and every ranking - hence every decision - is equal.
+    cfg = dict(task="mnist1d", method=method, workers=workers, steps=200, ready_interval=50,
+               eval_interval=10, seed=4)
+    out = {}
+    for ex in ("local", "vectorized"):
+        run(ExperimentConfig(**cfg, executor=ex), tmp_path / ex, factory=mlp64, space=SPACE,
+            schedule_param="lambda")
+        out[ex] = records(tmp_path / ex)
+    assert_same(out["local"], out["vectorized"], tol=1e-9)
+    if method != "random":
+        assert any(d.kind == "exploit" for d in out["local"][2])
+
+
+class TwoLayer(nn.Module):
+    """Not an nn.Sequential: goes through torch.func (functional_call + vmap)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(40, 24)
+        self.b = nn.Linear(24, 10)
+
+    def forward(self, x):
+        return self.b(torch.tanh(self.a(x)) + 0.1 * torch.relu(self.a(x)))
+
+
+def custom64(seed):
+    d = load_data()
+    data = SupervisedData(d.x_train.double(), d.y_train, d.x_val.double(), d.y_val)
+    with torch.random.fork_rng(devices=[]):
+        model = TwoLayer().double()
+    return SupervisedTrainable(seed, model=model, data=data, lr_param="lambda", lr_scale=0.5,
+                               weight_decay=1e-4)
+
+
+def test_torch_func_path_equals_local(tmp_path):
+    cfg = dict(task="custom", method="pbt", workers=4, steps=60, ready_interval=20,
+               eval_interval=10, seed=1)
+    out = {}
+    for ex in ("local", "vectorized"):
+        run(ExperimentConfig(**cfg, executor=ex), tmp_path / ex, factory=custom64, space=SPACE)
+        out[ex] = records(tmp_path / ex)
+    assert_same(out["local"], out["vectorized"], tol=1e-9)
+
+
+def test_nqm_vectorized_is_bitwise_equal(tmp_path):
+    cfg = dict(task="nqm", method="fire", workers=11, steps=300, ready_interval=50,
+               eval_interval=10, seed=2, task_options={"dims": 500})
+    for ex in ("local", "vectorized"):
+        run(ExperimentConfig(**cfg, executor=ex), tmp_path / ex)
+    assert_same(records(tmp_path / "local"), records(tmp_path / "vectorized"), tol=0.0)
+
+
+def test_batch_norm_network_is_refused_with_a_reason(tmp_path):
+    def bn(seed):
+        d = load_data()
+        with torch.random.fork_rng(devices=[]):
+            model = nn.Sequential(nn.Linear(40, 16), nn.BatchNorm1d(16), nn.ReLU(),
+                                  nn.Linear(16, 10))
+        return SupervisedTrainable(seed, model=model, data=SupervisedData(
+            d.x_train, d.y_train, d.x_val, d.y_val), lr_param="lambda")
+
+    cfg = ExperimentConfig(task="bn", method="pbt", workers=4, steps=20, ready_interval=10,
+                           eval_interval=10, executor="vectorized")
+    with pytest.raises(ConfigError, match="executor must be 'local'.*running_mean.*local executor"):
+        run(cfg, tmp_path / "v", factory=bn, space=SPACE)
+    # auto falls back to the local executor
+    s = run(ExperimentConfig(**{**cfg.to_dict(), "executor": "auto"}), tmp_path / "a",
+            factory=bn, space=SPACE)
+    assert s.finished
