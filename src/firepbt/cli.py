@@ -63,11 +63,15 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--schedule", default=None,
                    help="random search: follow this JSON schedule (from 'firepbt lineage --json')")
     r.add_argument("--executor", default="auto",
-                   help="auto (default: vectorized when possible), local or vectorized")
+                   help="auto (default: vectorized when possible), local, vectorized or ray")
+    r.add_argument("--ray-address", default=None,
+                   help="with --executor ray: a running cluster (default RAY_ADDRESS, else a "
+                   "local Ray instance)")
     r.add_argument("--no-progress", action="store_true")
 
     s = sub.add_parser("resume", help="continue a stopped or killed experiment")
     s.add_argument("store")
+    s.add_argument("--ray-address", default=None)
     s.add_argument("--no-progress", action="store_true")
 
     t = sub.add_parser("status", help="progress and best member of a store")
@@ -267,7 +271,7 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"{config.eval_interval}), seed {config.seed}, store {store}")
     progress = _Progress(not args.no_progress, config.steps)
     try:
-        summary = run(config, store, progress=progress)
+        summary = run(config, store, progress=progress, ray_address=args.ray_address)
     finally:
         progress.stop()
     _print_summary(summary)
@@ -287,7 +291,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     print(f"firepbt: resuming {args.store} at step {before.steps_done}/{config.steps}")
     progress = _Progress(not args.no_progress, config.steps, before.steps_done)
     try:
-        summary = resume(args.store, progress=progress)
+        summary = resume(args.store, progress=progress, ray_address=args.ray_address)
     finally:
         progress.stop()
     _print_summary(summary)

@@ -10,7 +10,7 @@ from typing import Any
 from .errors import ConfigError, check
 
 METHODS = ("pbt", "random", "fire")
-EXECUTORS = ("auto", "local", "vectorized")
+EXECUTORS = ("auto", "local", "vectorized", "ray")
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,9 @@ class TrainableError(FirePBTError):
         self.traceback_text = traceback_text
         super().__init__(f"trainable of worker {worker} failed at step {step}:\n{traceback_text}")
 
+    def __reduce__(self) -> tuple[type, tuple[int, int, str]]:  # crosses process boundaries
+        return (type(self), (self.worker, self.step, self.traceback_text))
+
 
 def check(condition: bool, field: str, allowed: str, got: Any) -> None:
     """Raise :class:`ConfigError` unless ``condition`` holds."""

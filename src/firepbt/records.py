@@ -111,7 +111,21 @@ class FitnessRecord:
     kind: str = field(default="fitness", init=False)
 
 
-Decision = Exploit | AssignEvaluator | EvaluatorSuccess | StopEvaluator | FitnessRecord
+@dataclass(frozen=True, slots=True)
+class WorkerFailure:
+    """An executor event, not a decision: ``worker`` failed at ``step`` (``error``:
+    ``actor_died`` or ``trainable_error``, with the original traceback) and what was done."""
+
+    worker: int
+    step: int
+    error: str
+    traceback: str
+    action: str
+    kind: str = field(default="worker_failure", init=False)
+
+
+Decision = (Exploit | AssignEvaluator | EvaluatorSuccess | StopEvaluator | FitnessRecord
+            | WorkerFailure)
 
 _KINDS: dict[str, type] = {
     "exploit": Exploit,
@@ -119,6 +133,7 @@ _KINDS: dict[str, type] = {
     "evaluator_success": EvaluatorSuccess,
     "stop_evaluator": StopEvaluator,
     "fitness": FitnessRecord,
+    "worker_failure": WorkerFailure,
 }
 
 

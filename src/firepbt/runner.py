@@ -69,10 +69,15 @@ def build_controller(config: ExperimentConfig, space: Space,
                    quantile=config.quantile, seed=seed)
 
 
-def make_executor(config: ExperimentConfig, factory: TrainableFactory) -> Any:
+def make_executor(config: ExperimentConfig, factory: TrainableFactory,
+                  ray_address: str | None = None) -> Any:
     """The executor a configuration names (``auto`` tries the vectorized one first)."""
     if config.executor == "local":
         return LocalExecutor(factory)
+    if config.executor == "ray":
+        from .ray_executor import RayExecutor
+
+        return RayExecutor(factory, address=ray_address)
     from .vectorized import VectorizedExecutor
 
     return VectorizedExecutor(factory)
@@ -108,13 +113,14 @@ class Runner:
     def __init__(self, config: ExperimentConfig, factory: TrainableFactory, space: Space,
                  store: Store, *, schedule_param: str | None = None,
                  executor: Any = None,
-                 progress: ProgressFn | None = None) -> None:
+                 progress: ProgressFn | None = None, ray_address: str | None = None) -> None:
         self.config = config
         self.store = store
         self.controller = build_controller(config, space, schedule_param)
         if self.controller.n_workers != config.workers and config.method != "fire":
             raise ConfigError("workers", "consistent with the method", config.workers)
-        self.executor = executor if executor is not None else make_executor(config, factory)
+        self.executor = (executor if executor is not None
+                         else make_executor(config, factory, ray_address))
         self.progress = progress
         self.workers: dict[int, dict[str, Any]] = {}
         self.best_score = -math.inf
@@ -227,6 +233,9 @@ class Runner:
         row = RoundRow(r, step, time.time(), sum(x.train_seconds for x in results),
                        sum(x.eval_seconds for x in results), decide_seconds,
                        self.controller.state_dict(), self._runner_state(), checkpoint)
+        take = getattr(self.executor, "take_failures", None)
+        if take is not None:
+            decisions = [*take(), *decisions]
         evals = [(res.worker, s, v) for res in results for s, v in res.evaluations]
         tests = [(res.worker, s, v) for res in results for s, v in res.tests
                  if (res.worker, s) in new_best]
@@ -253,15 +262,12 @@ class Runner:
 
     def _finish(self) -> None:
         """Record the final best-effort member (and its test score)."""
-        from .trainable import test_of
-
         latest = _latest_scores(self.store, self.controller.best_candidates())
         if not latest:
             return
         w = max(sorted(latest), key=lambda k: (_rank(latest[k][1]), -k))
         step, score = latest[w]
-        trainable = self.executor.trainables.get(w) if hasattr(self.executor, "trainables") else None
-        test = None if trainable is None else test_of(trainable)
+        test = self.executor.test(w)
         mode = self.executor.mode
         self.store.set_meta("final", json.dumps({
             "worker": w, "step": step, "value": score_of(score, mode), "test": test,
@@ -355,37 +361,47 @@ def top_measures(store: Store, candidates: list[int]) -> tuple[int, int, float, 
 
 def run(config: ExperimentConfig, store: str | Path, *, factory: TrainableFactory | None = None,
         space: Space | None = None, schedule_param: str | None = None,
-        progress: ProgressFn | None = None, max_rounds: int | None = None) -> Summary:
+        progress: ProgressFn | None = None, max_rounds: int | None = None,
+        ray_address: str | None = None) -> Summary:
     """Run a new experiment into a new store.
 
     For a built-in task give only ``config`` and ``store``; for your own trainable also give
     ``factory`` (``seed -> Trainable``) and ``space`` (and ``schedule_param`` for the
     hand-tuned random-search schedule). ``max_rounds`` stops early (resume continues).
+    ``ray_address`` names a Ray cluster for ``executor="ray"`` (default ``RAY_ADDRESS``, else a
+    local Ray instance).
     """
     factory, space, schedule_param = _resolve_task(config, factory, space, schedule_param)
     st = Store.create(store, config.to_dict())
+    runner = None
     try:
         runner = Runner(config, factory, space, st, schedule_param=schedule_param,
-                        progress=progress)
+                        progress=progress, ray_address=ray_address)
         runner.start_new()
         return runner.run(max_rounds)
     finally:
+        if runner is not None:
+            runner.executor.close()
         st.close()
 
 
 def resume(store: str | Path, *, factory: TrainableFactory | None = None,
            space: Space | None = None, schedule_param: str | None = None,
-           progress: ProgressFn | None = None, max_rounds: int | None = None) -> Summary:
+           progress: ProgressFn | None = None, max_rounds: int | None = None,
+           ray_address: str | None = None) -> Summary:
     """Continue a stopped or killed experiment from its last completed round."""
     st = Store.open(store)
+    runner = None
     try:
         config = ExperimentConfig.from_dict(st.config)
         factory, space, schedule_param = _resolve_task(config, factory, space, schedule_param)
         runner = Runner(config, factory, space, st, schedule_param=schedule_param,
-                        progress=progress)
+                        progress=progress, ray_address=ray_address)
         runner.restore()
         return runner.run(max_rounds)
     finally:
+        if runner is not None:
+            runner.executor.close()
         st.close()
 
 

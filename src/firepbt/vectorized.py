@@ -77,6 +77,9 @@ class VectorizedExecutor:
     def copy(self, source: int, dest: int) -> None:
         self.trainables[dest].load_state_dict(self.trainables[source].state_dict())
 
+    def test(self, worker: int) -> float | None:
+        return self.trainables[worker].test()
+
     def states(self) -> dict[int, dict[str, Any]]:
         return {w: t.state_dict() for w, t in self.trainables.items()}
 

@@ -1,0 +1,145 @@
+"""The Ray executor against a real local Ray instance (2 CPUs, loopback only)."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.ray
+
+from firepbt.config import ExperimentConfig  # noqa: E402
+from firepbt.runner import run, worker_seeds  # noqa: E402
+from firepbt.store import Store  # noqa: E402
+from firepbt.tasks.nqm import SPACE, NQMTrainable  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # tests are not importable
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             _node_ip_address="127.0.0.1")
+    yield
+    ray.shutdown()
+
+
+class Faulty:
+    """The NQM, failing at the first train call that reaches ``at_step``, on one worker:
+    ``how`` is "kill" (SIGKILL of its own actor process), "raise_once" or "raise_always".
+    The marker file makes a one-off fault happen once across restarts."""
+
+    mode = "min"
+
+    def __init__(self, seed, bad_seed, how, at_step, marker):
+        self.inner = NQMTrainable(seed, dims=300)
+        self.seed, self.bad_seed, self.how = seed, bad_seed, how
+        self.at_step, self.marker = at_step, marker
+        self.steps = 0
+
+    def train(self, hparams, steps):
+        if self.seed == self.bad_seed and self.steps + steps >= self.at_step:
+            if self.how == "raise_always":
+                raise ValueError(f"worker with seed {self.seed} always fails")
+            if not Path(self.marker).exists():
+                Path(self.marker).write_text("done")
+                if self.how == "kill":
+                    os.kill(os.getpid(), signal.SIGKILL)
+                raise ValueError("a one-off failure")
+        self.inner.train(hparams, steps)
+        self.steps += steps
+
+    def evaluate(self):
+        return self.inner.evaluate()
+
+    def state_dict(self):
+        return {**self.inner.state_dict(), "steps": self.steps}
+
+    def load_state_dict(self, state):
+        self.inner.load_state_dict(state)
+        self.steps = int(state["steps"])
+
+
+def faulty(bad_worker, how, at_step, marker, seed=3, n=8):
+    bad_seed = worker_seeds(seed, n)[bad_worker]
+
+    def make(s):
+        return Faulty(s, bad_seed, how, at_step, str(marker))
+
+    return make
+
+
+def records(path):
+    st = Store.open(path)
+    try:
+        decisions = [d for _r, _s, d in st.decisions()]
+        return st.evaluations(), decisions
+    finally:
+        st.close()
+
+
+def cfg(executor, method="pbt", workers=8):
+    return ExperimentConfig(task="faulty", method=method, workers=workers, steps=200,
+                            ready_interval=50, eval_interval=10, seed=3, executor=executor)
+
+
+def without_failures(decisions):
+    return [d for d in decisions if d.kind != "worker_failure"]
+
+
+def test_same_decisions_as_the_local_executor(tmp_path):
+    for method, workers in (("pbt", 8), ("fire", 11)):
+        c = cfg("local", method, workers)
+        make = faulty(0, "none", 10**9, tmp_path / "m", n=workers)
+        run(c, tmp_path / f"{method}-local", factory=make, space=SPACE)
+        run(ExperimentConfig(**{**c.to_dict(), "executor": "ray"}), tmp_path / f"{method}-ray",
+            factory=make, space=SPACE)
+        assert records(tmp_path / f"{method}-local") == records(tmp_path / f"{method}-ray")
+
+
+def test_sigkill_of_an_actor_mid_round_loses_nothing(tmp_path):
+    make = faulty(5, "kill", 120, tmp_path / "killed")
+    run(cfg("local"), tmp_path / "ref", factory=faulty(5, "none", 10**9, tmp_path / "x"),
+        space=SPACE)
+    s = run(cfg("ray"), tmp_path / "ray", factory=make, space=SPACE)
+    assert s.finished and (tmp_path / "killed").exists()
+    evals, decisions = records(tmp_path / "ray")
+    failures = [d for d in decisions if d.kind == "worker_failure"]
+    assert len(failures) == 1 and failures[0].worker == 5 and failures[0].error == "actor_died"
+    ref_evals, ref_decisions = records(tmp_path / "ref")
+    assert evals == ref_evals and without_failures(decisions) == ref_decisions
+
+
+def test_a_trainable_that_raises_is_reported_and_restored(tmp_path):
+    make = faulty(2, "raise_once", 70, tmp_path / "raised")
+    run(cfg("local"), tmp_path / "ref", factory=faulty(2, "none", 10**9, tmp_path / "x"),
+        space=SPACE)
+    run(cfg("ray"), tmp_path / "ray", factory=make, space=SPACE)
+    evals, decisions = records(tmp_path / "ray")
+    (failure,) = [d for d in decisions if d.kind == "worker_failure"]
+    assert failure.worker == 2 and failure.error == "trainable_error"
+    # chunks of 10 steps from 50: the call covering steps 60-70 reaches at_step=70 and raises
+    assert failure.step == 60 and "ValueError: a one-off failure" in failure.traceback
+    assert "restored" in failure.action
+    ref_evals, ref_decisions = records(tmp_path / "ref")
+    assert evals == ref_evals and without_failures(decisions) == ref_decisions
+
+
+def test_a_member_that_keeps_failing_is_retired_and_refilled_by_exploitation(tmp_path):
+    make = faulty(4, "raise_always", 60, tmp_path / "never")
+    s = run(cfg("ray"), tmp_path / "ray", factory=make, space=SPACE)
+    assert s.finished
+    evals, decisions = records(tmp_path / "ray")
+    failures = [d for d in decisions if d.kind == "worker_failure" and d.worker == 4]
+    assert any("retired" in f.action for f in failures)
+    nan_steps = [s for _r, w, s, v in evals if w == 4 and math.isnan(v)]
+    assert nan_steps and min(nan_steps) == 60
+    exploits = [d for d in decisions if d.kind == "exploit" and d.worker == 4]
+    assert exploits, "the retired member must be refilled by exploitation"
