@@ -217,10 +217,9 @@ class _Progress:
             best = info.get("best", math.nan)
             self.bar.update(self.task, completed=step,
                             best=f"round {info['round']}, best {abs(best):.4g}")
-        else:
-            self.bar.advance(self.task, info.get("advance", 0) * 0 + 0)
-            self.bar.update(self.task, completed=min(total, self.bar.tasks[0].completed
-                                                      + info.get("advance", 0)))
+        else:  # a worker finished its part of the round
+            done = self.bar.tasks[0].completed + info.get("advance", 0)
+            self.bar.update(self.task, completed=min(total, done))
 
     def stop(self) -> None:
         if self.enabled:

@@ -53,30 +53,31 @@ def score_of(value: float, mode: str) -> float:
 def run_job(trainable: Trainable, job: TrainJob, best: list[float], mode: str) -> TrainResult:
     """Train one job on one trainable. ``best[0]`` is the best score before the round.
 
-    A job with ``wants_test`` takes a test evaluation whenever its score beats both that and
-    its own earlier scores of the round: a rule that does not depend on the order in which
-    workers are trained, and that takes a test at every point that can be a new running best
-    (the runner keeps only those).
+    A job with ``wants_test`` takes one test evaluation, at its best point of the round, if
+    that beats ``best[0]``: the state at that point is kept (``state_dict``) and tested at the
+    end of the job. The rule does not depend on the order in which workers train, and the
+    run's top validation point is always such a point (the runner keeps the tests of points
+    that were new running bests).
     """
     evals: list[tuple[int, float]] = []
     tests: list[tuple[int, float]] = []
     t_train = t_eval = 0.0
     step = job.start
-    own_best = [best[0]]
+    own_best = best[0]
+    best_point: tuple[int, dict[str, Any] | None] | None = None
 
     def evaluate() -> None:
-        nonlocal t_eval
+        nonlocal t_eval, own_best, best_point
         t0 = time.perf_counter()
         value = float(trainable.evaluate())
         evals.append((step, value))
         score = score_of(value, mode)
-        if job.wants_test and math.isfinite(score) and score > own_best[0]:
-            own_best[0] = score
-            t = test_of(trainable)
-            if t is not None:
-                tests.append((step, float(t)))
+        if job.wants_test and math.isfinite(score) and score > own_best:
+            own_best = score
+            best_point = (step, None if step == end else trainable.state_dict())
         t_eval += time.perf_counter() - t0
 
+    end = job.start + sum(n for _, n in job.pieces)
     try:
         if job.evaluate_start:
             evaluate()
@@ -92,6 +93,19 @@ def run_job(trainable: Trainable, job: TrainJob, best: list[float], mode: str) -
                 remaining -= k
                 if step % job.eval_interval == 0:
                     evaluate()
+        if best_point is not None:
+            t0 = time.perf_counter()
+            at, state = best_point
+            if state is None:  # the best point is the end of the job: test as it is
+                t = test_of(trainable)
+            else:
+                current = trainable.state_dict()
+                trainable.load_state_dict(state)
+                t = test_of(trainable)
+                trainable.load_state_dict(current)
+            if t is not None:
+                tests.append((at, float(t)))
+            t_eval += time.perf_counter() - t0
     except Exception as exc:  # reported with worker, step and the original traceback
         raise TrainableError(job.worker, step, traceback.format_exc()) from exc
     return TrainResult(job.worker, tuple(evals), tuple(tests), t_train, t_eval)

@@ -1,7 +1,8 @@
 """Run the workers as long-lived Ray actors, one per worker slot (``pip install firepbt[ray]``).
 
-The round is dispatched to all actors at once; each trains its job with the same code as the
-local executor. Copies (exploit, evaluator assignment, evaluator success) move weights from
+The round is dispatched to the actors at once, or - when actors share CPUs - one job per
+cluster CPU at a time, so that they do not thrash; each trains its job with the same code as
+the local executor. Copies (exploit, evaluator assignment, evaluator success) move weights from
 actor to actor through Ray's object store - ``dest.set_state.remote(source.get_state.remote())``
 - never through files; only the driver writes the store.
 
@@ -86,6 +87,7 @@ class RayExecutor:
         self.num_cpus = num_cpus
         self.cpus_per_worker = cpus_per_worker
         self._cpus = 1.0
+        self._in_flight = 1
         self.gpus_per_worker = gpus_per_worker
         self.max_failures = max_failures
         self.actors: dict[int, Any] = {}
@@ -125,6 +127,8 @@ class RayExecutor:
         cpus = float(total.get("CPU", 1.0))
         self._cpus = (self.cpus_per_worker if self.cpus_per_worker is not None
                       else min(1.0, cpus / n))
+        # actors sharing CPUs would all train at once and thrash: keep one job per CPU in flight
+        self._in_flight = max(1, int(cpus)) if self._cpus < 1 else n
         if self._cpus * n > cpus + 1e-9:
             raise ConfigError("cpus_per_worker", f"at most {cpus / n:.3g} for {n} long-lived "
                               f"actors on a cluster of {cpus:g} CPUs", self._cpus)
@@ -158,10 +162,14 @@ class RayExecutor:
         ray = _require_ray()
         from ray.exceptions import RayActorError, RayTaskError
 
-        pending = {self.actors[j.worker].run_job.remote(j, best_score): j for j in jobs}
+        queue = list(jobs)
+        pending: dict[Any, TrainJob] = {}
         tries = {j.worker: 0 for j in jobs}
         results: dict[int, TrainResult] = {}
-        while pending:
+        while queue or pending:
+            while queue and len(pending) < self._in_flight:
+                j = queue.pop(0)
+                pending[self.actors[j.worker].run_job.remote(j, best_score)] = j
             ready, _ = ray.wait(list(pending), num_returns=1)
             ref = ready[0]
             job = pending.pop(ref)
@@ -190,7 +198,7 @@ class RayExecutor:
                     results[w] = _retired(job)
                     continue
             self.actors[w].set_state.remote(self.boundary[w])
-            pending[self.actors[w].run_job.remote(job, best_score)] = job
+            queue.insert(0, job)
         return [results[j.worker] for j in jobs]
 
     def copy(self, source: int, dest: int) -> None:

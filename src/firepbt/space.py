@@ -63,12 +63,10 @@ class LogUniform:
         return float(math.exp(rng.uniform(math.log(self.low), math.log(self.high))))
 
     def perturb(self, value: float, rng: np.random.Generator) -> float:
-        lo, hi = self.limits
-        return float(min(hi, max(lo, value * self.factors[rng.integers(len(self.factors))])))
+        return _scaled(value, self.factors, self.limits, rng)
 
     def validate(self, name: str, value: Any) -> None:
-        lo, hi = self.limits
-        check(_finite(value) and lo <= value <= hi, name, f"a float in [{lo}, {hi}]", value)
+        _check_float(name, value, self.limits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,12 +96,10 @@ class Uniform:
         return float(rng.uniform(self.low, self.high))
 
     def perturb(self, value: float, rng: np.random.Generator) -> float:
-        lo, hi = self.limits
-        return float(min(hi, max(lo, value * self.factors[rng.integers(len(self.factors))])))
+        return _scaled(value, self.factors, self.limits, rng)
 
     def validate(self, name: str, value: Any) -> None:
-        lo, hi = self.limits
-        check(_finite(value) and lo <= value <= hi, name, f"a float in [{lo}, {hi}]", value)
+        _check_float(name, value, self.limits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +171,18 @@ class Categorical:
 
 
 Param = LogUniform | Uniform | IntRange | Categorical
+
+
+def _scaled(value: float, factors: Sequence[float], limits: tuple[float, float],
+            rng: np.random.Generator) -> float:
+    """Multiply by a factor chosen uniformly, then clip to the limits."""
+    lo, hi = limits
+    return float(min(hi, max(lo, value * factors[rng.integers(len(factors))])))
+
+
+def _check_float(name: str, value: Any, limits: tuple[float, float]) -> None:
+    lo, hi = limits
+    check(_finite(value) and lo <= value <= hi, name, f"a float in [{lo}, {hi}]", value)
 
 
 def _check_factors(factors: Sequence[float]) -> None:

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from .errors import TrainableError
-from .executor import TrainJob, TrainResult, score_of
+from .executor import LocalExecutor, TrainJob, TrainResult, score_of
 from .supervised import SupervisedTrainable
 from .tasks.nqm import NQMTrainable
 from .trainable import TrainableFactory, mode_of
@@ -50,8 +50,11 @@ def _fast_path(model: nn.Module) -> bool:
         isinstance(m, nn.Linear) for m in model)
 
 
-class VectorizedExecutor:
+class VectorizedExecutor(LocalExecutor):
     """Trains all workers of a synchronous round as one batched model (see module doc).
+
+    Copies, tests and checkpoints act on the per-member trainables, as in the local executor
+    (the batched state is written back into them at the end of every round).
 
     Args:
         factory: ``seed -> SupervisedTrainable``.
@@ -59,10 +62,8 @@ class VectorizedExecutor:
     """
 
     def __init__(self, factory: TrainableFactory, threads: int | None = None) -> None:
-        self.factory = factory
+        super().__init__(factory)
         self.threads = threads
-        self.trainables: dict[int, SupervisedTrainable] = {}
-        self.mode = "max"
 
     # -- executor contract ----------------------------------------------------------------
 
@@ -70,25 +71,8 @@ class VectorizedExecutor:
         made = {w: self.factory(int(s)) for w, s in sorted(seeds.items())}
         if not all(isinstance(t, NQMTrainable) for t in made.values()):
             check_vectorizable(list(made.values()))
-        self.trainables = made  # type: ignore[assignment]
-        modes = {mode_of(t) for t in made.values()}
-        self.mode = modes.pop()
-
-    def copy(self, source: int, dest: int) -> None:
-        self.trainables[dest].load_state_dict(self.trainables[source].state_dict())
-
-    def test(self, worker: int) -> float | None:
-        return self.trainables[worker].test()
-
-    def states(self) -> dict[int, dict[str, Any]]:
-        return {w: t.state_dict() for w, t in self.trainables.items()}
-
-    def load_states(self, states: Mapping[int, Mapping[str, Any]]) -> None:
-        for w, s in states.items():
-            self.trainables[int(w)].load_state_dict(s)
-
-    def close(self) -> None:
-        self.trainables = {}
+        self.trainables = made
+        self.mode = {mode_of(t) for t in made.values()}.pop()
 
     def train_round(self, jobs: Sequence[TrainJob], best_score: float,
                     progress: Callable[[int], None] | None = None) -> list[TrainResult]:
@@ -129,10 +113,14 @@ class VectorizedExecutor:
         lr = torch.tensor([[s[0] for s in col] for col in zip(*settings, strict=True)], dtype=f64)
         mom = torch.tensor([[s[1] for s in col] for col in zip(*settings, strict=True)], dtype=f64)
         wd = torch.tensor([[s[2] for s in col] for col in zip(*settings, strict=True)], dtype=f64)
+        # tests: once per member, at its best point of the round if it beats best_score (the
+        # rule of firepbt.executor.run_job); the parameters at that point are kept
         own_best = [best_score] * len(jobs)
+        best_point: dict[int, tuple[int, list[torch.Tensor] | None]] = {}
         evals: dict[int, list[tuple[int, float]]] = {w: [] for w in workers}
         tests: dict[int, list[tuple[int, float]]] = {w: [] for w in workers}
         t_train = t_eval = 0.0
+        end = start + n_steps
 
         def evaluate(step: int) -> None:
             nonlocal t_eval
@@ -143,9 +131,7 @@ class VectorizedExecutor:
                 sc = score_of(values[i], self.mode)
                 if j.wants_test and math.isfinite(sc) and sc > own_best[i]:
                     own_best[i] = sc
-                    t = pop.test(i)
-                    if t is not None:
-                        tests[w].append((step, t))
+                    best_point[i] = (step, None if step == end else pop.snapshot(i))
             t_eval += time.perf_counter() - t0
 
         step = start
@@ -170,6 +156,12 @@ class VectorizedExecutor:
 
             raise TrainableError(-1, step, traceback.format_exc()) from exc
         pop.write_back()
+        t0 = time.perf_counter()
+        for i, (at, params) in sorted(best_point.items()):
+            t = pop.test_at(i, params)
+            if t is not None:
+                tests[workers[i]].append((at, t))
+        t_eval += time.perf_counter() - t0
         share = 1.0 / len(jobs)
         return [TrainResult(w, tuple(evals[w]), tuple(tests[w]), t_train * share,
                             t_eval * share) for w in workers]
@@ -278,9 +270,12 @@ class _Population:
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """Fast path: x is (N, B, in)."""
-        h = x
-        i = 0
-        for layer in self.members[0].model:
+        return self._layers(x, list(self.members[0].model), 0)
+
+    def _layers(self, h: torch.Tensor, layers: list[nn.Module], i: int) -> torch.Tensor:
+        """Apply ``layers`` to the stacked activations ``h`` (N, B, features); ``i`` indexes the
+        first stacked parameter they use."""
+        for layer in layers:
             if isinstance(layer, nn.Linear):
                 w = self.params[i]
                 if layer.bias is not None:
@@ -355,20 +350,7 @@ class _Population:
         if layers[first].bias is not None:
             h = h + self.params[1].unsqueeze(1)
             i = 2
-        for layer in layers[first + 1:]:
-            if isinstance(layer, nn.Linear):
-                wl = self.params[i]
-                if layer.bias is not None:
-                    h = torch.baddbmm(self.params[i + 1].unsqueeze(1), h, wl.transpose(1, 2))
-                    i += 2
-                else:
-                    h = torch.bmm(h, wl.transpose(1, 2))
-                    i += 1
-            elif isinstance(layer, nn.Flatten):
-                h = h.flatten(2)
-            else:
-                h = layer(h)
-        return h
+        return self._layers(h, layers[first + 1:], i)
 
     def evaluate(self) -> list[float]:
         out = self._outputs(self.data.x_val)
@@ -380,11 +362,29 @@ class _Population:
                         else float("nan"))
         return vals
 
-    def test(self, i: int) -> float | None:
+    def snapshot(self, i: int) -> list[torch.Tensor] | None:
+        """Member i's parameters now (None when there is nothing to test)."""
+        if isinstance(self.members[i], NQMTrainable) or self.data.x_test is None:
+            return None
+        return [p[i].detach().clone() for p in self.params]
+
+    def test_at(self, i: int, params: list[torch.Tensor] | None) -> float | None:
+        """Test member i with ``params`` (None: its current, written-back parameters)."""
+        m = self.members[i]
         if self.data.x_test is None or self.data.y_test is None:
             return None
-        self.write_back_one(i)
-        return self.members[i].test()
+        if params is None:
+            return m.test()
+        current = [p.detach().clone() for p in m.model.parameters()]
+        with torch.no_grad():
+            for p, v in zip(m.model.parameters(), params, strict=True):
+                p.copy_(v)
+        try:
+            return m.test()
+        finally:
+            with torch.no_grad():
+                for p, v in zip(m.model.parameters(), current, strict=True):
+                    p.copy_(v)
 
     # -- back to the members ------------------------------------------------------------------
 
@@ -451,7 +451,10 @@ class _NQMPopulation:
         self.write_back()
         return [m.evaluate() for m in self.members]
 
-    def test(self, i: int) -> None:
+    def snapshot(self, i: int) -> None:
+        return None
+
+    def test_at(self, i: int, params: object) -> None:
         return None
 
     def write_back(self) -> None:
