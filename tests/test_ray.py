@@ -143,3 +143,24 @@ def test_a_member_that_keeps_failing_is_retired_and_refilled_by_exploitation(tmp
     assert nan_steps and min(nan_steps) == 60
     exploits = [d for d in decisions if d.kind == "exploit" and d.worker == 4]
     assert exploits, "the retired member must be refilled by exploitation"
+
+
+def test_resume_after_the_driver_stops_equals_an_uninterrupted_run(tmp_path):
+    from firepbt.runner import resume
+
+    make = faulty(0, "none", 10**9, tmp_path / "m")
+    run(cfg("ray"), tmp_path / "full", factory=make, space=SPACE)
+    part = run(cfg("ray"), tmp_path / "part", factory=make, space=SPACE, max_rounds=2)
+    assert not part.finished
+    done = resume(tmp_path / "part", factory=make, space=SPACE)
+    assert done.finished
+    assert records(tmp_path / "full") == records(tmp_path / "part")
+
+
+def test_trainable_error_survives_pickling():
+    import pickle
+
+    from firepbt.errors import TrainableError
+
+    e = pickle.loads(pickle.dumps(TrainableError(3, 120, "Traceback ...\nValueError: x")))
+    assert (e.worker, e.step) == (3, 120) and "ValueError: x" in str(e)
