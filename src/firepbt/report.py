@@ -182,7 +182,8 @@ def experiment_data(path: str | Path) -> ExperimentData:
                     step, d.kind, d.evaluator, d.parent, d.target,
                     f"score diff {d.score_diff:.4g}, p={d.p_value:.3g}, T={d.trained_steps}",
                     float(hp[param]) if param in hp else None))
-                if pair is None or d.score_diff > 0:
+                # the most telling example: the success with the longest evaluator curve
+                if pair is None or d.trained_steps > pair.success_step - pair.evaluator_curve[0][0]:
                     pair = _curve_pair(st, d, step, mode)
         compute = {"train_seconds": sum(r.train_seconds for r in rounds),
                    "eval_seconds": sum(r.eval_seconds for r in rounds),
@@ -198,8 +199,10 @@ def experiment_data(path: str | Path) -> ExperimentData:
 
 def _curve_pair(st: Store, d: EvaluatorSuccess, step: int, mode: str) -> CurvePair:
     start = step - d.trained_steps
-    ev = [(s, score_of(v, mode)) for _r, _w, s, v in st.evaluations(d.evaluator)
-          if start < s <= step]
+    # the evaluator's curve starts with its parent's evaluation at the copy step (3.1.1, x_1)
+    ev = [(s, score_of(v, mode)) for _r, _w, s, v in st.evaluations(d.parent) if s == start]
+    ev += [(s, score_of(v, mode)) for _r, _w, s, v in st.evaluations(d.evaluator)
+           if start < s <= step]
     tg = [(s, score_of(v, mode)) for _r, _w, s, v in st.evaluations(d.target)
           if start - 2 * d.trained_steps <= s <= step]
     return CurvePair(d.evaluator, d.target, step, tuple(ev), tuple(tg))
@@ -249,6 +252,23 @@ def _plt():  # type: ignore[no-untyped-def]
     return plt
 
 
+def _finish(fig, ax, path: Path, title: str, xlabel: str, ylabel: str,  # type: ignore[no-untyped-def]
+            log_y: bool = False, legend: bool = True) -> Path:
+    """Label, lay out, save and close one figure."""
+    plt = _plt()
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if legend:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _step_xy(sched: Sequence[tuple[int, int, float]]) -> tuple[list[int], list[float]]:
     xs, ys = [], []
     for a, b, v in sched:
@@ -263,15 +283,8 @@ def figure1(data: ComparisonData, path: Path) -> Path:
     for label, sched in data.best_schedule.items():
         xs, ys = _step_xy(sched)
         ax.plot(xs, ys, label=label, lw=2 if "FIRE" in label else 1.5)
-    ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("schedule hyperparameter (λ)")
-    ax.set_title("Figure 1: hand-tuned schedule vs the best schedules found")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, path, "Figure 1: hand-tuned schedule vs the best schedules found",
+                   "training step", "schedule hyperparameter (λ)", log_y=True)
 
 
 def figure4a(data: ExperimentData, path: Path) -> Path:
@@ -289,15 +302,8 @@ def figure4a(data: ExperimentData, path: Path) -> Path:
     if succ:
         ax.scatter([s for s, _ in succ], [v for _, v in succ], s=40, facecolors="none",
                    edgecolors="black", zorder=5, label="evaluator success")
-    ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_ylabel(data.param)
-    ax.set_title("Figure 4a: sub-population hyperparameters (median, 10-90%)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, path, "Figure 4a: sub-population hyperparameters (median, 10-90%)",
+                   "training step", data.param, log_y=True)
 
 
 def figure4b(curves: dict[str, Sequence[Sequence[tuple[int, float]]]], path: Path,
@@ -312,18 +318,13 @@ def figure4b(curves: dict[str, Sequence[Sequence[tuple[int, float]]]], path: Pat
         mat = np.array([[dict(r)[s] for s in steps] for r in runs])
         line, = ax.plot(steps, np.median(mat, 0), label=f"{label} (median of {len(runs)})")
         ax.fill_between(steps, mat.min(0), mat.max(0), alpha=0.2, color=line.get_color())
-    ax.set_xlabel("training step")
-    ax.set_ylabel(ylabel)
-    ax.set_title("Figure 4b: best validation score reached by each step (min-max over seeds)")
     lo = min((v for runs in curves.values() for r in runs for _, v in r[len(r) // 4:]),
              default=None)
     if lo is not None:
         ax.set_ylim(bottom=lo)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, path,
+                   "Figure 4b: best validation score reached by each step (min-max over seeds)",
+                   "training step", ylabel)
 
 
 def figure3(pair: CurvePair, path: Path) -> Path:
@@ -331,16 +332,10 @@ def figure3(pair: CurvePair, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 3.4))
     ax.plot(*zip(*pair.target_curve, strict=True), "o-", ms=3, label=f"target (worker {pair.target})")
     ax.plot(*zip(*pair.evaluator_curve, strict=True), "o-", ms=3,
-            label=f"evaluator (worker {pair.evaluator})")
+            label=f"evaluator (worker {pair.evaluator}; first point: its parent at the copy)")
     ax.axvline(pair.success_step, color="gray", ls=":", label="success")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("validation score")
-    ax.set_title("Evaluator vs target around a success (cf. Figure 3)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, path, "Evaluator vs target around a success (cf. Figure 3)",
+                   "training step", "validation score")
 
 
 def lineage_figure(data: ExperimentData, path: Path) -> Path:
@@ -352,13 +347,8 @@ def lineage_figure(data: ExperimentData, path: Path) -> Path:
             ax.annotate("", xy=(a, w), xytext=(a, src),
                         arrowprops={"arrowstyle": "->", "color": "gray"})
             ax.text(a, (w + src) / 2, via.replace("_", " ") if via else "", fontsize=6)
-    ax.set_xlabel("training step")
-    ax.set_ylabel("worker")
-    ax.set_title("Lineage of the top network: which worker held its weights")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, path, "Lineage of the top network: which worker held its weights",
+                   "training step", "worker", legend=False)
 
 
 def _img(path: Path) -> str:
