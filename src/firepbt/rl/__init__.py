@@ -1,0 +1,1 @@
+"""Reinforcement-learning pieces for the paper's second experiment (section 4.2, V-MPO)."""
