@@ -57,11 +57,7 @@ def build_controller(config: ExperimentConfig, space: Space,
                                    for s in config.schedule["segments"]))
         return RandomSearch(space, config.workers, config.steps, schedule_param=schedule_param,
                             fixed_schedule=fixed, seed=seed)
-    n_sub, size, n_eval = fire_split(config.workers)
-    if config.n_subpopulations is not None:
-        n_sub = config.n_subpopulations
-        size = int(config.workers // (n_sub + 0.75 * (n_sub - 1)))
-        n_eval = config.workers - n_sub * size
+    n_sub, size, n_eval = fire_layout(config)
     return FirePBT(space, ready_interval=config.ready_interval, n_subpopulations=n_sub,
                    subpopulation_size=size, n_evaluators=n_eval,
                    max_eval_steps=config.max_eval_steps, p_stat=config.p_stat,
@@ -81,6 +77,15 @@ def make_executor(config: ExperimentConfig, factory: TrainableFactory,
     from .vectorized import VectorizedExecutor
 
     return VectorizedExecutor(factory)
+
+
+def fire_layout(config: ExperimentConfig) -> tuple[int, int, int]:
+    """``(n_subpopulations, subpopulation_size, n_evaluators)`` of a FIRE PBT configuration."""
+    if config.n_subpopulations is None:
+        return fire_split(config.workers)
+    n_sub = config.n_subpopulations
+    size = int(config.workers // (n_sub + 0.75 * (n_sub - 1)))
+    return n_sub, size, config.workers - n_sub * size
 
 
 def worker_seeds(seed: int, n_workers: int) -> dict[int, int]:
@@ -328,10 +333,7 @@ def summarize(store: Store) -> Summary:
 
 def _candidates(cfg: ExperimentConfig) -> list[int]:
     if cfg.method == "fire":
-        n_sub, size, _ = fire_split(cfg.workers)
-        if cfg.n_subpopulations is not None:
-            size = int(cfg.workers // (cfg.n_subpopulations + 0.75 * (cfg.n_subpopulations - 1)))
-        return list(range(size))
+        return list(range(fire_layout(cfg)[1]))
     return list(range(cfg.workers))
 
 
