@@ -24,6 +24,12 @@ def run_cli(capsys, *args):
     (["run", "nqm", "--steps", "1010", "--ready-interval", "50"], "steps"),
     (["run", "nqm", "--quantile", "0.9"], "quantile"),
     (["run", "nqm", "--objective", "f1"], "objective"),
+    (["run", "nqm", "--preset", "paper"], "preset"),
+    (["run", "vmpo", "--preset", "huge"], "preset"),
+    (["run", "vmpo", "--steps", "1000"], "steps"),
+    (["run", "vmpo", "--factors", "lr=0.5,x"], "factors['lr']"),
+    (["run", "vmpo", "--factors", "momentum=0.5,2"], "factors"),
+    (["run", "vmpo", "--factors", "lr=-1"], "factors['lr']"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, field):
     store = tmp_path / "store"

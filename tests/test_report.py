@@ -40,6 +40,10 @@ def test_experiment_records_match_the_store(fire_store):
     values = [v for _s, v in data.best_so_far]
     assert all(b <= a for a, b in zip(values, values[1:], strict=False))
     assert data.top is not None and values[-1] == data.top[2]
+    # Figure 5's top at each step: never better than the best so far, and reaching it
+    assert [s for s, _ in data.top_at_step] == [s for s, _ in data.best_so_far]
+    assert all(t >= b for (_, t), (_, b) in zip(data.top_at_step, data.best_so_far, strict=True))
+    assert min(v for _s, v in data.top_at_step) == data.top[2]
     best_p1 = min(v for _r, w, _s, v in evals if w < 4)
     assert data.top[2] == best_p1
     # the best schedule covers the top step and equals the lineage schedule

@@ -56,8 +56,14 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--max-eval-steps", type=_positive_int("max_eval_steps"), default=None)
     r.add_argument("--p-stat", type=float, default=0.01)
     r.add_argument("--quantile", type=float, default=0.25)
-    r.add_argument("--factors", type=float, nargs="+", default=None)
-    r.add_argument("--min-steps-before-eval", type=int, default=0)
+    r.add_argument("--factors", nargs="+", default=None,
+                   help="explore factors: floats for every hyperparameter (0.8 1.25), or per "
+                   "name (lr=0.5,0.8,1.25,2 epsilon_eta=0.8,1.2)")
+    r.add_argument("--min-steps-before-eval", type=int, default=None)
+    r.add_argument("--subpopulations", type=int, default=None,
+                   help="FIRE PBT: number of sub-populations (default: from --workers)")
+    r.add_argument("--preset", default=None,
+                   help="tasks with presets (vmpo*): small (default, 12 workers) or paper (50)")
     r.add_argument("--objective", default=None, help="mnist1d, mnist: accuracy (default) or f1")
     r.add_argument("--data-dir", default=None, help="mnist: folder with the four IDX files")
     r.add_argument("--schedule", default=None,
@@ -101,13 +107,18 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="folder for the runs and the table")
     c.add_argument("--methods", nargs="+", default=["random", "pbt", "fire"])
     c.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    c.add_argument("--workers", type=_positive_int("workers"), default=22,
-                   help="workers of random search and PBT")
-    c.add_argument("--fire-workers", type=int, nargs="+", default=[22],
-                   help="FIRE PBT worker counts (e.g. 22 36 50)")
-    c.add_argument("--steps", type=_positive_int("steps"), default=6000)
-    c.add_argument("--ready-interval", type=_positive_int("ready_interval"), default=125)
-    c.add_argument("--eval-interval", type=_positive_int("eval_interval"), default=25)
+    c.add_argument("--preset", default=None,
+                   help="tasks with presets (vmpo*): their settings (default: the first)")
+    c.add_argument("--workers", type=_positive_int("workers"), default=None,
+                   help="workers of random search and PBT (default 22, or the preset's)")
+    c.add_argument("--fire-workers", type=int, nargs="+", default=None,
+                   help="FIRE PBT worker counts (e.g. 22 36 50; default: --workers)")
+    c.add_argument("--steps", type=_positive_int("steps"), default=None,
+                   help="default 6000, or the preset's")
+    c.add_argument("--ready-interval", type=_positive_int("ready_interval"), default=None,
+                   help="default 125, or the preset's")
+    c.add_argument("--eval-interval", type=_positive_int("eval_interval"), default=None,
+                   help="default 25, or the preset's")
     c.add_argument("--max-eval-steps", type=_positive_int("max_eval_steps"), default=None)
     c.add_argument("--jobs", type=_positive_int("jobs"), default=2,
                    help="runs at a time (one core each)")
@@ -134,7 +145,7 @@ def _config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     from .tasks import get_task
 
     task = get_task(args.task)
-    d = task.defaults
+    d = task.settings(args.preset, args.steps)
     options: dict[str, Any] = {}
     if args.objective is not None:
         if "objective" not in task.options:
@@ -165,9 +176,37 @@ def _config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         task=task.name, method=args.method, workers=args.workers or d["workers"],
         steps=args.steps or d["steps"], ready_interval=args.ready_interval or d["ready_interval"],
         eval_interval=args.eval_interval or d["eval_interval"], seed=args.seed,
-        quantile=args.quantile, factors=args.factors, p_stat=args.p_stat,
-        max_eval_steps=args.max_eval_steps, min_steps_before_eval=args.min_steps_before_eval,
+        quantile=args.quantile, factors=_parse_factors(args.factors), p_stat=args.p_stat,
+        max_eval_steps=_first(args.max_eval_steps, d.get("max_eval_steps")),
+        min_steps_before_eval=_first(args.min_steps_before_eval,
+                                     d.get("min_steps_before_eval"), 0),
+        n_subpopulations=_first(args.subpopulations, d.get("n_subpopulations")),
         task_options=options, schedule=schedule, executor=args.executor)
+
+
+def _first(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)
+
+
+def _parse_factors(items: list[str] | None) -> Any:
+    """``["0.8", "1.25"]`` -> (0.8, 1.25); ``["lr=0.5,2", "epsilon_eta=0.8,1.2"]`` -> a mapping."""
+    if items is None:
+        return None
+    if all("=" in i for i in items):
+        out = {}
+        for item in items:
+            name, _, values = item.partition("=")
+            try:
+                out[name] = tuple(float(v) for v in values.split(","))
+            except ValueError:
+                raise ConfigError(f"factors[{name!r}]", "comma-separated floats > 0",
+                                  values) from None
+        return out
+    try:
+        return tuple(float(i) for i in items)
+    except ValueError:
+        raise ConfigError("factors", "floats > 0, or NAME=F1,F2,... per hyperparameter",
+                          items) from None
 
 
 def _default_store(config: ExperimentConfig) -> Path:
@@ -349,11 +388,16 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     from .tasks import TASKS
 
     for name, task in TASKS.items():
-        d = task.defaults
-        print(f"{name:8s} {task.description}")
-        print(f"{'':8s} defaults: {d['workers']} workers, {d['steps']} steps, ready every "
-              f"{d['ready_interval']}, eval every {d['eval_interval']}; tuned: "
-              f"{', '.join(task.space.params)}")
+        d = task.settings()
+        print(f"{name:13s} {task.description}")
+        fire = ""
+        if "n_subpopulations" in d:
+            fire = (f", FIRE: {d['n_subpopulations']} sub-populations, min steps before eval "
+                    f"{d['min_steps_before_eval']}, max eval steps {d['max_eval_steps']}")
+        presets = f"; presets {', '.join(task.presets)}" if task.presets else ""
+        print(f"{'':13s} defaults: {d['workers']} workers, {d['steps']} steps, ready every "
+              f"{d['ready_interval']}, eval every {d['eval_interval']}{fire}; tuned: "
+              f"{', '.join(task.space.params)}{presets}")
     return 0
 
 
@@ -417,13 +461,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from .config import ExperimentConfig
     from .tasks import get_task
 
-    get_task(args.task)
-    specs = plan(args.task, args.methods, args.seeds, args.workers, args.fire_workers,
-                 args.steps, args.ready_interval, args.eval_interval, args.max_eval_steps)
+    task = get_task(args.task)
+    # tasks with presets use them; the others the paper's Table 1 protocol (4.1.2)
+    d = (task.settings(args.preset, args.steps) if task.presets else
+         task.settings(args.preset) | {"workers": 22, "steps": args.steps or 6000,
+                                       "ready_interval": 125, "eval_interval": 25})
+    workers = _first(args.workers, d["workers"])
+    specs = plan(args.task, args.methods, args.seeds, workers, args.fire_workers or [workers],
+                 d["steps"], _first(args.ready_interval, d["ready_interval"]),
+                 _first(args.eval_interval, d["eval_interval"]),
+                 _first(args.max_eval_steps, d.get("max_eval_steps")),
+                 d.get("min_steps_before_eval", 0), d.get("n_subpopulations"))
     for s in specs:  # validate every run before starting any
         ExperimentConfig(task=s.task, method=s.method, workers=s.workers, steps=s.steps,
                          ready_interval=s.ready_interval, eval_interval=s.eval_interval,
-                         seed=s.seed, max_eval_steps=s.max_eval_steps)
+                         seed=s.seed, max_eval_steps=s.max_eval_steps,
+                         min_steps_before_eval=s.min_steps_before_eval,
+                         n_subpopulations=s.n_subpopulations)
     t0 = time.time()
 
     def update(done: int, total: int, last: str) -> None:

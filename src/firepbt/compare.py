@@ -43,6 +43,8 @@ class RunSpec:
     ready_interval: int
     eval_interval: int
     max_eval_steps: int | None = None
+    min_steps_before_eval: int = 0
+    n_subpopulations: int | None = None
 
     @property
     def name(self) -> str:
@@ -50,21 +52,34 @@ class RunSpec:
 
     @property
     def label(self) -> str:
-        return f"FIRE PBT ({self.workers})" if self.method == "fire" else LABELS[self.method]
+        if self.method == "fire":
+            return f"FIRE PBT ({self.workers})"
+        if self.method == "random":
+            from .tasks import TASKS
+
+            task = TASKS.get(self.task)
+            if task is not None and task.schedule_param is None:
+                return "Random search (constant)"
+        return LABELS[self.method]
 
     def run_args(self, store: Path) -> list[str]:
         args = ["run", self.task, "--method", self.method, "--workers", str(self.workers),
                 "--steps", str(self.steps), "--seed", str(self.seed), "--ready-interval",
                 str(self.ready_interval), "--eval-interval", str(self.eval_interval),
                 "--store", str(store), "--no-progress", "--executor", "local"]
-        if self.max_eval_steps is not None and self.method == "fire":
-            args += ["--max-eval-steps", str(self.max_eval_steps)]
+        if self.method == "fire":
+            if self.max_eval_steps is not None:
+                args += ["--max-eval-steps", str(self.max_eval_steps)]
+            args += ["--min-steps-before-eval", str(self.min_steps_before_eval)]
+            if self.n_subpopulations is not None:
+                args += ["--subpopulations", str(self.n_subpopulations)]
         return args
 
 
 def plan(task: str, methods: Sequence[str], seeds: Sequence[int], workers: int,
          fire_workers: Sequence[int], steps: int, ready_interval: int, eval_interval: int,
-         max_eval_steps: int | None = None) -> list[RunSpec]:
+         max_eval_steps: int | None = None, min_steps_before_eval: int = 0,
+         n_subpopulations: int | None = None) -> list[RunSpec]:
     """The runs of a comparison, in a fixed order."""
     for m in methods:
         check(m in METHODS, "methods", f"a list of {list(METHODS)}", list(methods))
@@ -75,7 +90,8 @@ def plan(task: str, methods: Sequence[str], seeds: Sequence[int], workers: int,
         for w in counts:
             for s in seeds:
                 specs.append(RunSpec(task, m, int(w), int(s), steps, ready_interval,
-                                     eval_interval, max_eval_steps))
+                                     eval_interval, max_eval_steps, min_steps_before_eval,
+                                     n_subpopulations))
     return specs
 
 
@@ -191,6 +207,7 @@ def run_measures(store: Path) -> dict[str, Any]:
             "replay_test": None if replay is None else replay["test"],
             "replay_value": None if replay is None else replay["value"],
             "final_test": None if final is None else final["test"],
+            "final_value": None if final is None else final["value"],
             "train_cpu_s": sum(r.train_seconds + r.eval_seconds for r in rounds),
             "controller_cpu_s": sum(r.decide_seconds for r in rounds),
             "wall_s": (rounds[-1].finished_at - created) if rounds else 0.0,
@@ -207,7 +224,8 @@ def table_rows(out: Path, specs: Sequence[RunSpec]) -> list[dict[str, Any]]:
     rows = []
     for label, ms in groups.items():
         row: dict[str, Any] = {"method": label, "runs": len(ms)}
-        for key in ("top_value", "top_test", "replay_test", "replay_value", "final_test"):
+        for key in ("top_value", "top_test", "replay_test", "replay_value", "final_test",
+                    "final_value"):
             row[key] = _mean_std([m[key] for m in ms])
         row["train_cpu_s"] = float(np.mean([m["train_cpu_s"] for m in ms]))
         row["controller_cpu_s"] = float(np.mean([m["controller_cpu_s"] for m in ms]))
@@ -228,7 +246,17 @@ def _fmt(ms: tuple[float, float], percent: bool) -> str:
 def markdown(rows: Sequence[dict[str, Any]], percent: bool = True) -> str:
     """Table 1. ``percent``: objective values are fractions shown as percentages (accuracy,
     F1); otherwise they are shown as they are (e.g. the NQM's expected loss, lower is better)
-    and the replay column shows the replayed run's final objective when there is no test set."""
+    and, with no test set, the table shows the objective: its top value over the run, the
+    best member's final value and the replayed schedule's final value."""
+    if not percent:
+        lines = ["| Method | Runs | Top objective over the run | Best member's final objective "
+                 "| Schedule replay final objective | Train+eval CPU-s / run "
+                 "| Controller CPU-s / run |", "|---|---|---|---|---|---|---|"]
+        for r in rows:
+            lines.append(f"| {r['method']} | {r['runs']} | {_fmt(r['top_value'], False)} | "
+                         f"{_fmt(r['final_value'], False)} | {_fmt(r['replay_value'], False)} "
+                         f"| {r['train_cpu_s']:.0f} | {r['controller_cpu_s']:.1f} |")
+        return "\n".join(lines) + "\n"
     lines = ["| Method | Runs | Top validation | Matching test | Schedule replay test | "
              "Final best-member test | Train+eval CPU-s / run | Controller CPU-s / run |",
              "|---|---|---|---|---|---|---|---|"]
@@ -247,10 +275,12 @@ def write_table(out: Path, rows: Sequence[dict[str, Any]], percent: bool = True)
     w = csv.writer(buf)
     w.writerow(["method", "runs", "top_value_mean", "top_value_std", "top_test_mean",
                 "top_test_std", "replay_test_mean", "replay_test_std", "final_test_mean",
-                "final_test_std", "train_cpu_s", "controller_cpu_s", "wall_s"])
+                "final_test_std", "final_value_mean", "final_value_std", "replay_value_mean",
+                "replay_value_std", "train_cpu_s", "controller_cpu_s", "wall_s"])
     for r in rows:
         w.writerow([r["method"], r["runs"], *r["top_value"], *r["top_test"], *r["replay_test"],
-                    *r["final_test"], r["train_cpu_s"], r["controller_cpu_s"], r["wall_s"]])
+                    *r["final_test"], *r["final_value"], *r["replay_value"], r["train_cpu_s"],
+                    r["controller_cpu_s"], r["wall_s"]])
     (out / "table1.csv").write_text(buf.getvalue())
 
 

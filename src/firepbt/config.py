@@ -30,7 +30,7 @@ class ExperimentConfig:
     eval_interval: int = 25
     seed: int = 0
     quantile: float = 0.25
-    factors: tuple[float, ...] | None = None
+    factors: tuple[float, ...] | Mapping[str, tuple[float, ...]] | None = None
     p_stat: float = 0.01
     max_eval_steps: int | None = None
     min_steps_before_eval: int = 0
@@ -62,10 +62,13 @@ class ExperimentConfig:
             check(self.workers >= 11, "workers",
                   "an int >= 11 for FIRE PBT (2 sub-populations of 4 plus 3 evaluators)",
                   self.workers)
-        if self.factors is not None:
-            object.__setattr__(self, "factors", tuple(float(f) for f in self.factors))
-            check(len(self.factors) > 0 and all(math.isfinite(f) and f > 0 for f in self.factors),
-                  "factors", "a non-empty list of floats > 0", self.factors)
+        if isinstance(self.factors, Mapping):
+            check(len(self.factors) > 0, "factors", "a non-empty mapping name -> factors",
+                  dict(self.factors))
+            object.__setattr__(self, "factors", {str(k): _factors(f"factors[{k!r}]", v)
+                                                 for k, v in sorted(self.factors.items())})
+        elif self.factors is not None:
+            object.__setattr__(self, "factors", _factors("factors", self.factors))
         check(isinstance(self.p_stat, (int, float)) and 0 < self.p_stat < 1, "p_stat",
               "in (0, 1)", self.p_stat)
         check(self.max_eval_steps is None or (isinstance(self.max_eval_steps, int)
@@ -81,7 +84,10 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["factors"] = None if self.factors is None else list(self.factors)
+        if isinstance(self.factors, Mapping):
+            d["factors"] = {k: list(v) for k, v in self.factors.items()}
+        else:
+            d["factors"] = None if self.factors is None else list(self.factors)
         return d
 
     @classmethod
@@ -95,3 +101,13 @@ class ExperimentConfig:
     @property
     def rounds(self) -> int:
         return self.steps // self.ready_interval
+
+
+def _factors(name: str, value: Any) -> tuple[float, ...]:
+    try:
+        out = tuple(float(f) for f in value)
+    except (TypeError, ValueError):
+        raise ConfigError(name, "a non-empty list of floats > 0", value) from None
+    check(len(out) > 0 and all(math.isfinite(f) and f > 0 for f in out), name,
+          "a non-empty list of floats > 0", value)
+    return out

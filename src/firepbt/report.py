@@ -7,7 +7,8 @@ only) into PNG files and a self-contained HTML page with the figures embedded.
 Figures (paper numbering): 1 - the hand-tuned schedule vs the best schedules found by PBT and
 FIRE PBT; 4a - each sub-population's hyperparameter distribution over training, evaluator
 successes marked, best schedule overlaid; 4b - the best validation score reached by each step,
-distribution across seeds, per method; plus a Figure-3-style evaluator-vs-target comparison and
+distribution across seeds, per method; 5 (V-MPO tasks) - the population's top average episode
+return at each step, distribution across experiments, per method; plus a Figure-3-style evaluator-vs-target comparison and
 the best member's lineage.
 """
 
@@ -81,6 +82,7 @@ class ExperimentData:
     best_schedule: tuple[tuple[int, int, float], ...]  # (start, stop, value of param)
     bands: tuple[SubpopulationBand, ...]
     best_so_far: tuple[tuple[int, float], ...]  # (step, best validation value by then)
+    top_at_step: tuple[tuple[int, float], ...]  # (step, best member value at that step)
     events: tuple[EvaluatorEvent, ...]
     lineage: tuple[tuple[int, int, int, int | None, str | None], ...]
     curve_pair: CurvePair | None
@@ -96,7 +98,7 @@ def _param_of(cfg: ExperimentConfig, runner_state: dict[str, Any]) -> str:
         return task.schedule_param
     for st in runner_state["workers"].values():
         if st.get("hparams"):
-            return sorted(st["hparams"])[0]
+            return "lr" if "lr" in st["hparams"] else sorted(st["hparams"])[0]
     return "lr"
 
 
@@ -161,6 +163,7 @@ def experiment_data(path: str | Path) -> ExperimentData:
         for s in sorted(by_step):
             running = max(running, by_step[s])
             best_so_far.append((s, score_of(running, mode)))
+        top_at_step = tuple((s, score_of(by_step[s], mode)) for s in sorted(by_step))
 
         # evaluator events and hyperparameters of targets at successes
         hp_after = {r.step: r.runner_state["workers"] for r in rounds}
@@ -191,7 +194,7 @@ def experiment_data(path: str | Path) -> ExperimentData:
         return ExperimentData(
             str(st.path), cfg.to_dict(), param, summary.steps_done, summary.finished,
             summary.best_worker, summary.best_value, summary.best_test, top, replay,
-            tuple(best_sched), tuple(bands), tuple(best_so_far), tuple(events),
+            tuple(best_sched), tuple(bands), tuple(best_so_far), top_at_step, tuple(events),
             tuple(lineage_rows), pair, compute, counts)
     finally:
         st.close()
@@ -215,6 +218,7 @@ class ComparisonData:
     rows: tuple[dict[str, Any], ...]
     methods: tuple[str, ...]
     best_so_far: dict[str, tuple[tuple[tuple[int, float], ...], ...]]  # per method, per seed
+    top_at_step: dict[str, tuple[tuple[tuple[int, float], ...], ...]]  # per method, per seed
     best_schedule: dict[str, tuple[tuple[int, int, float], ...]]  # per method (best seed)
     runs: tuple[str, ...]
 
@@ -227,10 +231,12 @@ def comparison_data(folder: str | Path) -> ComparisonData:
     specs = [RunSpec(**d) for d in json.loads((folder / "comparison.json").read_text())]
     rows = table_rows(folder, specs)
     curves: dict[str, list[tuple[tuple[int, float], ...]]] = {}
+    tops: dict[str, list[tuple[tuple[int, float], ...]]] = {}
     best: dict[str, tuple[float, tuple[tuple[int, int, float], ...]]] = {}
     for s in specs:
         data = experiment_data(folder / "runs" / s.name)
         curves.setdefault(s.label, []).append(data.best_so_far)
+        tops.setdefault(s.label, []).append(data.top_at_step)
         if data.top is not None:
             score = data.top[2] if data.config.get("task") != "nqm" else -data.top[2]
             if s.label not in best or score > best[s.label][0]:
@@ -238,6 +244,7 @@ def comparison_data(folder: str | Path) -> ComparisonData:
     md = (folder / "table1.md").read_text() if (folder / "table1.md").exists() else ""
     return ComparisonData(str(folder), md, tuple(rows), tuple(curves),
                           {k: tuple(v) for k, v in curves.items()},
+                          {k: tuple(v) for k, v in tops.items()},
                           {k: v[1] for k, v in best.items()}, tuple(s.name for s in specs))
 
 
@@ -277,14 +284,15 @@ def _step_xy(sched: Sequence[tuple[int, int, float]]) -> tuple[list[int], list[f
     return xs, ys
 
 
-def figure1(data: ComparisonData, path: Path) -> Path:
+def figure1(data: ComparisonData, path: Path,
+            title: str = "Figure 1: hand-tuned schedule vs the best schedules found",
+            ylabel: str = "schedule hyperparameter (λ)") -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 3.6))
     for label, sched in data.best_schedule.items():
         xs, ys = _step_xy(sched)
         ax.plot(xs, ys, label=label, lw=2 if "FIRE" in label else 1.5)
-    return _finish(fig, ax, path, "Figure 1: hand-tuned schedule vs the best schedules found",
-                   "training step", "schedule hyperparameter (λ)", log_y=True)
+    return _finish(fig, ax, path, title, "training step", ylabel, log_y=True)
 
 
 def figure4a(data: ExperimentData, path: Path) -> Path:
@@ -307,7 +315,9 @@ def figure4a(data: ExperimentData, path: Path) -> Path:
 
 
 def figure4b(curves: dict[str, Sequence[Sequence[tuple[int, float]]]], path: Path,
-             ylabel: str = "best validation so far") -> Path:
+             ylabel: str = "best validation so far",
+             title: str = "Figure 4b: best validation score reached by each step "
+             "(min-max over seeds)") -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 3.6))
     for label, runs in curves.items():
@@ -322,8 +332,26 @@ def figure4b(curves: dict[str, Sequence[Sequence[tuple[int, float]]]], path: Pat
              default=None)
     if lo is not None:
         ax.set_ylim(bottom=lo)
-    return _finish(fig, ax, path,
-                   "Figure 4b: best validation score reached by each step (min-max over seeds)",
+    return _finish(fig, ax, path, title, "training step", ylabel)
+
+
+def figure5(curves: dict[str, Sequence[Sequence[tuple[int, float]]]], path: Path,
+            ylabel: str = "top average episode return") -> Path:
+    """The paper's Figure 5: per method, the population's top objective at each step -
+    median across experiments, with the 25-75% and min-max ranges shaded."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    for label, runs in curves.items():
+        runs = [r for r in runs if r]
+        if not runs:
+            continue
+        steps = sorted(set.intersection(*[{s for s, _ in r} for r in runs]))
+        mat = np.array([[dict(r)[s] for s in steps] for r in runs])
+        line, = ax.plot(steps, np.median(mat, 0), label=f"{label} (median of {len(runs)})")
+        ax.fill_between(steps, *np.percentile(mat, [25, 75], axis=0), alpha=0.25,
+                        color=line.get_color())
+        ax.fill_between(steps, mat.min(0), mat.max(0), alpha=0.08, color=line.get_color())
+    return _finish(fig, ax, path, "Figure 5: top return at each step (median, 25-75%, min-max)",
                    "training step", ylabel)
 
 
@@ -421,9 +449,17 @@ def render_experiment(data: ExperimentData, out_dir: Path) -> Path:
 def render_comparison(data: ComparisonData, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     parts = [f"<h1>firepbt comparison: {html.escape(data.folder)}</h1>",
-             "<h2>Table 1</h2>", _md_table(data.table_markdown),
-             _img(figure1(data, out_dir / "figure1.png")),
-             _img(figure4b(data.best_so_far, out_dir / "figure4b.png"))]
+             "<h2>Table 1</h2>", _md_table(data.table_markdown)]
+    if _is_rl(data):
+        parts += [_img(figure5(data.top_at_step, out_dir / "figure5.png")),
+                  _img(figure1(data, out_dir / "figure1.png", "Learning-rate schedules of the "
+                               "top returns", "learning rate (lr)")),
+                  _img(figure4b(data.best_so_far, out_dir / "figure4b.png",
+                                "best average return so far", "Best average episode return "
+                                "reached by each step (min-max over seeds)"))]
+    else:
+        parts += [_img(figure1(data, out_dir / "figure1.png")),
+                  _img(figure4b(data.best_so_far, out_dir / "figure4b.png"))]
     fire_runs = [r for r in data.runs if r.startswith("fire")]
     if fire_runs:
         exp = experiment_data(Path(data.folder) / "runs" / fire_runs[0])
@@ -440,6 +476,13 @@ def render_comparison(data: ComparisonData, out_dir: Path) -> Path:
                     f"comparison</title><style>{_CSS}</style></head><body>{''.join(parts)}"
                     "</body></html>")
     return page
+
+
+def _is_rl(data: ComparisonData) -> bool:
+    from .tasks.vmpo import ENVIRONMENTS
+
+    spec = json.loads((Path(data.folder) / "comparison.json").read_text())
+    return bool(spec) and spec[0]["task"] in ENVIRONMENTS
 
 
 def report(path: str | Path, out_dir: str | Path | None = None) -> Path:

@@ -374,6 +374,7 @@ def run(config: ExperimentConfig, store: str | Path, *, factory: TrainableFactor
     local Ray instance).
     """
     factory, space, schedule_param = _resolve_task(config, factory, space, schedule_param)
+    build_controller(config, space, schedule_param)  # every setting checked before a store exists
     st = Store.create(store, config.to_dict())
     runner = None
     try:

@@ -217,7 +217,11 @@ class Space:
             p.validate(f"hparams[{name!r}]", hparams[name])
 
     def with_factors(self, factors: Mapping[str, Sequence[float]] | Sequence[float]) -> Space:
-        """A copy whose float/int parameters use other explore factors (one list, or per name)."""
+        """A copy whose float/int parameters use other explore factors (one list, or per name;
+        names not given keep their own)."""
+        if isinstance(factors, Mapping):
+            unknown = sorted(set(factors) - set(self.params))
+            check(not unknown, "factors", f"names among {sorted(self.params)}", unknown)
         out: dict[str, Param] = {}
         for name, p in self.params.items():
             f = factors.get(name) if isinstance(factors, Mapping) else factors

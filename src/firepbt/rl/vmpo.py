@@ -16,8 +16,8 @@ For a batch of transitions with advantages ``A``:
   ``epsilon_alpha_sigma = 1e-5``;
 - the value function regresses n-step returns (:func:`n_step_returns`).
 
-Status: these pieces are tested on hand-computed values; the agent and task that use them are
-not built yet (issue 7).
+The agent that uses them is :class:`firepbt.rl.agent.VMPOTrainable`; the built-in tasks are
+in :mod:`firepbt.tasks.vmpo`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Built-in tasks: each is a trainable factory, a hyperparameter space and sensible defaults.
 
-``get_task(name)`` returns a :class:`Task`. CLI names: ``mnist1d``, ``nqm``.
+``get_task(name)`` returns a :class:`Task`. CLI names: ``mnist1d``, ``mnist``, ``nqm``,
+``vmpo`` (Pendulum), ``vmpo-ant``, ``vmpo-humanoid``.
 """
 
 from __future__ import annotations
@@ -19,8 +20,11 @@ class Task:
     """A built-in task.
 
     ``make(seed, **options)`` builds one worker's trainable; ``schedule_param`` is the
-    hyperparameter the hand-tuned schedule (random search) applies to; ``defaults`` are the
-    run settings of the README's small default experiment.
+    hyperparameter the hand-tuned schedule (random search) applies to (None: random search
+    keeps its sampled hyperparameters constant); ``defaults`` are the run settings of the
+    README's small default experiment. A task with ``presets`` derives its settings from a
+    named preset and the training length instead (``preset_settings(name, steps)``; the first
+    name is the default).
     """
 
     name: str
@@ -31,6 +35,20 @@ class Task:
     defaults: dict[str, Any] = field(default_factory=dict)
     has_test: bool = True
     options: tuple[str, ...] = ()
+    presets: tuple[str, ...] = ()
+    preset_settings: Callable[[str, int | None], dict[str, Any]] | None = None
+
+    def settings(self, preset: str | None = None, steps: int | None = None) -> dict[str, Any]:
+        """Run settings (ExperimentConfig fields) of a preset, or of the defaults."""
+        if self.preset_settings is None:
+            if preset is not None:
+                raise ConfigError("preset", f"not set for task {self.name!r} (it has none)",
+                                  preset)
+            return {**self.defaults, **({} if steps is None else {"steps": steps})}
+        if preset is not None and preset not in self.presets:
+            raise ConfigError("preset", f"one of {list(self.presets)} for task {self.name!r}",
+                              preset)
+        return self.preset_settings(preset or self.presets[0], steps)
 
 
 def _mnist1d(seed: int, **options: Any) -> Trainable:
@@ -54,9 +72,23 @@ def _nqm(seed: int, **options: Any) -> Trainable:
 def _space(module: str) -> Space:
     if module == "mnist1d":
         from .mnist1d import SPACE
+    elif module == "vmpo":
+        from .vmpo import SPACE
     else:
         from .nqm import SPACE
     return SPACE
+
+
+def _vmpo_task(name: str, env: str, note: str) -> Task:
+    from functools import partial
+
+    from . import vmpo
+
+    return Task(name, f"V-MPO agent on {env} (Gymnasium{note}); objective: average episode "
+                "return; tunes lr and epsilon_eta", partial(vmpo.make, name), _space("vmpo"),
+                None, vmpo.preset(name, "small"), False,
+                ("n_envs", "unroll", "epochs", "gamma", "hidden", "normalize_obs"),
+                tuple(vmpo.PRESET_WORKERS), partial(vmpo.preset, name))
 
 
 TASKS: dict[str, Task] = {
@@ -74,6 +106,9 @@ TASKS: dict[str, Task] = {
                 "(min), momentum 0.9", _nqm, _space("nqm"), "lr",
                 {"workers": 16, "steps": 3000, "ready_interval": 50, "eval_interval": 10}, False,
                 ("dims",)),
+    "vmpo": _vmpo_task("vmpo", "Pendulum-v1", ", CPU-cheap"),
+    "vmpo-ant": _vmpo_task("vmpo-ant", "Ant-v5", " MuJoCo"),
+    "vmpo-humanoid": _vmpo_task("vmpo-humanoid", "Humanoid-v5", " MuJoCo"),
 }
 
 
