@@ -62,6 +62,9 @@ def test_run_status_lineage_replay_on_nqm(tmp_path, capsys):
                            "--store", store, "--no-progress")
     assert code == 0
     assert "Best member: worker" in out and "Its schedule" in out and store in out
+    # no test set: the summary speaks of the objective, not of a validation/test pair
+    assert "Top objective over the run" in out and "Top validation" not in out
+    assert "test n/a" not in out and "validation" not in out
     code, out, _ = run_cli(capsys, "status", store, "--json")
     d = json.loads(out)
     assert {"task", "method", "steps_done", "steps_total", "finished", "best"} <= set(d)

@@ -272,10 +272,15 @@ def _print_summary(summary: Any) -> None:
     print()
     state = "finished" if summary.finished else "stopped"
     print(f"Experiment {state}: {summary.steps_done}/{summary.steps_total} steps per worker.")
+    # tasks with a test set say "validation" and show the test score; the others (RL, NQM,
+    # trainables without test()) say "objective"
+    has_test = summary.best_test is not None or summary.top_test is not None
     if summary.best_worker is not None:
-        test = "n/a" if summary.best_test is None else f"{summary.best_test:.4f}"
-        print(f"Best member: worker {summary.best_worker}, validation {summary.best_value:.4f}, "
-              f"test {test}, hyperparameters {_fmt(summary.best_hparams)}")
+        what = (f"validation {summary.best_value:.4f}, test {summary.best_test:.4f}"
+                if has_test and summary.best_test is not None
+                else f"objective {summary.best_value:.4f}")
+        print(f"Best member: worker {summary.best_worker}, {what}, "
+              f"hyperparameters {_fmt(summary.best_hparams)}")
         st = Store.open(summary.store, readonly=True)
         try:
             sched = schedule(st, summary.best_worker)
@@ -285,9 +290,13 @@ def _print_summary(summary: Any) -> None:
         for seg in sched.segments:
             print(f"  {_fmt(seg.hparams)} x {seg.steps}")
     if summary.top_value is not None:
-        test = "n/a" if summary.top_test is None else f"{summary.top_test:.4f}"
-        print(f"Top validation over the run: {summary.top_value:.4f} (worker {summary.top_worker}"
-              f" at step {summary.top_step}), test at that point {test}")
+        where = f"(worker {summary.top_worker} at step {summary.top_step})"
+        if has_test:
+            test = "n/a" if summary.top_test is None else f"{summary.top_test:.4f}"
+            print(f"Top validation over the run: {summary.top_value:.4f} {where}, "
+                  f"test at that point {test}")
+        else:
+            print(f"Top objective over the run: {summary.top_value:.4f} {where}")
     print(f"Store: {summary.store}  (firepbt status {summary.store})")
 
 
@@ -369,16 +378,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     state = "finished" if d["finished"] else "running or stopped"
     print(f"{d['store']}: {d['method']} on {d['task']}, {d['workers']} workers, seed {d['seed']}")
     print(f"progress: {d['steps_done']}/{d['steps_total']} steps per worker ({state})")
-    b = d["best"]
+    b, t = d["best"], d["top"]
+    has_test = b["test_score"] is not None or t["test_score"] is not None
     if b["member"] is not None:
-        test = "n/a" if b["test_score"] is None else f"{b['test_score']:.4f}"
-        print(f"best member: worker {b['member']}, score {b['score']:.4f}, test {test}, "
+        test = "" if b["test_score"] is None else f", test {b['test_score']:.4f}"
+        print(f"best member: worker {b['member']}, score {b['score']:.4f}{test}, "
               f"hyperparameters {_fmt(b['hparams'])}")
-    t = d["top"]
     if t["member"] is not None:
-        test = "n/a" if t["test_score"] is None else f"{t['test_score']:.4f}"
-        print(f"top validation: {t['score']:.4f} (worker {t['member']}, step {t['step']}), "
-              f"test there {test}")
+        where = f"{t['score']:.4f} (worker {t['member']}, step {t['step']})"
+        if has_test:
+            test = "n/a" if t["test_score"] is None else f"{t['test_score']:.4f}"
+            print(f"top validation: {where}, test there {test}")
+        else:
+            print(f"top objective: {where}")
     print(f"compute: train {d['train_seconds']:.1f} s, eval {d['eval_seconds']:.1f} s, "
           f"controller {d['decide_seconds']:.2f} s")
     return 0
