@@ -85,6 +85,12 @@ def test_comparison_records(tmp_path):
     # rerunning resumes: nothing to do, same table
     again = run_comparison(tmp_path / "cmp", specs, jobs=2)
     assert again == rows
+    # a folder written before RunSpec gained its FIRE fields still resumes
+    spec_file = tmp_path / "cmp" / "comparison.json"
+    old = [{k: v for k, v in d.items() if k not in ("min_steps_before_eval", "n_subpopulations")}
+           for d in json.loads(spec_file.read_text())]
+    spec_file.write_text(json.dumps(old))
+    assert run_comparison(tmp_path / "cmp", specs, jobs=2) == rows
     # a different comparison in the same folder is refused
     from firepbt.errors import ConfigError
 

@@ -139,7 +139,7 @@ def run_comparison(out: Path, specs: Sequence[RunSpec], jobs: int = 2,
     out.mkdir(parents=True, exist_ok=True)
     spec_file = out / "comparison.json"
     spec_json = json.dumps([asdict(s) for s in specs], indent=1)
-    if spec_file.exists() and spec_file.read_text() != spec_json:
+    if spec_file.exists() and _stored_specs(spec_file) != list(specs):
         raise ConfigError("out", "a new folder or one holding this same comparison",
                           str(out))
     spec_file.write_text(spec_json)
@@ -177,6 +177,15 @@ def run_comparison(out: Path, specs: Sequence[RunSpec], jobs: int = 2,
 
     write_table(out, rows, percent=get_task(specs[0].task).has_test)
     return rows
+
+
+def _stored_specs(path: Path) -> list[RunSpec] | None:
+    """The specs of an existing comparison (fields added since it was written take their
+    defaults, so an older folder still resumes); None when unreadable."""
+    try:
+        return [RunSpec(**d) for d in json.loads(path.read_text())]
+    except (ValueError, TypeError):
+        return None
 
 
 def _mean_std(xs: list[float]) -> tuple[float, float]:
