@@ -314,19 +314,26 @@ def figure4a(data: ExperimentData, path: Path) -> Path:
                    "training step", data.param, log_y=True)
 
 
+def _across_runs(curves: dict[str, Sequence[Sequence[tuple[int, float]]]]
+                 ) -> list[tuple[str, list[int], np.ndarray]]:
+    """Per label, the steps every non-empty run has and a (runs x steps) matrix of values."""
+    out = []
+    for label, runs in curves.items():
+        runs = [r for r in runs if r]
+        if runs:
+            steps = sorted(set.intersection(*[{s for s, _ in r} for r in runs]))
+            out.append((label, steps, np.array([[dict(r)[s] for s in steps] for r in runs])))
+    return out
+
+
 def figure4b(curves: dict[str, Sequence[Sequence[tuple[int, float]]]], path: Path,
              ylabel: str = "best validation so far",
              title: str = "Figure 4b: best validation score reached by each step "
              "(min-max over seeds)") -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 3.6))
-    for label, runs in curves.items():
-        runs = [r for r in runs if r]
-        if not runs:
-            continue
-        steps = sorted(set.intersection(*[{s for s, _ in r} for r in runs]))
-        mat = np.array([[dict(r)[s] for s in steps] for r in runs])
-        line, = ax.plot(steps, np.median(mat, 0), label=f"{label} (median of {len(runs)})")
+    for label, steps, mat in _across_runs(curves):
+        line, = ax.plot(steps, np.median(mat, 0), label=f"{label} (median of {len(mat)})")
         ax.fill_between(steps, mat.min(0), mat.max(0), alpha=0.2, color=line.get_color())
     lo = min((v for runs in curves.values() for r in runs for _, v in r[len(r) // 4:]),
              default=None)
@@ -341,13 +348,8 @@ def figure5(curves: dict[str, Sequence[Sequence[tuple[int, float]]]], path: Path
     median across experiments, with the 25-75% and min-max ranges shaded."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 3.8))
-    for label, runs in curves.items():
-        runs = [r for r in runs if r]
-        if not runs:
-            continue
-        steps = sorted(set.intersection(*[{s for s, _ in r} for r in runs]))
-        mat = np.array([[dict(r)[s] for s in steps] for r in runs])
-        line, = ax.plot(steps, np.median(mat, 0), label=f"{label} (median of {len(runs)})")
+    for label, steps, mat in _across_runs(curves):
+        line, = ax.plot(steps, np.median(mat, 0), label=f"{label} (median of {len(mat)})")
         ax.fill_between(steps, *np.percentile(mat, [25, 75], axis=0), alpha=0.25,
                         color=line.get_color())
         ax.fill_between(steps, mat.min(0), mat.max(0), alpha=0.08, color=line.get_color())
