@@ -24,7 +24,8 @@ X_TRAIN, Y_TRAIN, X_VAL, Y_VAL = X[:1536], Y[:1536], X[1536:], Y[1536:]
 
 
 class SineRegression:
-    """The whole contract: train, evaluate, state_dict, load_state_dict (+ optional mode)."""
+    """The whole contract: train, evaluate, state_dict, load_state_dict (+ optional mode,
+    test and reseed)."""
 
     mode = "min"  # validation MSE: lower is better
 
@@ -56,6 +57,11 @@ class SineRegression:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
         self.gen.set_state(state["gen"])
+
+    def reseed(self, seed):
+        # called after this member received another's weights (exploit, evaluator): draw
+        # batches of its own from now on instead of repeating the source's
+        self.gen.manual_seed(seed)
 
 
 def main() -> None:

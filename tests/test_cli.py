@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -57,11 +58,16 @@ def test_run_refuses_to_overwrite_and_status_refuses_foreign_folders(tmp_path, c
 
 def test_run_status_lineage_replay_on_nqm(tmp_path, capsys):
     store = str(tmp_path / "s")
-    code, out, _ = run_cli(capsys, "run", "nqm", "--method", "fire", "--workers", "11",
+    code, out, _ = run_cli(capsys, "run", "nqm", "--method", "fire", "--workers", "12",
                            "--steps", "300", "--ready-interval", "50", "--eval-interval", "10",
                            "--store", store, "--no-progress")
     assert code == 0
     assert "Best member: worker" in out and "Its schedule" in out and store in out
+    # what FIRE PBT did: exploits per sub-population and evaluator successes, both > 0
+    exploits = re.search(r"Exploits: \d+ \(P1 (\d+), P2 (\d+)\)", out)
+    successes = re.search(r"Evaluators: \d+ assigned, (\d+) successes", out)
+    assert exploits and successes, out
+    assert int(exploits.group(2)) > 0 and int(successes.group(1)) > 0
     # no test set: the summary speaks of the objective, not of a validation/test pair
     assert "Top objective over the run" in out and "Top validation" not in out
     assert "test n/a" not in out and "validation" not in out
@@ -79,3 +85,17 @@ def test_run_status_lineage_replay_on_nqm(tmp_path, capsys):
     assert code == 0 and json.loads(out)["test"] is None
     code, out, _ = run_cli(capsys, "tasks")
     assert "mnist1d" in out and "nqm" in out
+
+
+def test_min_steps_before_eval_per_subpopulation_on_the_command_line(tmp_path, capsys):
+    store = tmp_path / "s"
+    base = ["run", "nqm", "--method", "fire", "--workers", "20", "--subpopulations", "3",
+            "--steps", "100", "--ready-interval", "50", "--eval-interval", "10", "--store",
+            str(store), "--no-progress"]
+    code, _, err = run_cli(capsys, *base, "--min-steps-before-eval", "0", "50")
+    assert code == 2 and "min_steps_before_eval must be" in err and "(3 ints" in err
+    assert len(err.strip().splitlines()) == 1 and not store.exists()
+    code, _, _ = run_cli(capsys, *base, "--min-steps-before-eval", "0", "50", "100")
+    assert code == 0
+    code, out, _ = run_cli(capsys, "status", str(store), "--json")
+    assert json.loads(out)["activity"]["assignments"] > 0

@@ -38,9 +38,27 @@ def test_bad_field_is_refused_with_its_name(field, value):
     assert repr(value) in str(info.value) or str(value) in str(info.value)
 
 
-def test_fire_needs_enough_workers():
-    with pytest.raises(ConfigError, match="workers must be an int >= 11 for FIRE"):
-        ExperimentConfig(**dict(GOOD, method="fire", workers=8))
+@pytest.mark.parametrize(("workers", "n_sub", "smallest"), [(8, None, 12), (11, None, 12),
+                                                         (19, 3, 20), (27, 4, 28)])
+def test_fire_refuses_a_layout_in_which_a_subpopulation_cannot_evolve(workers, n_sub, smallest):
+    # 11 workers = 2 x 4 + 3 evaluators: P2 ranks at most 3 members, and 25% of 3 is no loser
+    with pytest.raises(ConfigError, match=f"workers must be an int >= {smallest} for FIRE PBT "
+                       f"with {n_sub or 2} sub-populations"):
+        ExperimentConfig(**dict(GOOD, method="fire", workers=workers, n_subpopulations=n_sub))
+    ExperimentConfig(**dict(GOOD, method="fire", workers=smallest, n_subpopulations=n_sub))
+    # a larger truncation fraction needs fewer members per sub-population
+    ExperimentConfig(**dict(GOOD, method="fire", workers=6, quantile=0.5))
+
+
+def test_min_steps_before_eval_is_per_subpopulation():
+    fire = dict(GOOD, method="fire", workers=36)
+    cfg = ExperimentConfig(**fire, min_steps_before_eval=[0, 100, 200])
+    assert cfg.min_steps_before_eval == (0, 100, 200)
+    assert cfg.to_dict()["min_steps_before_eval"] == [0, 100, 200]
+    assert ExperimentConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match=r"min_steps_before_eval must be an int >= 0, or one "
+                       r"per sub-population \(3 ints"):
+        ExperimentConfig(**fire, min_steps_before_eval=[0, 100])
 
 
 def test_round_trip_through_dict():

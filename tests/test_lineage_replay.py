@@ -24,7 +24,7 @@ def scripted_store(tmp_path):
     target lr 0.05. Round 2 (step 20): evaluator 3 succeeds, target 0 gets its weights.
     Round 3 (step 30): 1 exploits 0 again (lr -> 0.025).
     """
-    cfg = ExperimentConfig(task="nqm", method="fire", workers=11, steps=40, ready_interval=10,
+    cfg = ExperimentConfig(task="nqm", method="fire", workers=12, steps=40, ready_interval=10,
                            eval_interval=10)
     st = Store.create(tmp_path / "s", cfg.to_dict())
 
@@ -49,20 +49,58 @@ def scripted_store(tmp_path):
 
 def test_chain_follows_exploits_and_evaluator_successes(tmp_path):
     st = scripted_store(tmp_path)
-    links = chain(st, 1, 30)
+    links = chain(st, 1, 40)
     assert [(link.worker, link.start, link.stop, link.received_from, link.via)
             for link in links] == [
         (2, 0, 10, None, None),  # P2 parent's initial network
         (3, 10, 20, 2, "assign_evaluator"),  # evaluator trained it with the target's lr
         (0, 20, 30, 3, "evaluator_success"),  # target received it
-        (1, 30, 30, 0, "exploit"),  # worker 1 copied worker 0 at step 30
+        (1, 30, 40, 0, "exploit"),  # worker 1 copied worker 0 at step 30
     ]
-    sched = schedule(st, 1, 30)
-    assert sched.segments == (Segment({"lr": 0.4}, 10), Segment({"lr": 0.1}, 20))
-    # worker 1 at step 10 holds worker 0's network (copied at step 10)
-    assert [link.worker for link in chain(st, 1, 10)] == [0, 1]
+    sched = schedule(st, 1, 40)
+    assert sched.segments == (Segment({"lr": 0.4}, 10), Segment({"lr": 0.1}, 20),
+                              Segment({"lr": 0.025}, 10))
     assert schedule(st, 1, 20).segments == (Segment({"lr": 0.1}, 10), Segment({"lr": 0.05}, 10))
     st.close()
+
+
+def test_a_copy_at_the_evaluated_step_is_not_part_of_that_network(tmp_path):
+    """A round evaluates before it copies: the network a worker was evaluated with at step t
+    does not include the copies made at t."""
+    st = scripted_store(tmp_path)
+    # worker 0 was evaluated at step 20 with its own initial network; the evaluator's weights
+    # arrived after that evaluation
+    assert [(link.worker, link.start, link.stop, link.via) for link in chain(st, 0, 20)] == [
+        (0, 0, 20, None)]
+    assert schedule(st, 0, 20).segments == (Segment({"lr": 0.1}, 20),)
+    # worker 1 at step 30: the copy of step 10, not the one of step 30
+    assert [(link.worker, link.start, link.stop) for link in chain(st, 1, 30)] == [
+        (0, 0, 10), (1, 10, 30)]
+    assert [link.worker for link in chain(st, 1, 10)] == [1]
+    st.close()
+
+
+def test_replay_retraces_the_top_point_not_a_copy_made_at_it(tmp_path):
+    from firepbt.replay import top_schedule
+
+    st = scripted_store(tmp_path)
+    # worker 0's top validation point is step 20, the step its evaluator success arrived at
+    st.commit_round(RoundRow(4, 40, 0.0, 0.0, 0.0, 0.0, {}, json.loads(
+        st.meta("initial_runner_state")), None), [(0, 20, 0.95), (1, 20, 0.5), (0, 30, 0.6)],
+        [], [])
+    sched, worker, step = top_schedule(st)
+    assert (worker, step) == (0, 20)
+    assert sched.segments == (Segment({"lr": 0.1}, 20),)
+    st.close()
+
+
+def test_replay_seed_is_no_workers_seed():
+    from firepbt.replay import replay_seed
+    from firepbt.runner import worker_seeds
+
+    for seed in range(20):
+        assert replay_seed(seed) not in set(worker_seeds(seed, 50).values())
+        assert replay_seed(seed) == replay_seed(seed)  # deterministic
 
 
 def test_schedule_of_a_real_run_covers_every_step(tmp_path):
@@ -96,11 +134,11 @@ def test_replay_equals_a_plain_run_with_the_same_schedule_and_seed(tmp_path):
     cfg = ExperimentConfig(task="mnist1d", method="random", workers=1, steps=90,
                            ready_interval=90, eval_interval=90, seed=0,
                            schedule=json.loads(Schedule.from_json(sched.to_json()).to_json()))
-    from firepbt.replay import replay_seed
+    from firepbt.runner import worker_seeds
 
     s = run(cfg, tmp_path / "rs", factory=lambda seed: MNIST1DTrainable(seed, hidden=32),
             space=MNIST1D_SPACE)
-    direct, _ = train_schedule(factory, sched, replay_seed(0))
+    direct, _ = train_schedule(factory, sched, worker_seeds(0, 1)[0])
     assert s.best_value == direct
 
 

@@ -98,7 +98,7 @@ def test_fire_runs_and_resumes_on_the_mnist_task(tmp_path):
     from firepbt.runner import resume, run
 
     fake_mnist(tmp_path / "m", n_train=400, n_test=50)
-    cfg = ExperimentConfig(task="mnist", method="fire", workers=11, steps=30, ready_interval=10,
+    cfg = ExperimentConfig(task="mnist", method="fire", workers=12, steps=30, ready_interval=10,
                            eval_interval=5, task_options={"data_dir": str(tmp_path / "m")})
     full = run(cfg, tmp_path / "full")
     run(cfg, tmp_path / "part", max_rounds=1)

@@ -95,7 +95,7 @@ def without_failures(decisions):
 
 
 def test_same_decisions_as_the_local_executor(tmp_path):
-    for method, workers in (("pbt", 8), ("fire", 11)):
+    for method, workers in (("pbt", 8), ("fire", 12)):
         c = cfg("local", method, workers)
         make = faulty(0, "none", 10**9, tmp_path / "m", n=workers)
         run(c, tmp_path / f"{method}-local", factory=make, space=SPACE)

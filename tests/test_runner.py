@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from firepbt.config import ExperimentConfig
+from firepbt.executor import LocalExecutor
 from firepbt.records import EvaluatorSuccess, Exploit
 from firepbt.runner import resume, run
 from firepbt.space import LogUniform, Space
@@ -23,7 +24,7 @@ from firepbt.trainable import function_trainable
 
 
 def nqm_config(method, **kw):
-    base = dict(task="nqm", method=method, workers=11 if method == "fire" else 8, steps=400,
+    base = dict(task="nqm", method=method, workers=12 if method == "fire" else 8, steps=400,
                 ready_interval=50, eval_interval=10, seed=7, task_options={"dims": 300})
     base.update(kw)
     return ExperimentConfig(**base)
@@ -91,11 +92,94 @@ def test_fire_run_records_evaluator_decisions_with_evidence(tmp_path):
     run(nqm_config("fire", steps=600), tmp_path / "f")
     st = Store.open(tmp_path / "f")
     kinds = {d.kind for _r, _s, d in st.decisions()}
-    assert {"fitness", "exploit", "assign_evaluator"} <= kinds
-    assert kinds & {"stop_evaluator", "evaluator_success"}
-    for _r, _s, d in st.decisions(["evaluator_success"]):
+    assert {"fitness", "exploit", "assign_evaluator", "stop_evaluator"} <= kinds
+    successes = [d for _r, _s, d in st.decisions(["evaluator_success"])]
+    assert successes, "the smallest FIRE PBT run (12 workers) must hand weights down"
+    for d in successes:
         assert isinstance(d, EvaluatorSuccess) and d.score_diff > 0 and d.p_value < 0.01
+        assert d.target in range(4)  # into P1
     st.close()
+
+
+@pytest.mark.parametrize(("workers", "n_sub"), [(22, 2), (36, 3)])
+def test_fire_evolves_every_subpopulation_and_hands_weights_down(tmp_path, workers, n_sub):
+    """The paper's 22 (2 x 8 + 6) and 36 (3 x 8 + 12) workers on the NQM: every parent
+    sub-population evolves, and evaluators succeed."""
+    summary = run(nqm_config("fire", workers=workers, steps=2000, seed=0), tmp_path / "f")
+    act = summary.activity
+    assert sorted(act.exploits) == list(range(n_sub))
+    assert all(act.exploits[i] > 0 for i in range(1, n_sub))
+    assert act.successes > 0
+    st = Store.open(tmp_path / "f")
+    subs = {d.target // 8 for _r, _s, d in st.decisions(["evaluator_success"])}
+    st.close()
+    assert 0 in subs  # weights reach P1, the best-effort sub-population
+
+
+def test_fire_with_min_steps_before_eval_per_subpopulation(tmp_path):
+    cfg = nqm_config("fire", workers=20, n_subpopulations=3, steps=400,
+                     min_steps_before_eval=[0, 100, 250])
+    run(cfg, tmp_path / "f")
+    st = Store.open(tmp_path / "f")
+    assert st.config["min_steps_before_eval"] == [0, 100, 250]
+    first = {}
+    for _r, step, d in st.decisions(["assign_evaluator"]):
+        first.setdefault(d.parent_subpopulation, step)
+    st.close()
+    assert first == {1: 100, 2: 250}
+
+
+def test_the_final_member_is_tested_on_the_network_evaluated_at_the_last_step(tmp_path):
+    """The last round's copies come after its evaluations: the final test must be taken
+    before them (a scripted controller copies into the final best member in the last round)."""
+    from firepbt.controllers.base import Controller
+    from firepbt.records import FitnessRecord, WorkerSpec
+    from firepbt.runner import Runner
+
+    class CopyIntoTheBest(Controller):
+        method = "pbt"
+
+        def start(self):
+            return [WorkerSpec(w, "member", 0, {"lr": lr}) for w, lr in ((0, 1.0), (1, 0.1))]
+
+        def decide(self, step, observations):
+            out = [FitnessRecord(0, {})]
+            if step == 40:  # the last round: worker 0 (the best) receives worker 1's network
+                out.append(Exploit(0, 1, 0, {"lr": 1.0}, {"lr": 0.1}, {"lr": 0.1}, 0.0, 0.0))
+            return out
+
+        def state_dict(self):
+            return {}
+
+        def load_state_dict(self, state):
+            pass
+
+        def best_candidates(self):
+            return [0, 1]
+
+        @property
+        def n_workers(self):
+            return 2
+
+    def init(seed):
+        return {"w": torch.tensor([0.0], dtype=torch.float64)}
+
+    def train(state, hparams, steps):
+        state["w"] += hparams["lr"] * steps
+
+    factory = function_trainable(init, train, lambda st: float(st["w"][0]),
+                                 test=lambda st: 1000 + float(st["w"][0]))
+    space = Space({"lr": LogUniform(1e-3, 1.0)})
+    cfg = ExperimentConfig(task="toy", method="pbt", workers=4, steps=40, ready_interval=20,
+                           eval_interval=10)
+    st = Store.create(tmp_path / "s", cfg.to_dict())
+    runner = Runner(cfg, factory, space, st, executor=LocalExecutor(factory))
+    runner.controller = CopyIntoTheBest()
+    runner.start_new()
+    summary = runner.run()
+    st.close()
+    assert (summary.best_worker, summary.best_value) == (0, 40.0)
+    assert summary.best_test == 1040.0  # its own network, not worker 1's (1004)
 
 
 def test_store_round_trips_non_finite_values(tmp_path):
@@ -169,7 +253,7 @@ def _committed_rounds(path: Path) -> int:
 
 def test_sigkill_mid_run_then_resume_gives_the_same_result(tmp_path):
     """A real SIGKILL of a subprocess mid-experiment; the resumed run must match."""
-    args = ["mnist1d", "--method", "fire", "--workers", "11", "--steps", "400",
+    args = ["mnist1d", "--method", "fire", "--workers", "12", "--steps", "400",
             "--ready-interval", "50", "--eval-interval", "10", "--seed", "3", "--no-progress"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "firepbt", "run", *args]

@@ -39,7 +39,7 @@ def mlp64(seed):
     return MNIST1DTrainable(seed, hidden=32, dtype=torch.float64)
 
 
-@pytest.mark.parametrize("method, workers", [("pbt", 8), ("fire", 11), ("random", 4)])
+@pytest.mark.parametrize("method, workers", [("pbt", 8), ("fire", 12), ("random", 4)])
 def test_vectorized_equals_local_in_float64(tmp_path, method, workers):
     # In float64 a batched and a single matrix multiply differ by rounding (~1e-16 relative);
     # 200 SGD steps amplify that to well under 1e-9, while validation accuracy moves in steps of
@@ -88,7 +88,7 @@ def test_torch_func_path_equals_local(tmp_path):
 
 
 def test_nqm_vectorized_is_bitwise_equal(tmp_path):
-    cfg = dict(task="nqm", method="fire", workers=11, steps=300, ready_interval=50,
+    cfg = dict(task="nqm", method="fire", workers=12, steps=300, ready_interval=50,
                eval_interval=10, seed=2, task_options={"dims": 500})
     for ex in ("local", "vectorized"):
         run(ExperimentConfig(**cfg, executor=ex), tmp_path / ex)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from drawn import C0, C1, colour_pixels
 
 from firepbt.cli import _config_from_args, _parser
 from firepbt.compare import RunSpec, markdown
@@ -103,4 +104,7 @@ def test_figure5_draws_the_distribution_per_method(tmp_path):
     curves = {"PBT": [[(0, -1200.0), (10, -800.0)], [(0, -1300.0), (10, -700.0)]],
               "FIRE PBT (12)": [[(0, -1250.0), (10, -500.0)]]}
     path = figure5(curves, tmp_path / "f5.png")
-    assert path.stat().st_size > 1000
+    # one median line per method, in the first two cycle colours
+    assert colour_pixels(path, C0) > 50 and colour_pixels(path, C1) > 50
+    empty = figure5({"PBT": curves["PBT"]}, tmp_path / "one.png")
+    assert colour_pixels(empty, C1) == 0

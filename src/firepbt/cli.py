@@ -59,7 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--factors", nargs="+", default=None,
                    help="explore factors: floats for every hyperparameter (0.8 1.25), or per "
                    "name (lr=0.5,0.8,1.25,2 epsilon_eta=0.8,1.2)")
-    r.add_argument("--min-steps-before-eval", type=int, default=None)
+    r.add_argument("--min-steps-before-eval", type=int, nargs="+", default=None,
+                   help="FIRE PBT: steps before a parent sub-population's members can be "
+                   "evaluated: one int for every parent sub-population, or one per "
+                   "sub-population (P1's ignored), e.g. 0 600 1200 (default 0)")
     r.add_argument("--subpopulations", type=int, default=None,
                    help="FIRE PBT: number of sub-populations (default: from --workers)")
     r.add_argument("--preset", default=None,
@@ -178,10 +181,17 @@ def _config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         eval_interval=args.eval_interval or d["eval_interval"], seed=args.seed,
         quantile=args.quantile, factors=_parse_factors(args.factors), p_stat=args.p_stat,
         max_eval_steps=_first(args.max_eval_steps, d.get("max_eval_steps")),
-        min_steps_before_eval=_first(args.min_steps_before_eval,
-                                     d.get("min_steps_before_eval"), 0),
+        min_steps_before_eval=_min_steps(_first(args.min_steps_before_eval,
+                                                d.get("min_steps_before_eval"), 0)),
         n_subpopulations=_first(args.subpopulations, d.get("n_subpopulations")),
         task_options=options, schedule=schedule, executor=args.executor)
+
+
+def _min_steps(value: Any) -> int | tuple[int, ...]:
+    """One int (for every parent sub-population) or one per sub-population."""
+    if isinstance(value, (list, tuple)):
+        return value[0] if len(value) == 1 else tuple(value)
+    return value
 
 
 def _first(*values: Any) -> Any:
@@ -297,7 +307,25 @@ def _print_summary(summary: Any) -> None:
                   f"test at that point {test}")
         else:
             print(f"Top objective over the run: {summary.top_value:.4f} {where}")
+    _print_activity(summary.activity)
     print(f"Store: {summary.store}  (firepbt status {summary.store})")
+
+
+def _print_activity(act: Any) -> None:
+    """What the controller did: exploits per sub-population and, for FIRE PBT, evaluators."""
+    if act is None:
+        return
+    if act.exploits:
+        total = sum(act.exploits.values())
+        if act.assignments or len(act.exploits) > 1:  # FIRE PBT: per sub-population
+            names = ", ".join(f"P{i + 1} {n}" for i, n in act.exploits.items())
+            print(f"Exploits: {total} ({names})")
+        else:
+            print(f"Exploits: {total}")
+    if act.assignments:
+        stops = ", ".join(f"{k} {v}" for k, v in act.stops.items()) or "none"
+        print(f"Evaluators: {act.assignments} assigned, {act.successes} successes "
+              f"(weights handed down to the child sub-population); stopped: {stops}")
 
 
 def _fmt(hparams: Any) -> str:
@@ -367,6 +395,7 @@ def status_dict(path: str) -> dict[str, Any]:
         "train_seconds": sum(r.train_seconds for r in rounds),
         "eval_seconds": sum(r.eval_seconds for r in rounds),
         "decide_seconds": sum(r.decide_seconds for r in rounds),
+        "activity": None if s.activity is None else s.activity.to_dict(),
     }
 
 
@@ -391,6 +420,12 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"top validation: {where}, test there {test}")
         else:
             print(f"top objective: {where}")
+    if d["activity"] is not None:
+        act = d["activity"]
+        if act["exploits"]:
+            print("exploits: " + ", ".join(f"P{int(i) + 1} {n}" for i, n in act["exploits"].items()))
+        if act["assignments"]:
+            print(f"evaluators: {act['assignments']} assigned, {act['successes']} successes")
     print(f"compute: train {d['train_seconds']:.1f} s, eval {d['eval_seconds']:.1f} s, "
           f"controller {d['decide_seconds']:.2f} s")
     return 0

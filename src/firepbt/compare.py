@@ -43,7 +43,7 @@ class RunSpec:
     ready_interval: int
     eval_interval: int
     max_eval_steps: int | None = None
-    min_steps_before_eval: int = 0
+    min_steps_before_eval: int | tuple[int, ...] = 0
     n_subpopulations: int | None = None
 
     @property
@@ -70,7 +70,9 @@ class RunSpec:
         if self.method == "fire":
             if self.max_eval_steps is not None:
                 args += ["--max-eval-steps", str(self.max_eval_steps)]
-            args += ["--min-steps-before-eval", str(self.min_steps_before_eval)]
+            ms = self.min_steps_before_eval
+            args += ["--min-steps-before-eval",
+                     *[str(x) for x in (ms if isinstance(ms, (list, tuple)) else [ms])]]
             if self.n_subpopulations is not None:
                 args += ["--subpopulations", str(self.n_subpopulations)]
         return args
@@ -78,7 +80,7 @@ class RunSpec:
 
 def plan(task: str, methods: Sequence[str], seeds: Sequence[int], workers: int,
          fire_workers: Sequence[int], steps: int, ready_interval: int, eval_interval: int,
-         max_eval_steps: int | None = None, min_steps_before_eval: int = 0,
+         max_eval_steps: int | None = None, min_steps_before_eval: int | tuple[int, ...] = 0,
          n_subpopulations: int | None = None) -> list[RunSpec]:
     """The runs of a comparison, in a fixed order."""
     for m in methods:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .controllers.fire import fire_split
 from .errors import ConfigError, check
 
 METHODS = ("pbt", "random", "fire")
@@ -19,7 +20,9 @@ class ExperimentConfig:
 
     ``steps`` per worker must be a multiple of ``ready_interval`` (one synchronous round,
     paper 4.1.1), which must be a multiple of ``eval_interval`` so every round ends with an
-    evaluation. FIRE-only fields are ignored by the other methods.
+    evaluation. FIRE-only fields are ignored by the other methods. ``min_steps_before_eval``
+    is per sub-population (paper 3.2): one int for every parent sub-population, or one int per
+    sub-population (P1's is ignored: P1 members are never evaluated).
     """
 
     task: str
@@ -33,7 +36,7 @@ class ExperimentConfig:
     factors: tuple[float, ...] | Mapping[str, tuple[float, ...]] | None = None
     p_stat: float = 0.01
     max_eval_steps: int | None = None
-    min_steps_before_eval: int = 0
+    min_steps_before_eval: int | tuple[int, ...] = 0
     n_subpopulations: int | None = None
     task_options: Mapping[str, Any] = field(default_factory=dict)
     schedule: Mapping[str, Any] | None = None
@@ -58,10 +61,6 @@ class ExperimentConfig:
             check(self.workers >= need, "workers",
                   f"an int >= {need} for PBT ({self.quantile:.0%} truncation needs one member "
                   "in each of the bottom and top sets)", self.workers)
-        if self.method == "fire":
-            check(self.workers >= 11, "workers",
-                  "an int >= 11 for FIRE PBT (2 sub-populations of 4 plus 3 evaluators)",
-                  self.workers)
         if isinstance(self.factors, Mapping):
             check(len(self.factors) > 0, "factors", "a non-empty mapping name -> factors",
                   dict(self.factors))
@@ -74,16 +73,30 @@ class ExperimentConfig:
         check(self.max_eval_steps is None or (isinstance(self.max_eval_steps, int)
                                               and self.max_eval_steps > 0),
               "max_eval_steps", "an int > 0 (default: 3 ready intervals)", self.max_eval_steps)
-        check(isinstance(self.min_steps_before_eval, int) and self.min_steps_before_eval >= 0,
-              "min_steps_before_eval", "an int >= 0", self.min_steps_before_eval)
         check(self.n_subpopulations is None or (isinstance(self.n_subpopulations, int)
                                                 and self.n_subpopulations >= 2),
               "n_subpopulations", "an int >= 2 (default: from workers)", self.n_subpopulations)
+        n_sub = self.n_subpopulations or 2
+        if self.method == "fire":  # a layout in which every sub-population can evolve
+            n_sub = fire_split(self.workers, self.n_subpopulations, self.quantile)[0]
+        ms = self.min_steps_before_eval
+        if isinstance(ms, (list, tuple)):
+            check(len(ms) == n_sub and all(isinstance(x, int) and not isinstance(x, bool)
+                                           and x >= 0 for x in ms),
+                  "min_steps_before_eval", f"an int >= 0, or one per sub-population ({n_sub} "
+                  "ints >= 0; the value for P1 is ignored)", list(ms))
+            object.__setattr__(self, "min_steps_before_eval", tuple(int(x) for x in ms))
+        else:
+            check(isinstance(ms, int) and not isinstance(ms, bool) and ms >= 0,
+                  "min_steps_before_eval", f"an int >= 0, or one per sub-population ({n_sub} "
+                  "ints >= 0; the value for P1 is ignored)", ms)
         check(self.executor in EXECUTORS, "executor", f"one of {list(EXECUTORS)}", self.executor)
         object.__setattr__(self, "task_options", dict(self.task_options))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        if isinstance(self.min_steps_before_eval, tuple):
+            d["min_steps_before_eval"] = list(self.min_steps_before_eval)
         if isinstance(self.factors, Mapping):
             d["factors"] = {k: list(v) for k, v in self.factors.items()}
         else:

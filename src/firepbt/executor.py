@@ -1,7 +1,9 @@
 """Executors train workers; the local one runs them one after another in this process.
 
 Contract (the runner calls, in this order): ``setup(seeds)`` once; then per round
-``train_round(jobs, ...)``, followed by ``copy``/``load`` as decisions require; ``states()`` and
+``train_round(jobs, ...)``, followed by ``copy(source, dest, seed)`` as decisions require (the
+destination gets an independent copy of the source's state, then a new data stream from
+``seed``, see :mod:`firepbt.trainable`); ``states()`` and
 ``load_states()`` at round boundaries for checkpoints. An executor never decides and never
 writes the store.
 """
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import TrainableError
-from .trainable import Trainable, TrainableFactory, mode_of, test_of
+from .trainable import Trainable, TrainableFactory, clone_state, copy_into, mode_of, test_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +56,9 @@ def run_job(trainable: Trainable, job: TrainJob, best: list[float], mode: str) -
     """Train one job on one trainable. ``best[0]`` is the best score before the round.
 
     A job with ``wants_test`` takes one test evaluation, at its best point of the round, if
-    that beats ``best[0]``: the state at that point is kept (``state_dict``) and tested at the
-    end of the job. The rule does not depend on the order in which workers train, and the
+    that beats ``best[0]``: an independent copy of the state at that point is kept
+    (:func:`~firepbt.trainable.clone_state` of ``state_dict()``, which may hold live tensors) and
+    tested at the end of the job. The rule does not depend on the order in which workers train, and the
     run's top validation point is always such a point (the runner keeps the tests of points
     that were new running bests).
     """
@@ -74,7 +77,7 @@ def run_job(trainable: Trainable, job: TrainJob, best: list[float], mode: str) -
         score = score_of(value, mode)
         if job.wants_test and math.isfinite(score) and score > own_best:
             own_best = score
-            best_point = (step, None if step == end else trainable.state_dict())
+            best_point = (step, None if step == end else clone_state(trainable.state_dict()))
         t_eval += time.perf_counter() - t0
 
     end = job.start + sum(n for _, n in job.pieces)
@@ -99,7 +102,7 @@ def run_job(trainable: Trainable, job: TrainJob, best: list[float], mode: str) -
             if state is None:  # the best point is the end of the job: test as it is
                 t = test_of(trainable)
             else:
-                current = trainable.state_dict()
+                current = clone_state(trainable.state_dict())
                 trainable.load_state_dict(state)
                 t = test_of(trainable)
                 trainable.load_state_dict(current)
@@ -135,8 +138,10 @@ class LocalExecutor:
                 progress(sum(n for _, n in job.pieces))
         return out
 
-    def copy(self, source: int, dest: int) -> None:
-        self.trainables[dest].load_state_dict(self.trainables[source].state_dict())
+    def copy(self, source: int, dest: int, seed: int | None = None) -> None:
+        """``dest`` takes an independent copy of ``source``'s state, then (when ``seed`` is
+        given and the trainable has it) ``reseed(seed)``: a data stream of its own."""
+        copy_into(self.trainables[source], self.trainables[dest], seed)
 
     def test(self, worker: int) -> float | None:
         return test_of(self.trainables[worker])
@@ -146,7 +151,7 @@ class LocalExecutor:
 
     def load_states(self, states: Mapping[int, Mapping[str, Any]]) -> None:
         for w, s in states.items():
-            self.trainables[int(w)].load_state_dict(s)
+            self.trainables[int(w)].load_state_dict(clone_state(s))
 
     def close(self) -> None:
         self.trainables = {}

@@ -47,22 +47,30 @@ def _copies(store: Store) -> dict[int, list[tuple[int, int, int, str]]]:
 
 
 def chain(store: Store, worker: int, step: int | None = None) -> list[Link]:
-    """The copy chain of ``worker``'s weights at ``step`` (default: the last completed step),
-    oldest link first."""
+    """The copy chain of the network ``worker`` was evaluated with at ``step`` (default: the
+    last completed step), oldest link first.
+
+    A round evaluates first and copies after (the runner applies a round's decisions once its
+    evaluations are recorded), so a copy made *at* ``step`` is not part of the network
+    evaluated at ``step``: only copies at earlier steps count. Going back along the chain, the
+    source of a copy contributes the copies it had received before that one, earlier decisions
+    of the same round included (decision order).
+    """
     last = store.last_round()
     if step is None:
         step = 0 if last is None else last.step
     copies = _copies(store)
     links: list[Link] = []
-    w, t, bound = worker, step, float("inf")
+    w, t = worker, step
+    events = [e for e in copies.get(w, []) if e[1] < t]
     while True:
-        events = [e for e in copies.get(w, []) if e[0] < bound and e[1] <= t]
         if not events:
             links.append(Link(w, 0, t, None, None))
             break
         order, s, src, kind = max(events)
         links.append(Link(w, s, t, src, kind))
-        w, t, bound = src, s, order
+        w, t = src, s
+        events = [e for e in copies.get(w, []) if e[0] < order]
     return links[::-1]
 
 

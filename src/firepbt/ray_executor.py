@@ -25,7 +25,7 @@ from typing import Any
 
 from .executor import TrainJob, TrainResult, run_job
 from .records import WorkerFailure
-from .trainable import TrainableFactory, mode_of, test_of
+from .trainable import TrainableFactory, clone_state, mode_of, reseed_of, test_of
 
 
 def _require_ray() -> Any:
@@ -58,8 +58,11 @@ class _Worker:
     def get_state(self) -> dict[str, Any]:
         return self.trainable.state_dict()
 
-    def set_state(self, state: Mapping[str, Any]) -> None:
-        self.trainable.load_state_dict(state)
+    def set_state(self, state: Mapping[str, Any], seed: int | None = None) -> None:
+        """Load an independent copy of ``state`` (then a new data stream from ``seed``)."""
+        self.trainable.load_state_dict(clone_state(state))
+        if seed is not None:
+            reseed_of(self.trainable, seed)
 
     def test(self) -> float | None:
         return test_of(self.trainable)
@@ -201,8 +204,8 @@ class RayExecutor:
             queue.insert(0, job)
         return [results[j.worker] for j in jobs]
 
-    def copy(self, source: int, dest: int) -> None:
-        self.actors[dest].set_state.remote(self.actors[source].get_state.remote())
+    def copy(self, source: int, dest: int, seed: int | None = None) -> None:
+        self.actors[dest].set_state.remote(self.actors[source].get_state.remote(), seed)
 
     def states(self) -> dict[int, dict[str, Any]]:
         ray = _require_ray()

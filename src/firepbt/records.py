@@ -89,8 +89,11 @@ class EvaluatorSuccess:
 @dataclass(frozen=True, slots=True)
 class StopEvaluator:
     """``evaluator`` stops and is free (3.2). ``reason`` is one of ``no_overlap``,
-    ``not_significant``, ``member_lost_evolution``, ``target_lost_evolution``,
-    ``target_superseded`` (another evaluator succeeded on the same target this round)."""
+    ``not_significant``, ``not_better`` (significant but not better at its best after
+    ``max_eval_steps``), ``member_lost_evolution``, ``target_lost_evolution``,
+    ``member_received_weights`` (its parent received an evaluator's weights), ``target_superseded``
+    (another evaluator succeeded on the same target this round). See
+    :mod:`firepbt.controllers.fire`."""
 
     evaluator: int
     parent: int

@@ -11,9 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .config import ExperimentConfig
 from .lineage import schedule as lineage_schedule
-from .runner import _candidates, top_measures, worker_seeds
+from .runner import _candidates, top_measures
 from .schedule import Schedule
 from .store import Store
 from .trainable import TrainableFactory, mode_of, test_of
@@ -43,8 +45,10 @@ def train_schedule(factory: TrainableFactory, schedule: Schedule, seed: int) -> 
 
 
 def replay_seed(experiment_seed: int) -> int:
-    """The seed a replay of an experiment trains with (that of a 1-worker run)."""
-    return worker_seeds(experiment_seed, 1)[0]
+    """The seed a replay of an experiment trains with: its own branch of the experiment's seed
+    sequence, so no worker of the experiment started from it (workers use branch 0, copies'
+    data streams branch 2) and the replay is an independent retraining."""
+    return int(np.random.SeedSequence([experiment_seed, 3]).generate_state(1)[0])
 
 
 def top_schedule(store: Store) -> tuple[Schedule, int, int]:

@@ -81,17 +81,20 @@ def make_executor(config: ExperimentConfig, factory: TrainableFactory,
 
 def fire_layout(config: ExperimentConfig) -> tuple[int, int, int]:
     """``(n_subpopulations, subpopulation_size, n_evaluators)`` of a FIRE PBT configuration."""
-    if config.n_subpopulations is None:
-        return fire_split(config.workers)
-    n_sub = config.n_subpopulations
-    size = int(config.workers // (n_sub + 0.75 * (n_sub - 1)))
-    return n_sub, size, config.workers - n_sub * size
+    return fire_split(config.workers, config.n_subpopulations, config.quantile)
 
 
 def worker_seeds(seed: int, n_workers: int) -> dict[int, int]:
     """Independent per-worker seeds derived from the experiment seed."""
     children = np.random.SeedSequence([seed, 0]).generate_state(n_workers)
     return {w: int(s) for w, s in enumerate(children)}
+
+
+def copy_seed(seed: int, round_: int, index: int) -> int:
+    """The data-stream seed a worker receives with a copy: decision ``index`` of round
+    ``round_`` (deterministic, so a resumed run re-seeds exactly as the uninterrupted one;
+    independent of the worker seeds, which come from another branch of the seed sequence)."""
+    return int(np.random.SeedSequence([seed, 2, round_, index]).generate_state(1)[0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +113,42 @@ class Summary:
     top_test: float | None
     top_worker: int | None
     top_step: int | None
+    activity: Activity | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """What the controller did over a run, counted from the stored decisions: exploits per
+    sub-population (0 = P1), evaluator assignments and successes, evaluator stops by reason."""
+
+    exploits: dict[int, int]
+    assignments: int
+    successes: int
+    stops: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"exploits": {str(k): v for k, v in self.exploits.items()},
+                "assignments": self.assignments, "successes": self.successes,
+                "stops": dict(self.stops)}
+
+
+def activity(store: Store) -> Activity:
+    """Count a store's decisions (see :class:`Activity`)."""
+    exploits: dict[int, int] = {}
+    stops: dict[str, int] = {}
+    assignments = successes = 0
+    for _r, _s, d in store.decisions(["exploit", "assign_evaluator", "evaluator_success",
+                                      "stop_evaluator"]):
+        if isinstance(d, Exploit):
+            exploits[d.subpopulation] = exploits.get(d.subpopulation, 0) + 1
+        elif isinstance(d, AssignEvaluator):
+            assignments += 1
+        elif isinstance(d, EvaluatorSuccess):
+            successes += 1
+        elif isinstance(d, StopEvaluator):
+            stops[d.reason] = stops.get(d.reason, 0) + 1
+    return Activity(dict(sorted(exploits.items())), assignments, successes,
+                    dict(sorted(stops.items())))
 
 
 class Runner:
@@ -233,7 +272,10 @@ class Runner:
         t0 = time.process_time()
         decisions = self.controller.decide(step, observations)
         decide_seconds = time.process_time() - t0
-        self._apply(decisions)
+        # the final best-effort member is tested on the network that was evaluated at the last
+        # step, i.e. before the last round's copies are applied
+        final = self._final(results) if r == cfg.rounds else None
+        self._apply(decisions, r)
         checkpoint = self.store.write_checkpoint(r, self.executor.states())
         row = RoundRow(r, step, time.time(), sum(x.train_seconds for x in results),
                        sum(x.eval_seconds for x in results), decide_seconds,
@@ -244,29 +286,50 @@ class Runner:
         evals = [(res.worker, s, v) for res in results for s, v in res.evaluations]
         tests = [(res.worker, s, v) for res in results for s, v in res.tests
                  if (res.worker, s) in new_best]
-        self.store.commit_round(row, evals, tests, decisions)
+        self.store.commit_round(row, evals, tests, decisions,
+                                meta=None if final is None else {"final": json.dumps(final)})
         self.round = r
         if self.progress is not None:
             self.progress(step, cfg.steps, {"round": r, "best": self.best_score,
                                             "done": True})
 
-    def _apply(self, decisions: list[Decision]) -> None:
+    def _apply(self, decisions: list[Decision], r: int) -> None:
+        """Apply the decisions in order; every weight copy gives the receiving worker an
+        independent copy of the state and a data stream of its own (:func:`copy_seed`)."""
         ex = self.executor
-        for d in decisions:
+        seed = self.config.seed
+        for i, d in enumerate(decisions):
             if isinstance(d, Exploit):
-                ex.copy(d.source, d.worker)
+                ex.copy(d.source, d.worker, copy_seed(seed, r, i))
                 self.workers[d.worker]["hparams"] = dict(d.new_hparams)
             elif isinstance(d, AssignEvaluator):
-                ex.copy(d.parent, d.evaluator)
+                ex.copy(d.parent, d.evaluator, copy_seed(seed, r, i))
                 self.workers[d.evaluator].update(hparams=dict(d.hparams), active=True)
             elif isinstance(d, EvaluatorSuccess):
-                ex.copy(d.evaluator, d.target)
+                ex.copy(d.evaluator, d.target, copy_seed(seed, r, i))
                 self.workers[d.evaluator]["active"] = False
             elif isinstance(d, StopEvaluator):
                 self.workers[d.evaluator]["active"] = False
 
+    def _final(self, results: list[Any]) -> dict[str, Any] | None:
+        """The final best-effort member: the best candidate by its evaluation at the last step,
+        tested as it is now (before the last round's decisions move any weights)."""
+        latest: dict[int, tuple[int, float]] = {}
+        candidates = set(self.controller.best_candidates())
+        for res in results:
+            if res.worker in candidates and res.evaluations:
+                latest[res.worker] = res.evaluations[-1]
+        if not latest:
+            return None
+        mode = self.executor.mode
+        w = max(sorted(latest), key=lambda k: (_rank(score_of(latest[k][1], mode)), -k))
+        step, value = latest[w]
+        return {"worker": w, "step": step, "value": value, "test": self.executor.test(w),
+                "hparams": self.workers[w]["hparams"]}
+
     def _finish(self) -> None:
-        """Record the final best-effort member (and its test score)."""
+        """Record the final best-effort member of a store whose last round was committed
+        without it (stores written before the final record joined the last round's commit)."""
         latest = _latest_scores(self.store, self.controller.best_candidates())
         if not latest:
             return
@@ -328,7 +391,8 @@ def summarize(store: Store) -> Summary:
     return Summary(store.path, steps_done, cfg.steps, steps_done >= cfg.steps and final is not None,
                    best_worker, best_value, best_test, best_hparams,
                    None if top is None else top[2], None if top is None else top[3],
-                   None if top is None else top[0], None if top is None else top[1])
+                   None if top is None else top[0], None if top is None else top[1],
+                   activity(store))
 
 
 def _candidates(cfg: ExperimentConfig) -> list[int]:

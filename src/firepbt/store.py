@@ -188,8 +188,12 @@ class Store:
         return {int(k): v for k, v in data.items()}
 
     def commit_round(self, row: RoundRow, evaluations: Iterable[tuple[int, int, float]],
-                     tests: Iterable[tuple[int, int, float]], decisions: Iterable[Decision]) -> None:
+                     tests: Iterable[tuple[int, int, float]], decisions: Iterable[Decision],
+                     meta: Mapping[str, str] | None = None) -> None:
+        """One round, atomically (with ``meta`` entries written in the same transaction)."""
         with self.conn:
+            for key, value in (meta or {}).items():
+                self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
             self.conn.executemany("INSERT INTO evaluations VALUES (?, ?, ?, ?)",
                                   [(row.round, w, s, _to_db(v)) for w, s, v in evaluations])
             self.conn.executemany("INSERT INTO tests VALUES (?, ?, ?, ?)",

@@ -176,6 +176,12 @@ class SupervisedTrainable:
                 "opt": _clone(self.opt.state_dict()),
                 "epoch_state": self.epoch_state.clone(), "pos": self.pos}
 
+    def reseed(self, seed: int) -> None:
+        """A new data stream (after receiving another member's weights): a fresh shuffled
+        epoch from ``seed``; weights and optimizer state are untouched."""
+        self.gen.manual_seed(int(seed))
+        self._new_epoch()
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(_clone(state["opt"]))

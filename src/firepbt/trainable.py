@@ -14,12 +14,25 @@ thread, in this order: ``make(seed)``, then any sequence of ``train``/``evaluate
 - ``state_dict()`` returns everything needed to continue exactly: weights, optimizer state and
   the data-order random state, made of tensors, numbers, strings and containers of them (it is
   saved with ``torch.save`` and loaded with ``weights_only=True``). ``load_state_dict`` takes one
-  back. Copying a member (exploit, evaluator) is ``dst.load_state_dict(src.state_dict())``.
+  back. It may return references to live tensors (``module.state_dict()`` does) and
+  ``load_state_dict`` may keep the tensors it is given (``torch.optim.Optimizer.load_state_dict``
+  does): firepbt always hands ``load_state_dict`` an independent deep copy
+  (:func:`clone_state`), so no two workers ever share a tensor.
+- ``reseed(seed)`` (optional, recommended) gives the worker a new data stream. Copying a member
+  (exploit, evaluator assignment, evaluator success) is
+  ``dst.load_state_dict(clone_state(src.state_dict()))`` followed by ``dst.reseed(seed)``, with
+  a seed derived from the experiment seed, the round and the decision (so a resumed run draws
+  exactly the same batches). Without it, the receiving worker continues the source's data
+  order and the two draw identical batches from then on: correlated members, and correlated
+  curve points in FIRE PBT's binomial test. Re-seed every generator that orders or augments
+  data (the weights, the optimizer state and the hyperparameters stay as copied).
+  :class:`~firepbt.supervised.SupervisedTrainable` and :class:`FunctionTrainable` implement it.
 """
 
 from __future__ import annotations
 
 import copy
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -38,6 +51,48 @@ class Trainable(Protocol):
 
 
 TrainableFactory = Callable[[int], Trainable]
+
+
+def clone_state(obj: Any) -> Any:
+    """An independent deep copy of a state: tensors cloned (detached), numpy arrays copied,
+    containers rebuilt, anything else deep-copied. Nothing of the result is shared with ``obj``.
+    """
+    import numpy as np
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, np.ndarray):
+        return obj.copy()
+    if isinstance(obj, dict):
+        out = {k: clone_state(v) for k, v in obj.items()}
+        if isinstance(obj, OrderedDict):  # module state dicts keep their version metadata
+            out = OrderedDict(out)
+            if hasattr(obj, "_metadata"):
+                out._metadata = copy.deepcopy(obj._metadata)  # type: ignore[attr-defined]
+        return out
+    if isinstance(obj, list):
+        return [clone_state(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(clone_state(v) for v in obj)
+    return copy.deepcopy(obj)
+
+
+def copy_into(source: Any, dest: Any, seed: int | None) -> None:
+    """Copy ``source``'s state into ``dest`` (an exploit or evaluator copy): an independent
+    deep copy, then ``dest.reseed(seed)`` where the trainable has it and ``seed`` is given."""
+    dest.load_state_dict(clone_state(source.state_dict()))
+    if seed is not None:
+        reseed_of(dest, seed)
+
+
+def reseed_of(trainable: object, seed: int) -> bool:
+    """Call ``trainable.reseed(seed)`` if it exists; True when it did."""
+    fn = getattr(trainable, "reseed", None)
+    if fn is None:
+        return False
+    fn(int(seed))
+    return True
 
 
 def mode_of(trainable: object) -> str:
@@ -126,6 +181,22 @@ class FunctionTrainable:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.state = _import(self.state, dict(state))
+
+    def reseed(self, seed: int) -> None:
+        """A new data stream: every ``torch.Generator`` of the state (in key order) is seeded
+        from ``seed``."""
+        _reseed_generators(self.state, [int(seed)])
+
+
+def _reseed_generators(obj: Any, counter: list[int]) -> None:
+    import torch
+
+    if isinstance(obj, torch.Generator):
+        obj.manual_seed(counter[0])
+        counter[0] += 1_000_003
+    elif isinstance(obj, dict):
+        for k in sorted(obj, key=str):
+            _reseed_generators(obj[k], counter)
 
 
 def function_trainable(init: Callable[[int], dict[str, Any]],

@@ -18,7 +18,15 @@ Each round (one ready interval) :meth:`FirePBT.decide` does, in this order:
    hold two networks); the others stop with reason ``target_superseded``. *Open detail 2, a
    target whose curve restarts because it received weights:* its curve restarts at the copy
    step with the evaluator's last evaluation as first point (those are now its weights), and
-   evaluators still comparing against it continue against the restarted curve.
+   evaluators still comparing against it continue against the restarted curve. *Open detail
+   3, an evaluator that overlaps and is significant (p <= p_stat) but not better at its best
+   (best_score_diff <= 0):* the paper's rules neither stop nor crown it; it keeps its slot until
+   ``T > max_eval_steps`` (the budget a non-overlapping evaluator gets) and then stops with
+   reason ``not_better``, so no evaluator holds a slot forever. *Open detail 4, a member that
+   receives weights through an evaluator success* (in P_i, i >= 2, a target can also be a
+   parent): like a member that loses an evolution event, its own evaluator stops (reason
+   ``member_received_weights``: it measures weights the member no longer holds), it has no
+   fitness this round, and its time since last evaluated restarts.
 3. **Fitness and PBT within each sub-population** (3.1.2): P1 uses the latest objective; a
    parent sub-population ``P_i`` uses, for each member in Φ (those whose evaluator trained this
    round), the sum of ``best_score_diff`` of its evaluator's curve against the curves of the
@@ -28,9 +36,19 @@ Each round (one ready interval) :meth:`FirePBT.decide` does, in this order:
    (``target_lost_evolution``).
 4. **Assign free evaluators** at once (section 3, steps 1-2): the parent is the member of any
    ``P_i, i > 1`` without an evaluator, past ``min_steps_before_eval[i]``, that has trained
-   longest since it was last assigned an evaluator or lost an evolution event (ties broken at
-   random); the evaluator copies its weights and the hyperparameters of the highest-fitness
-   member of ``P_{i-1}`` (its target).
+   longest since it was last assigned an evaluator, lost an evolution event or received weights
+   (ties broken at random); the evaluator copies its weights and the hyperparameters of the
+   highest-fitness member of ``P_{i-1}`` (its target), ranked by this round's fitness as it was
+   *before* the round's exploits. *Open detail 5, sharing evaluators between several parent
+   sub-populations:* the free evaluator goes to the parent sub-population that has the fewest
+   evaluators, then by the paper's rule, so each parent sub-population keeps enough ranked
+   members to evolve.
+
+**Layouts that cannot evolve are refused** (:func:`check_evolvable`): truncation selects
+``floor(quantile * k)`` of ``k`` ranked members, and a parent sub-population ranks only the
+members whose evaluator trained, so every sub-population needs ``ceil(1 / quantile)`` members
+and every parent sub-population that many evaluators (12 = 2 x 4 + 4 workers at least at 25%;
+the paper's 22, 36 and 50 all qualify).
 
 The best-effort model at any time is the best member of P1 (4.1.2).
 """
@@ -61,19 +79,70 @@ from ..space import Space
 from .base import Controller, Observations, load_rng_state, make_rng, rng_state
 
 
-def fire_split(workers: int) -> tuple[int, int, int]:
+def fire_split(workers: int, n_subpopulations: int | None = None,
+               quantile: float = 0.25) -> tuple[int, int, int]:
     """``(n_subpopulations, subpopulation_size, n_evaluators)`` for a total worker count.
 
-    The paper's splits (4.1.1): 2, 3, 4 sub-populations below 36, below 50, from 50 workers,
-    equal sizes, and evaluators three quarters of the parents' total size: 22 = 2 x 8 + 6,
-    36 = 3 x 8 + 12, 50 = 4 x 8 + 18. Other counts get the largest size that leaves at least
-    that many evaluators (the rest become evaluators too).
+    The paper's splits (4.1.1): 2, 3, 4 sub-populations below 36, below 50, from 50 workers
+    (or ``n_subpopulations``), equal sizes, and evaluators three quarters of the parents' total
+    size: 22 = 2 x 8 + 6, 36 = 3 x 8 + 12, 50 = 4 x 8 + 18. Other counts get the largest size
+    that leaves at least that many evaluators (the rest become evaluators too).
+
+    A split is accepted only if every sub-population can evolve (:func:`check_evolvable`):
+    the smallest FIRE PBT run at 25% truncation is 12 = 2 x 4 + 4. Otherwise a
+    :class:`~firepbt.errors.ConfigError` names the smallest worker count that can.
     """
-    check(isinstance(workers, int) and workers >= 11, "workers",
-          "an int >= 11 for FIRE PBT (2 sub-populations of 4 plus 3 evaluators)", workers)
-    n = 2 if workers < 36 else 3 if workers < 50 else 4
+    check(isinstance(workers, int) and not isinstance(workers, bool) and workers > 0,
+          "workers", "an int > 0", workers)
+    n = n_subpopulations if n_subpopulations is not None else (
+        2 if workers < 36 else 3 if workers < 50 else 4)
+    check(isinstance(n, int) and n >= 2, "n_subpopulations", "an int >= 2", n)
+    need = _need(quantile)
+    split = _split(workers, n)
+    if not _evolvable(*split, need):
+        smallest = next(w for w in range(n * need, 100 * n * need) if _evolvable(*_split(w, n),
+                                                                                 need))
+        check(False, "workers",
+              f"an int >= {smallest} for FIRE PBT with {n} sub-populations (each sub-population "
+              f"needs {need} members and each parent sub-population {need} evaluators for "
+              f"{quantile:.0%} truncation to select in it)", workers)
+    return split
+
+
+def _need(quantile: float) -> int:
+    check(isinstance(quantile, (int, float)) and 0 < quantile <= 0.5, "quantile", "in (0, 0.5]",
+          quantile)
+    return math.ceil(1 / quantile - 1e-9)
+
+
+def _split(workers: int, n: int) -> tuple[int, int, int]:
     size = int(workers // (n + 0.75 * (n - 1)))
     return n, size, workers - n * size
+
+
+def _evolvable(n: int, size: int, n_evaluators: int, need: int) -> bool:
+    return size >= need and n_evaluators >= need * (n - 1)
+
+
+def check_evolvable(n_subpopulations: int, subpopulation_size: int, n_evaluators: int,
+                    quantile: float = 0.25) -> None:
+    """Refuse a layout in which some sub-population could never evolve.
+
+    Truncation selection makes ``floor(quantile * k)`` losers among ``k`` ranked members, so it
+    needs ``k >= ceil(1 / quantile)`` (4 at 25%). In P1 every member is ranked, so P1 needs
+    that many members. In a parent sub-population only the members whose evaluator trained
+    this round are ranked (3.1.2, the set Φ), so it also needs that many evaluators: the
+    evaluators are shared out evenly between the parent sub-populations (see
+    :meth:`FirePBT._assign`), hence ``n_evaluators >= ceil(1 / quantile) * (n - 1)``.
+    """
+    need = _need(quantile)
+    check(isinstance(subpopulation_size, int) and subpopulation_size >= need,
+          "subpopulation_size", f"an int >= {need} for {quantile:.0%} truncation",
+          subpopulation_size)
+    check(isinstance(n_evaluators, int) and n_evaluators >= need * (n_subpopulations - 1),
+          "n_evaluators", f"an int >= {need * (n_subpopulations - 1)} ({need} per parent "
+          f"sub-population, so that {quantile:.0%} truncation can select in each of the "
+          f"{n_subpopulations - 1})", n_evaluators)
 
 
 class FirePBT(Controller):
@@ -84,7 +153,8 @@ class FirePBT(Controller):
         ready_interval: steps per round; evaluators check their criteria every round.
         n_subpopulations: ``n >= 2`` (P1 greedy, P2..Pn parents).
         subpopulation_size: members per sub-population (>= ``1/quantile``).
-        n_evaluators: default three quarters of the parents' total size (4).
+        n_evaluators: default three quarters of the parents' total size (4), at least
+            ``ceil(1 / quantile)`` per parent sub-population (:func:`check_evolvable`).
         max_eval_steps: default 3 ready intervals.
         p_stat: significance level of the binomial test (paper: 0.01).
         min_steps_before_eval: per sub-population (one int for all, or a sequence of length n;
@@ -102,20 +172,17 @@ class FirePBT(Controller):
                  min_steps_before_eval: int | Sequence[int] = 0, quantile: float = 0.25,
                  seed: int | np.random.Generator = 0, workers: int | None = None) -> None:
         if workers is not None:
-            n_subpopulations, subpopulation_size, n_evaluators = fire_split(workers)
+            n_subpopulations, subpopulation_size, n_evaluators = fire_split(
+                workers, None, quantile)
         check(isinstance(ready_interval, int) and ready_interval > 0, "ready_interval",
               "an int > 0", ready_interval)
         check(isinstance(n_subpopulations, int) and n_subpopulations >= 2, "n_subpopulations",
               "an int >= 2", n_subpopulations)
-        check(0 < quantile <= 0.5, "quantile", "in (0, 0.5]", quantile)
-        need = math.ceil(1 / quantile - 1e-9)
-        check(isinstance(subpopulation_size, int) and subpopulation_size >= need,
-              "subpopulation_size", f"an int >= {need} for {quantile:.0%} truncation",
-              subpopulation_size)
+        need = _need(quantile)
         if n_evaluators is None:
-            n_evaluators = (3 * (n_subpopulations - 1) * subpopulation_size) // 4
-        check(isinstance(n_evaluators, int) and n_evaluators >= 1, "n_evaluators", "an int >= 1",
-              n_evaluators)
+            n_evaluators = max((3 * (n_subpopulations - 1) * subpopulation_size) // 4,
+                               need * (n_subpopulations - 1))
+        check_evolvable(n_subpopulations, subpopulation_size, n_evaluators, quantile)
         if max_eval_steps is None:
             max_eval_steps = 3 * ready_interval
         check(isinstance(max_eval_steps, int) and max_eval_steps > 0, "max_eval_steps",
@@ -203,6 +270,10 @@ class FirePBT(Controller):
                 decisions.append(self._stop(e, "no_overlap", p, diff, step))
             elif ov is not None and p > self.p_stat + max(0.0, 1 - t_steps / self.max_eval_steps):
                 decisions.append(self._stop(e, "not_significant", p, diff, step))
+            elif t_steps > self.max_eval_steps:
+                # open detail 3: significant (p <= p_stat) but not better at its best
+                decisions.append(self._stop(e, "not_better", p, diff, step))
+        received: list[int] = []
         for target in sorted(successes):
             ranked = sorted(successes[target], key=lambda x: (-x[0], x[1]))
             diff, e, p = ranked[0]
@@ -212,11 +283,22 @@ class FirePBT(Controller):
             tm = self.members[target]
             tm["curve"] = [[step, value]]
             tm["latest"] = value
+            tm["last_event"] = step
             self._free(e)
             for d2, e2, p2 in ranked[1:]:
                 decisions.append(self._stop(e2, "target_superseded", p2, d2, step))
+            received.append(target)
+        # open detail 4: a member that received new weights (a target in P_i, i >= 2, may also
+        # be a parent) is no longer the network its own evaluator measures: that evaluation
+        # ends, as when a member loses an evolution event, and the member has no fitness
+        for target in received:
+            own = self.members[target]["evaluator"]
+            if own is not None:
+                decisions.append(self._stop(own, "member_received_weights", None, None, step))
+            eval_curve_of.pop(target, None)
 
-        # 3. fitness and PBT within each sub-population (3.1.2, 2)
+        # 3. fitness and PBT within each sub-population (3.1.2, 2); the fitness is taken
+        # before any exploit of the round, and the evaluators' targets are chosen by it
         fitness_by_sub: dict[int, dict[int, float]] = {}
         for i in range(self.n_sub):
             ids = self.subpopulation(i)
@@ -283,9 +365,17 @@ class FirePBT(Controller):
                       and self.members[m]["latest"] is not None]
         if not candidates:
             return None
+        # open detail 5: the parent sub-population with the fewest evaluators first, so that
+        # the evaluators are shared out evenly and every parent sub-population can rank enough
+        # members to evolve (check_evolvable); within it, the paper's rule
+        load = {i: 0 for i in range(1, self.n_sub)}
+        for ev in self.evaluators.values():
+            if ev["active"]:
+                load[self.members[ev["parent"]]["sub"]] += 1
         tiebreak = self.rng.permutation(len(candidates))
         order = sorted(range(len(candidates)),
-                       key=lambda j: (self.members[candidates[j]]["last_event"], tiebreak[j]))
+                       key=lambda j: (load[self.members[candidates[j]]["sub"]],
+                                      self.members[candidates[j]]["last_event"], tiebreak[j]))
         parent = candidates[order[0]]
         child_sub = self.members[parent]["sub"] - 1
         target = self._best_of(child_sub, fitness_by_sub.get(child_sub, {}))
@@ -298,12 +388,16 @@ class FirePBT(Controller):
         return AssignEvaluator(e, parent, target, pm["sub"], hp)
 
     def _best_of(self, sub: int, fitness: Mapping[int, float]) -> int:
+        """The highest-fitness member of ``sub`` by this round's fitness, taken before the
+        round's exploits (a loser that just copied the best member ties with it on its latest
+        evaluation, but takes untested perturbed hyperparameters). A sub-population without a
+        fitness this round (no ranked member) falls back on the latest evaluations, which no
+        exploit changed. Non-finite values rank lowest; ties go to the lower id."""
         ids = self.subpopulation(sub)
-        if sub == 0 or not fitness:
-            scores = {m: self.members[m]["latest"] for m in ids}
-            scores = {m: (math.nan if v is None else float(v)) for m, v in scores.items()}
-        else:
-            scores = {m: fitness[m] for m in ids if m in fitness}
+        scores = {m: float(fitness[m]) for m in ids if m in fitness}
+        if not scores:
+            scores = {m: (math.nan if self.members[m]["latest"] is None
+                          else float(self.members[m]["latest"])) for m in ids}
         return max(sorted(scores), key=lambda m: (rank_key(scores[m]), -m))
 
     # -- state ----------------------------------------------------------------------------

@@ -231,6 +231,16 @@ class VMPOTrainable:
                 "finished": torch.tensor(self.finished, dtype=torch.float64),
                 "envs": [_env_state(e) for e in self.envs]}
 
+    def reseed(self, seed: int) -> None:
+        """A new stream of experience after receiving another member's state: the action
+        sampling generator and each environment's generator restart from ``seed``; the
+        networks, optimizers and the environments' current states stay as copied."""
+        self.gen.manual_seed(int(seed) + 17)
+        for i, e in enumerate(self.envs):
+            rng = e.unwrapped.np_random
+            rng.bit_generator.state = type(rng.bit_generator)(
+                np.random.SeedSequence([int(seed), i])).state
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.policy.load_state_dict(state["policy"])
         self.value.load_state_dict(state["value"])

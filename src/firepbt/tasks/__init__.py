@@ -94,13 +94,13 @@ def _vmpo_task(name: str, env: str, note: str) -> Task:
 TASKS: dict[str, Task] = {
     "mnist1d": Task("mnist1d", "MNIST-1D, MLP 40-256-256-10, SGD momentum 0.9, batch 128; "
                     "objective: validation accuracy (or macro F1)", _mnist1d, _space("mnist1d"),
-                    "lambda", {"workers": 11, "steps": 1500, "ready_interval": 125,
+                    "lambda", {"workers": 12, "steps": 1500, "ready_interval": 125,
                                "eval_interval": 25}, True,
                     ("objective", "weight_decay", "full_train")),
     "mnist": Task("mnist", "MNIST from the four IDX files in --data-dir (no download), small "
                   "CNN, SGD momentum 0.9, batch 128; objective: validation accuracy (or macro F1)",
                   _mnist, _space("mnist1d"), "lambda",
-                  {"workers": 11, "steps": 1500, "ready_interval": 125, "eval_interval": 25},
+                  {"workers": 12, "steps": 1500, "ready_interval": 125, "eval_interval": 25},
                   True, ("objective", "weight_decay", "full_train", "data_dir")),
     "nqm": Task("nqm", "noisy quadratic model, 10,000 dims, h_i = 1/i, exact expected loss "
                 "(min), momentum 0.9", _nqm, _space("nqm"), "lr",

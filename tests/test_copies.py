@@ -1,0 +1,163 @@
+"""Copies between workers (exploit, evaluator assignment, evaluator success): the destination
+gets an independent copy of the source's state and a data stream of its own."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from firepbt.executor import LocalExecutor, TrainJob, run_job
+from firepbt.supervised import SupervisedData, SupervisedTrainable
+from firepbt.trainable import function_trainable
+
+X = torch.linspace(-2, 2, 512).unsqueeze(1)
+Y = torch.sin(3 * X)
+
+
+class ReadmeIdiom:
+    """A trainable written exactly as the README and examples/custom_trainable.py show:
+    ``state_dict`` returns the module's and optimizer's own state dicts (live tensors)."""
+
+    mode = "min"
+
+    def __init__(self, seed: int) -> None:
+        torch.manual_seed(seed)
+        self.model = nn.Sequential(nn.Linear(1, 16), nn.Tanh(), nn.Linear(16, 1))
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.1, momentum=0.9)
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def train(self, hparams, steps):
+        for group in self.opt.param_groups:
+            group["lr"] = hparams["lr"]
+        for _ in range(steps):
+            idx = torch.randint(0, len(X), (32,), generator=self.gen)
+            loss = nn.functional.mse_loss(self.model(X[idx]), Y[idx])
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+
+    def evaluate(self):
+        with torch.no_grad():
+            return float(nn.functional.mse_loss(self.model(X), Y))
+
+    def state_dict(self):
+        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
+                "gen": self.gen.get_state()}
+
+    def load_state_dict(self, state):
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.gen.set_state(state["gen"])
+
+
+def _tensors(obj):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _tensors(v)
+    elif isinstance(obj, list | tuple):
+        for v in obj:
+            yield from _tensors(v)
+
+
+def _storages(t):
+    tensors = [*t.model.parameters(), *_tensors(t.opt.state)]
+    return {x.untyped_storage().data_ptr() for x in tensors}
+
+
+def test_a_copy_shares_no_tensor_with_its_source():
+    ex = LocalExecutor(ReadmeIdiom)
+    ex.setup({0: 0, 1: 1})
+    for w in (0, 1):  # momentum buffers exist once the optimizer has stepped
+        ex.trainables[w].train({"lr": 0.05}, 3)
+    ex.copy(0, 1, seed=123)
+    src, dst = ex.trainables[0], ex.trainables[1]
+    assert not _storages(src) & _storages(dst)
+    # and the copy is exact: same weights and momentum
+    for a, b in zip(src.model.parameters(), dst.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    # training the destination leaves the source untouched
+    before = [p.detach().clone() for p in src.model.parameters()]
+    bufs = [b.clone() for b in _tensors(src.opt.state)]
+    dst.train({"lr": 0.05}, 5)
+    assert all(torch.equal(a, b) for a, b in zip(before, src.model.parameters(), strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(bufs, _tensors(src.opt.state), strict=True))
+
+
+def test_the_best_point_of_a_round_is_tested_on_its_own_weights():
+    """run_job keeps the state at the round's best point while training goes on: with a
+    trainable whose state_dict holds live tensors, the kept state must not follow training."""
+
+    class Climber:  # w rises by lr per step; the objective peaks at w = 5; test() returns w
+        def __init__(self, seed):
+            self.w = torch.zeros(1)
+
+        def train(self, hparams, steps):
+            self.w += hparams["lr"] * steps  # in place: a live state_dict follows it
+
+        def evaluate(self):
+            return float(-(self.w - 5.0) ** 2)
+
+        def test(self):
+            return float(self.w)
+
+        def state_dict(self):
+            return {"w": self.w}
+
+        def load_state_dict(self, state):
+            self.w.copy_(state["w"])
+
+    job = TrainJob(0, 0, (({"lr": 1.0}, 10),), eval_interval=1, wants_test=True)
+    res = run_job(Climber(0), job, [float("-inf")], "max")
+    assert dict(res.evaluations)[5] == 0.0
+    assert res.tests == ((5, 5.0),)  # tested at w = 5, not at the end of the round (w = 10)
+
+
+def _supervised(seed: int) -> SupervisedTrainable:
+    data = SupervisedData(torch.randn(1000, 4, generator=torch.Generator().manual_seed(0)),
+                          torch.zeros(1000, dtype=torch.long), torch.randn(10, 4),
+                          torch.zeros(10, dtype=torch.long))
+    return SupervisedTrainable(seed, model=nn.Linear(4, 2), data=data, batch_size=50)
+
+
+def test_after_a_copy_the_receiver_draws_its_own_batches_deterministically():
+    def copied(seed):
+        ex = LocalExecutor(_supervised)
+        ex.setup({0: 10, 1: 11})
+        ex.trainables[0].train({"lr": 0.1}, 7)
+        ex.copy(0, 1, seed=seed)
+        return ex.trainables[0], ex.trainables[1]
+
+    src, dst = copied(99)
+    a = [src.next_batch() for _ in range(30)]  # across an epoch boundary (20 batches)
+    b = [dst.next_batch() for _ in range(30)]
+    assert not any(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    # deterministic: the same copy with the same seed draws the same batches (exact resume)
+    _, again = copied(99)
+    assert all(torch.equal(x, again.next_batch()) for x in b)
+    # the stream is part of the state: a checkpoint taken after the copy resumes it exactly
+    _, d2 = copied(99)
+    state = copy.deepcopy(d2.state_dict())
+    fresh = _supervised(11)
+    fresh.load_state_dict(state)
+    assert all(torch.equal(d2.next_batch(), fresh.next_batch()) for _ in range(30))
+
+
+def test_function_trainable_copies_get_their_own_generators():
+    def init(seed):
+        return {"w": torch.zeros(1), "gen": torch.Generator().manual_seed(seed)}
+
+    def train(state, hparams, steps):
+        state["w"] += torch.rand(steps, generator=state["gen"]).sum()
+
+    ex = LocalExecutor(function_trainable(init, train, lambda st: float(st["w"][0])))
+    ex.setup({0: 1, 1: 2})
+    ex.copy(0, 1, seed=5)
+    src, dst = ex.trainables[0].state, ex.trainables[1].state
+    assert torch.equal(src["w"], dst["w"])
+    assert src["gen"] is not dst["gen"]
+    assert not torch.equal(torch.rand(4, generator=src["gen"]),
+                           torch.rand(4, generator=dst["gen"]))
