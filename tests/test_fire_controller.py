@@ -288,6 +288,7 @@ def test_evaluators_target_the_best_member_as_ranked_before_the_rounds_exploits(
     fire = make()
     before = {m: dict(fire.members[m]["hparams"]) for m in P1}
     decisions = first_round(fire, p1_levels=(0.5, 0.7, 0.6, 0.8))
+    assert fire.members[0]["hparams"] != before[0]  # the loser took perturbed ones
     (exploit,) = [d for d in kinds(decisions, Exploit) if d.subpopulation == 0]
     assert (exploit.worker, exploit.source) == (0, 3)
     assigns = kinds(decisions, AssignEvaluator)
@@ -295,6 +296,43 @@ def test_evaluators_target_the_best_member_as_ranked_before_the_rounds_exploits(
     for a in assigns:
         assert a.target == 3
         assert dict(a.hparams) == before[3] == fire.members[3]["hparams"]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_evaluators_never_target_a_member_exploited_this_round_even_on_ties(seed):
+    # all of P1 level: the truncation's loser ties with the best before the exploit too
+    fire = FirePBT(SPACE, ready_interval=READY, n_subpopulations=2, subpopulation_size=4,
+                   n_evaluators=4, seed=seed)
+    fire.start()
+    decisions = first_round(fire, p1_levels=(0.7, 0.7, 0.7, 0.7))
+    (exploit,) = [d for d in kinds(decisions, Exploit) if d.subpopulation == 0]
+    assigns = kinds(decisions, AssignEvaluator)
+    assert assigns and all(a.target != exploit.worker for a in assigns)
+    assert all(dict(a.hparams) == fire.members[a.target]["hparams"] for a in assigns)
+
+
+@pytest.mark.parametrize("n_sub", [2, 3, 4, 5])
+@pytest.mark.parametrize("quantile", [0.25, 0.2, 0.5])
+def test_every_worker_count_from_the_smallest_accepted_up_is_accepted(n_sub, quantile):
+    accepted = []
+    for w in range(1, 201):
+        try:
+            fire_split(w, n_sub, quantile)
+            accepted.append(w)
+        except ConfigError as exc:
+            assert "workers must be an int >= " in str(exc)
+    assert accepted == list(range(accepted[0], 201))
+    with pytest.raises(ConfigError, match=f"workers must be an int >= {accepted[0]} "):
+        fire_split(accepted[0] - 1, n_sub, quantile)
+
+
+def test_the_constructor_refuses_too_few_evaluators():
+    with pytest.raises(ConfigError, match=r"n_evaluators must be an int >= 4 \(4 per parent"):
+        FirePBT(SPACE, ready_interval=READY, n_subpopulations=2, subpopulation_size=4,
+                n_evaluators=3)
+    with pytest.raises(ConfigError, match="subpopulation_size must be an int >= 4"):
+        FirePBT(SPACE, ready_interval=READY, n_subpopulations=2, subpopulation_size=3,
+                n_evaluators=4)
 
 
 def test_significant_but_not_better_evaluator_stops_after_max_eval_steps():

@@ -98,10 +98,10 @@ def fire_split(workers: int, n_subpopulations: int | None = None,
         2 if workers < 36 else 3 if workers < 50 else 4)
     check(isinstance(n, int) and n >= 2, "n_subpopulations", "an int >= 2", n)
     need = _need(quantile)
-    split = _split(workers, n)
+    split = _split(workers, n, need)
     if not _evolvable(*split, need):
-        smallest = next(w for w in range(n * need, 100 * n * need) if _evolvable(*_split(w, n),
-                                                                                 need))
+        smallest = next(w for w in range(n * need, 100 * n * need)
+                        if _evolvable(*_split(w, n, need), need))
         check(False, "workers",
               f"an int >= {smallest} for FIRE PBT with {n} sub-populations (each sub-population "
               f"needs {need} members and each parent sub-population {need} evaluators for "
@@ -115,8 +115,10 @@ def _need(quantile: float) -> int:
     return math.ceil(1 / quantile - 1e-9)
 
 
-def _split(workers: int, n: int) -> tuple[int, int, int]:
-    size = int(workers // (n + 0.75 * (n - 1)))
+def _split(workers: int, n: int, need: int = 4) -> tuple[int, int, int]:
+    # the paper's proportions, capped so that each parent sub-population keeps `need`
+    # evaluators
+    size = min(int(workers // (n + 0.75 * (n - 1))), (workers - need * (n - 1)) // n)
     return n, size, workers - n * size
 
 
@@ -300,6 +302,7 @@ class FirePBT(Controller):
         # 3. fitness and PBT within each sub-population (3.1.2, 2); the fitness is taken
         # before any exploit of the round, and the evaluators' targets are chosen by it
         fitness_by_sub: dict[int, dict[int, float]] = {}
+        losers: set[int] = set()
         for i in range(self.n_sub):
             ids = self.subpopulation(i)
             if i == 0:
@@ -313,12 +316,13 @@ class FirePBT(Controller):
             decisions.append(FitnessRecord(i, dict(fitness)))
             for loser, source in truncation(fitness, self.rng, self.quantile):
                 decisions.extend(self._exploit(loser, source, i, fitness, step))
+                losers.add(loser)
 
         # 4. assign free evaluators (3, steps 1-2)
         for e in sorted(self.evaluators):
             if self.evaluators[e]["active"]:
                 continue
-            assignment = self._assign(e, step, fitness_by_sub)
+            assignment = self._assign(e, step, fitness_by_sub, losers)
             if assignment is None:
                 break
             decisions.append(assignment)
@@ -358,8 +362,8 @@ class FirePBT(Controller):
                 out.append(self._stop(e, "target_lost_evolution", None, None, step))
         return out
 
-    def _assign(self, e: int, step: int,
-                fitness_by_sub: Mapping[int, Mapping[int, float]]) -> AssignEvaluator | None:
+    def _assign(self, e: int, step: int, fitness_by_sub: Mapping[int, Mapping[int, float]],
+                losers: set[int] = frozenset()) -> AssignEvaluator | None:  # type: ignore[assignment]
         candidates = [m for i in range(1, self.n_sub) for m in self.subpopulation(i)
                       if self.members[m]["evaluator"] is None and step >= self.min_steps[i]
                       and self.members[m]["latest"] is not None]
@@ -378,7 +382,7 @@ class FirePBT(Controller):
                                       self.members[candidates[j]]["last_event"], tiebreak[j]))
         parent = candidates[order[0]]
         child_sub = self.members[parent]["sub"] - 1
-        target = self._best_of(child_sub, fitness_by_sub.get(child_sub, {}))
+        target = self._best_of(child_sub, fitness_by_sub.get(child_sub, {}), losers)
         pm, tm = self.members[parent], self.members[target]
         hp = dict(tm["hparams"])
         self.evaluators[e] = {"active": True, "parent": parent, "target": target, "hparams": hp,
@@ -387,13 +391,15 @@ class FirePBT(Controller):
         pm["last_event"] = step
         return AssignEvaluator(e, parent, target, pm["sub"], hp)
 
-    def _best_of(self, sub: int, fitness: Mapping[int, float]) -> int:
+    def _best_of(self, sub: int, fitness: Mapping[int, float], losers: set[int]) -> int:
         """The highest-fitness member of ``sub`` by this round's fitness, taken before the
-        round's exploits (a loser that just copied the best member ties with it on its latest
-        evaluation, but takes untested perturbed hyperparameters). A sub-population without a
-        fitness this round (no ranked member) falls back on the latest evaluations, which no
-        exploit changed. Non-finite values rank lowest; ties go to the lower id."""
-        ids = self.subpopulation(sub)
+        round's exploits, never one of this round's ``losers`` (a loser that just copied the
+        best member ties with it on its latest evaluation, and losers can tie with the best
+        before exploits too, but they hold untested, perturbed hyperparameters). A
+        sub-population without a fitness this round (no ranked member) falls back on the latest
+        evaluations, which no exploit changed. Non-finite values rank lowest; ties go to the
+        lower id."""
+        ids = [m for m in self.subpopulation(sub) if m not in losers] or self.subpopulation(sub)
         scores = {m: float(fitness[m]) for m in ids if m in fitness}
         if not scores:
             scores = {m: (math.nan if self.members[m]["latest"] is None
