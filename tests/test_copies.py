@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 from torch import nn
 
@@ -148,7 +149,8 @@ def test_after_a_copy_the_receiver_draws_its_own_batches_deterministically():
 
 def test_function_trainable_copies_get_their_own_generators():
     def init(seed):
-        return {"w": torch.zeros(1), "gen": torch.Generator().manual_seed(seed)}
+        return {"w": torch.zeros(1), "gen": torch.Generator().manual_seed(seed),
+                "aug": [torch.Generator().manual_seed(seed + 1)]}
 
     def train(state, hparams, steps):
         state["w"] += torch.rand(steps, generator=state["gen"]).sum()
@@ -158,6 +160,30 @@ def test_function_trainable_copies_get_their_own_generators():
     ex.copy(0, 1, seed=5)
     src, dst = ex.trainables[0].state, ex.trainables[1].state
     assert torch.equal(src["w"], dst["w"])
-    assert src["gen"] is not dst["gen"]
-    assert not torch.equal(torch.rand(4, generator=src["gen"]),
-                           torch.rand(4, generator=dst["gen"]))
+    for a, b in ((src["gen"], dst["gen"]), (src["aug"][0], dst["aug"][0])):
+        assert not torch.equal(torch.rand(4, generator=a), torch.rand(4, generator=b))
+
+
+def test_vmpo_copies_collect_their_own_experience_and_resume_exactly():
+    pytest.importorskip("gymnasium")
+    from firepbt.rl.agent import VMPOTrainable
+
+    def make(seed):
+        return VMPOTrainable(seed, n_envs=2, unroll=5, epochs=1, hidden=8)
+
+    ex = LocalExecutor(make)
+    ex.setup({0: 1, 1: 2})
+    ex.trainables[0].train({"lr": 1e-3, "epsilon_eta": 0.01}, 2)
+    ex.copy(0, 1, seed=7)
+    saved = copy.deepcopy(ex.trainables[1].state_dict())
+    src, dst = ex.trainables[0], ex.trainables[1]
+    a = torch.rand(3, generator=copy.deepcopy(src.gen))
+    b = torch.rand(3, generator=copy.deepcopy(dst.gen))
+    assert not torch.equal(a, b)  # action noise of its own
+    hp = {"lr": 1e-3, "epsilon_eta": 0.01}
+    dst.train(hp, 2)
+    again = make(3)
+    again.load_state_dict(saved)  # a checkpoint taken after the copy
+    again.train(hp, 2)
+    for p, q in zip(dst.policy.parameters(), again.policy.parameters(), strict=True):
+        assert torch.equal(p, q)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from firepbt.config import ExperimentConfig
@@ -100,7 +101,8 @@ def test_replay_seed_is_no_workers_seed():
 
     for seed in range(20):
         assert replay_seed(seed) not in set(worker_seeds(seed, 50).values())
-        assert replay_seed(seed) == replay_seed(seed)  # deterministic
+    # deterministic: a fixed value for a seed (a replay can be repeated exactly)
+    assert replay_seed(0) == int(np.random.SeedSequence([0, 3]).generate_state(1)[0])
 
 
 def test_schedule_of_a_real_run_covers_every_step(tmp_path):

@@ -100,3 +100,18 @@ def test_registry():
 
     with pytest.raises(ConfigError, match="task must be one of"):
         get_task("cifar")
+
+
+@pytest.mark.parametrize("name", ["mnist1d", "mnist", "nqm", "vmpo", "vmpo-ant", "vmpo-humanoid"])
+def test_every_task_default_is_a_fire_layout_that_evolves(name):
+    """Each task's defaults (and presets) must be accepted for FIRE PBT: a layout in which a
+    sub-population could never evolve is refused (11 workers used to be the default)."""
+    from firepbt.config import ExperimentConfig
+    from firepbt.runner import fire_layout
+
+    task = get_task(name)
+    for preset in task.presets or (None,):
+        d = task.settings(preset)
+        cfg = ExperimentConfig(task=name, method="fire", **d)
+        n_sub, size, n_eval = fire_layout(cfg)
+        assert size >= 4 and n_eval >= 4 * (n_sub - 1)

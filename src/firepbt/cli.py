@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sqlite3
 import sys
 import time
 from collections.abc import Sequence
@@ -18,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from .config import METHODS, ExperimentConfig
-from .errors import ConfigError, FirePBTError, StoreError
+from .errors import ConfigError, FirePBTError, StoreError, check
+
+OBJECTIVES = ("accuracy", "f1")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -123,6 +126,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--eval-interval", type=_positive_int("eval_interval"), default=None,
                    help="default 25, or the preset's")
     c.add_argument("--max-eval-steps", type=_positive_int("max_eval_steps"), default=None)
+    c.add_argument("--min-steps-before-eval", type=int, nargs="+", default=None,
+                   help="FIRE PBT: as for 'run' (one int, or one per sub-population)")
     c.add_argument("--jobs", type=_positive_int("jobs"), default=2,
                    help="runs at a time (one core each)")
     return p
@@ -130,10 +135,21 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    _log_warnings()
     try:
         return int(_COMMANDS[args.command](args) or 0)
     except (ConfigError, StoreError) as exc:
         print(f"firepbt: error: {exc}", file=sys.stderr)
+        return 2
+    except sqlite3.DatabaseError as exc:
+        store = str(getattr(args, "store", None) or getattr(args, "path", None))
+        why = " ".join(str(exc).split())
+        print(f"firepbt: error: store {store!r} is damaged (SQLite: {why}); keep a copy and "
+              "recover it with sqlite3's .recover", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a path the user gave cannot be read or written
+        where = exc.filename if exc.filename is not None else ""
+        print(f"firepbt: error: {where!s}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     except FirePBTError as exc:
         print(f"firepbt: error: {exc}", file=sys.stderr)
@@ -142,6 +158,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("firepbt: interrupted; 'firepbt resume STORE' continues from the last round",
               file=sys.stderr)
         return 130
+
+
+def _log_warnings() -> None:
+    """The library's warnings (e.g. a checkpoint fallback on resume) as one stderr line each."""
+    import logging
+
+    log = logging.getLogger("firepbt")
+    if not any(getattr(h, "_firepbt_cli", False) for h in log.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("firepbt: warning: %(message)s"))
+        handler._firepbt_cli = True  # type: ignore[attr-defined]
+        log.addHandler(handler)
+        log.propagate = False
+
+
+def _json(obj: Any) -> str:
+    """JSON with non-finite numbers as null (bare NaN is not JSON)."""
+    def clean(x: Any) -> Any:
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        return x
+    return json.dumps(clean(obj), allow_nan=False)
 
 
 def _config_from_args(args: argparse.Namespace) -> ExperimentConfig:
@@ -153,6 +195,8 @@ def _config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     if args.objective is not None:
         if "objective" not in task.options:
             raise ConfigError("objective", f"not set for task {task.name!r}", args.objective)
+        check(args.objective in OBJECTIVES, "objective", f"one of {list(OBJECTIVES)}",
+              args.objective)
         options["objective"] = args.objective
     if args.data_dir is not None:
         if "data_dir" not in task.options:
@@ -167,14 +211,7 @@ def _config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         load_mnist(None)
     schedule = None
     if args.schedule is not None:
-        from .schedule import Schedule
-
-        path = Path(args.schedule)
-        if not path.is_file():
-            raise ConfigError("schedule", "a JSON file written by 'firepbt lineage --json'",
-                              args.schedule)
-        sched = Schedule.from_json(path.read_text())
-        schedule = json.loads(sched.to_json())
+        schedule = _schedule_arg(args, task, args.steps or d["steps"])
     return ExperimentConfig(
         task=task.name, method=args.method, workers=args.workers or d["workers"],
         steps=args.steps or d["steps"], ready_interval=args.ready_interval or d["ready_interval"],
@@ -192,6 +229,29 @@ def _min_steps(value: Any) -> int | tuple[int, ...]:
     if isinstance(value, (list, tuple)):
         return value[0] if len(value) == 1 else tuple(value)
     return value
+
+
+def _schedule_arg(args: argparse.Namespace, task: Any, steps: int) -> dict[str, Any]:
+    """``--schedule FILE``: a schedule for random search over the task's hyperparameters, with
+    valid values, as long as the run."""
+    from .schedule import Schedule
+
+    what = "a JSON file written by 'firepbt lineage --json'"
+    check(args.method == "random", "schedule", "given only with --method random (PBT and FIRE "
+          "PBT find their own schedules)", args.schedule)
+    path = Path(args.schedule)
+    check(path.is_file(), "schedule", what, args.schedule)
+    try:
+        sched = Schedule.from_json(path.read_text())
+    except ConfigError:
+        raise
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise ConfigError("schedule", what, f"{args.schedule} ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    from .controllers.random_search import check_schedule
+
+    check_schedule(task.space, sched, steps)
+    return json.loads(sched.to_json())
 
 
 def _first(*values: Any) -> Any:
@@ -228,13 +288,10 @@ def _default_store(config: ExperimentConfig) -> Path:
     return path
 
 
-def _check_new_store(path: Path) -> None:
+def _check_new_store(path: Any) -> None:
     from .store import Store
 
-    root = Store.resolve(path)
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise StoreError(f"store must be a new or empty folder, got {str(root)!r} (it exists; "
-                         "firepbt never overwrites a store - use 'firepbt resume' to continue)")
+    Store.check_new(path)
 
 
 class _Progress:
@@ -322,7 +379,7 @@ def _print_activity(act: Any) -> None:
             print(f"Exploits: {total} ({names})")
         else:
             print(f"Exploits: {total}")
-    if act.assignments:
+    if act.assignments or len(act.exploits) > 1:
         stops = ", ".join(f"{k} {v}" for k, v in act.stops.items()) or "none"
         print(f"Evaluators: {act.assignments} assigned, {act.successes} successes "
               f"(weights handed down to the child sub-population); stopped: {stops}")
@@ -339,7 +396,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .runner import run
 
     config = _config_from_args(args)
-    store = Path(args.store) if args.store else _default_store(config)
+    store: Any = args.store if args.store is not None else _default_store(config)
     _check_new_store(store)
     print(f"firepbt: {config.method} on {config.task}, {config.workers} workers x "
           f"{config.steps} steps (ready every {config.ready_interval}, eval every "
@@ -377,6 +434,7 @@ def status_dict(path: str) -> dict[str, Any]:
     from .runner import summarize
     from .store import Store
 
+    writer = Store.writer_pid(path)
     st = Store.open(path, readonly=True)
     try:
         cfg = ExperimentConfig.from_dict(st.config)
@@ -388,6 +446,8 @@ def status_dict(path: str) -> dict[str, Any]:
         "store": str(s.store), "task": cfg.task, "method": cfg.method, "workers": cfg.workers,
         "seed": cfg.seed, "steps_done": s.steps_done, "steps_total": s.steps_total,
         "finished": s.finished,
+        "state": "finished" if s.finished else "running" if writer is not None else "stopped",
+        "writer_pid": writer,
         "best": {"member": s.best_worker, "score": s.best_value, "test_score": s.best_test,
                  "hparams": s.best_hparams},
         "top": {"member": s.top_worker, "step": s.top_step, "score": s.top_value,
@@ -402,9 +462,13 @@ def status_dict(path: str) -> dict[str, Any]:
 def cmd_status(args: argparse.Namespace) -> int:
     d = status_dict(args.store)
     if args.json:
-        print(json.dumps(d))
+        print(_json(d))
         return 0
-    state = "finished" if d["finished"] else "running or stopped"
+    state = d["state"]
+    if state == "running":
+        state = f"running, pid {d['writer_pid']}"
+    elif state == "stopped":
+        state = "stopped: 'firepbt resume' continues it"
     print(f"{d['store']}: {d['method']} on {d['task']}, {d['workers']} workers, seed {d['seed']}")
     print(f"progress: {d['steps_done']}/{d['steps_total']} steps per worker ({state})")
     b, t = d["best"], d["top"]
@@ -456,6 +520,10 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     st = Store.open(args.store, readonly=True)
     try:
         worker = args.worker
+        n_workers = len(json.loads(st.meta("initial_runner_state") or '{"workers": {}}')["workers"])
+        if worker is not None:
+            check(0 <= worker < n_workers, "worker", f"an int in [0, {n_workers}) (the store's "
+                  "workers)", worker)
         if worker is None:
             worker = summarize(st).best_worker
         if worker is None:
@@ -465,7 +533,7 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     finally:
         st.close()
     if args.json:
-        print(sched.to_json())
+        print(_json(json.loads(sched.to_json())))
         return 0
     print(f"worker {worker}: weights descend through")
     for link in links:
@@ -482,9 +550,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     res = replay_store(args.store)
     if args.json:
-        print(json.dumps({"worker": res.worker, "step": res.step, "seed": res.seed,
-                          "value": res.value, "test": res.test,
-                          "schedule": json.loads(res.schedule.to_json())}))
+        print(_json({"worker": res.worker, "step": res.step, "seed": res.seed,
+                     "value": res.value, "test": res.test,
+                     "schedule": json.loads(res.schedule.to_json())}))
         return 0
     test = "n/a" if res.test is None else f"{res.test:.4f}"
     print(f"replayed the schedule of worker {res.worker} at step {res.step} (its top validation)"
@@ -518,7 +586,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                  d["steps"], _first(args.ready_interval, d["ready_interval"]),
                  _first(args.eval_interval, d["eval_interval"]),
                  _first(args.max_eval_steps, d.get("max_eval_steps")),
-                 d.get("min_steps_before_eval", 0), d.get("n_subpopulations"))
+                 _min_steps(_first(args.min_steps_before_eval, d.get("min_steps_before_eval"),
+                                   0)), d.get("n_subpopulations"))
     for s in specs:  # validate every run before starting any
         ExperimentConfig(task=s.task, method=s.method, workers=s.workers, steps=s.steps,
                          ready_interval=s.ready_interval, eval_interval=s.eval_interval,

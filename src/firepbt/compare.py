@@ -46,6 +46,10 @@ class RunSpec:
     min_steps_before_eval: int | tuple[int, ...] = 0
     n_subpopulations: int | None = None
 
+    def __post_init__(self) -> None:
+        if isinstance(self.min_steps_before_eval, list):  # read back from JSON
+            object.__setattr__(self, "min_steps_before_eval", tuple(self.min_steps_before_eval))
+
     @property
     def name(self) -> str:
         return f"{self.method}-w{self.workers}-s{self.seed}"

@@ -90,6 +90,12 @@ class ExperimentConfig:
             check(isinstance(ms, int) and not isinstance(ms, bool) and ms >= 0,
                   "min_steps_before_eval", f"an int >= 0, or one per sub-population ({n_sub} "
                   "ints >= 0; the value for P1 is ignored)", ms)
+        if self.method == "fire":  # a parent sub-population never evaluated never evolves
+            parents = list(ms[1:]) if isinstance(ms, (list, tuple)) else [ms]
+            check(all(x < self.steps for x in parents), "min_steps_before_eval",
+                  f"below steps ({self.steps}) for every parent sub-population (its members "
+                  "could never be evaluated, so it could never evolve)",
+                  list(ms) if isinstance(ms, (list, tuple)) else ms)
         check(self.executor in EXECUTORS, "executor", f"one of {list(EXECUTORS)}", self.executor)
         object.__setattr__(self, "task_options", dict(self.task_options))
 

@@ -23,6 +23,9 @@ class ConfigError(FirePBTError, ValueError):
         self.got = got
         super().__init__(f"{field} must be {allowed}, got {got!r}")
 
+    def __reduce__(self) -> tuple[type, tuple[str, str, Any]]:  # crosses process boundaries
+        return (type(self), (self.field, self.allowed, self.got))
+
 
 class StoreError(FirePBTError):
     """The experiment store is missing, not ours, or inconsistent."""

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import TrainableError
+from .errors import ConfigError, TrainableError
 from .trainable import Trainable, TrainableFactory, clone_state, copy_into, mode_of, test_of
 
 
@@ -47,6 +47,18 @@ class TrainResult:
     eval_seconds: float
 
 
+def objective_value(value: Any, what: str) -> float:
+    """A trainable's objective as a float: numbers (Python, numpy, 0-d tensors) only; a string
+    or a bool is refused rather than silently converted."""
+    if isinstance(value, (bool, str, bytes)) or value is None:
+        raise ConfigError(what, "a float (NaN or inf for a diverged network)", value)
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(what, "a float (NaN or inf for a diverged network)", value) from None
+    return out
+
+
 def score_of(value: float, mode: str) -> float:
     """The maximised score of a raw objective value."""
     return value if mode == "max" else -value
@@ -72,7 +84,7 @@ def run_job(trainable: Trainable, job: TrainJob, best: list[float], mode: str) -
     def evaluate() -> None:
         nonlocal t_eval, own_best, best_point
         t0 = time.perf_counter()
-        value = float(trainable.evaluate())
+        value = objective_value(trainable.evaluate(), "evaluate()")
         evals.append((step, value))
         score = score_of(value, mode)
         if job.wants_test and math.isfinite(score) and score > own_best:
@@ -107,11 +119,69 @@ def run_job(trainable: Trainable, job: TrainJob, best: list[float], mode: str) -
                 t = test_of(trainable)
                 trainable.load_state_dict(current)
             if t is not None:
-                tests.append((at, float(t)))
+                tests.append((at, objective_value(t, "test()")))
             t_eval += time.perf_counter() - t0
+    except ConfigError:  # the trainable broke the contract (e.g. evaluate() returned a string)
+        raise
     except Exception as exc:  # reported with worker, step and the original traceback
         raise TrainableError(job.worker, step, traceback.format_exc()) from exc
     return TrainResult(job.worker, tuple(evals), tuple(tests), t_train, t_eval)
+
+
+def build_population(factory: TrainableFactory, seeds: Mapping[int, int]) -> dict[int, Trainable]:
+    """One trainable per worker, after checking from the first that all of them fit."""
+    order = sorted(seeds.items())
+    if not order:
+        return {}
+    first = factory(int(order[0][1]))
+    check_population_fits(first, len(order))
+    out = {order[0][0]: first}
+    for w, s in order[1:]:
+        out[w] = factory(int(s))
+    return out
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations (Linux ``MemAvailable``), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def state_bytes(state: Any) -> int:
+    """Bytes of the tensors and arrays in a state."""
+    import numpy as np
+    import torch
+
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, np.ndarray):
+        return int(state.nbytes)
+    if isinstance(state, dict):
+        return sum(state_bytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(state_bytes(v) for v in state)
+    return 0
+
+
+def check_population_fits(first: Trainable, n_workers: int) -> None:
+    """Refuse a population whose states cannot fit in this machine's memory, judged from one
+    worker before the others are built: each worker holds its state, and a checkpoint round
+    holds a second copy of every state (three copies in all, to leave room for training)."""
+    avail = available_memory()
+    if avail is None:
+        return
+    per = max(1, state_bytes(first.state_dict()))
+    fits = max(1, avail // (3 * per))
+    if n_workers > fits:
+        raise ConfigError("workers", f"at most {fits} for this trainable on this machine "
+                          f"(about {per / 2**20:.3g} MiB of state each, held three times; "
+                          f"{avail / 2**30:.3g} GiB available)", n_workers)
 
 
 class LocalExecutor:
@@ -123,7 +193,7 @@ class LocalExecutor:
         self.mode = "max"
 
     def setup(self, seeds: Mapping[int, int]) -> None:
-        self.trainables = {w: self.factory(int(s)) for w, s in sorted(seeds.items())}
+        self.trainables = build_population(self.factory, seeds)
         modes = {mode_of(t) for t in self.trainables.values()}
         if len(modes) != 1:
             raise ValueError(f"all trainables must share one mode, got {sorted(modes)}")

@@ -23,6 +23,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from .errors import ConfigError
 from .executor import TrainJob, TrainResult, run_job
 from .records import WorkerFailure
 from .trainable import TrainableFactory, clone_state, mode_of, reseed_of, test_of
@@ -189,6 +190,8 @@ class RayExecutor:
             except RayTaskError as exc:  # the trainable raised
                 tries[w] += 1
                 cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+                if isinstance(cause, ConfigError):  # a broken contract: retrying cannot help
+                    raise cause from None
                 step = getattr(cause, "step", job.start)
                 text = getattr(cause, "traceback_text", None) or str(exc)
                 retire = tries[w] > self.max_failures

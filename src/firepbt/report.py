@@ -90,15 +90,33 @@ class ExperimentData:
     decision_counts: dict[str, int] = field(default_factory=dict)
 
 
+def _num(value: Any) -> float:
+    """A hyperparameter value as a float for the figures (NaN for a non-number, e.g. a
+    categorical string: its figures stay empty rather than fail)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return math.nan
+
+
+def _fmt_value(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def _param_of(cfg: ExperimentConfig, runner_state: dict[str, Any]) -> str:
+    """The hyperparameter the figures show: the task's schedule parameter, else ``lr``, else
+    the first numeric one (else the first)."""
     from .tasks import TASKS
 
     task = TASKS.get(cfg.task)
     if task is not None and task.schedule_param:
         return task.schedule_param
     for st in runner_state["workers"].values():
-        if st.get("hparams"):
-            return "lr" if "lr" in st["hparams"] else sorted(st["hparams"])[0]
+        hp = st.get("hparams")
+        if hp:
+            if "lr" in hp:
+                return "lr"
+            numeric = [k for k in sorted(hp) if not math.isnan(_num(hp[k]))]
+            return (numeric or sorted(hp))[0]
     return "lr"
 
 
@@ -122,7 +140,7 @@ def experiment_data(path: str | Path) -> ExperimentData:
         if top is not None:
             pos = 0
             for seg in lineage_schedule(st, top[0], top[1]).segments:
-                best_sched.append((pos, pos + seg.steps, float(seg.hparams[param])))
+                best_sched.append((pos, pos + seg.steps, _num(seg.hparams.get(param))))
                 pos += seg.steps
             lineage_rows = [(lk.worker, lk.start, lk.stop, lk.received_from, lk.via)
                             for lk in chain(st, top[0], top[1])]
@@ -142,9 +160,9 @@ def experiment_data(path: str | Path) -> ExperimentData:
                         from .schedule import Schedule, Segment
 
                         sched = Schedule(tuple(Segment(h, int(n)) for h, n in v["schedule"]))
-                        vals.append(float(sched.hparams_at(i * cfg.ready_interval)[param]))
+                        vals.append(_num(sched.hparams_at(i * cfg.ready_interval).get(param)))
                     elif v.get("hparams"):
-                        vals.append(float(v["hparams"][param]))
+                        vals.append(_num(v["hparams"].get(param)))
                 if vals:
                     steps.append(i * cfg.ready_interval)
                     med.append(float(np.median(vals)))
@@ -174,7 +192,7 @@ def experiment_data(path: str | Path) -> ExperimentData:
             counts[d.kind] = counts.get(d.kind, 0) + 1
             if isinstance(d, AssignEvaluator):
                 events.append(EvaluatorEvent(step, d.kind, d.evaluator, d.parent, d.target,
-                                             f"{param}={d.hparams.get(param, float('nan')):.4g}"))
+                                             f"{param}={_fmt_value(d.hparams.get(param))}"))
             elif isinstance(d, StopEvaluator):
                 p = "n/a" if d.p_value is None else f"{d.p_value:.3g}"
                 events.append(EvaluatorEvent(step, d.kind, d.evaluator, d.parent, d.target,
@@ -184,7 +202,7 @@ def experiment_data(path: str | Path) -> ExperimentData:
                 events.append(EvaluatorEvent(
                     step, d.kind, d.evaluator, d.parent, d.target,
                     f"score diff {d.score_diff:.4g}, p={d.p_value:.3g}, T={d.trained_steps}",
-                    float(hp[param]) if param in hp else None))
+                    _num(hp[param]) if param in hp else None))
                 # the most telling example: the success with the longest evaluator curve
                 if pair is None or d.trained_steps > pair.success_step - pair.evaluator_curve[0][0]:
                     pair = _curve_pair(st, d, step, mode)
@@ -259,11 +277,19 @@ def _plt():  # type: ignore[no-untyped-def]
     return plt
 
 
+def _has_positive_data(ax) -> bool:  # type: ignore[no-untyped-def]
+    for line in ax.get_lines():
+        y = np.asarray(line.get_ydata(), dtype=float)
+        if np.any(np.isfinite(y) & (y > 0)):
+            return True
+    return False
+
+
 def _finish(fig, ax, path: Path, title: str, xlabel: str, ylabel: str,  # type: ignore[no-untyped-def]
             log_y: bool = False, legend: bool = True) -> Path:
     """Label, lay out, save and close one figure."""
     plt = _plt()
-    if log_y:
+    if log_y and _has_positive_data(ax):  # a log axis needs a positive value to show
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

@@ -12,7 +12,9 @@ uninterrupted run would.
 from __future__ import annotations
 
 import json
+import logging
 import math
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -36,7 +38,7 @@ from .records import (
 )
 from .schedule import Schedule, Segment
 from .space import Space
-from .store import RoundRow, Store
+from .store import KEEP_CHECKPOINTS, RoundRow, Store
 from .trainable import TrainableFactory
 
 ProgressFn = Callable[[int, int, dict[str, Any]], None]
@@ -133,8 +135,11 @@ class Activity:
 
 
 def activity(store: Store) -> Activity:
-    """Count a store's decisions (see :class:`Activity`)."""
-    exploits: dict[int, int] = {}
+    """Count a store's decisions (see :class:`Activity`); every sub-population of the run is
+    listed, with 0 where nothing evolved."""
+    cfg = ExperimentConfig.from_dict(store.config)
+    n_sub = fire_layout(cfg)[0] if cfg.method == "fire" else 1
+    exploits: dict[int, int] = {i: 0 for i in range(n_sub)}
     stops: dict[str, int] = {}
     assignments = successes = 0
     for _r, _s, d in store.decisions(["exploit", "assign_evaluator", "evaluator_success",
@@ -169,6 +174,7 @@ class Runner:
         self.workers: dict[int, dict[str, Any]] = {}
         self.best_score = -math.inf
         self.round = 0
+        self._checkpoint_verified = False
 
     # -- set-up --------------------------------------------------------------------------
 
@@ -195,22 +201,42 @@ class Runner:
         self.round = 0
 
     def restore(self) -> None:
-        last = self.store.last_round()
-        if last is None:
+        """Continue from the last committed round whose checkpoint is readable and matches its
+        digest; a damaged last checkpoint falls back on the one before (said in a warning on
+        the ``firepbt`` logger), and the rounds after it are discarded and trained again."""
+        self.store.check_integrity()
+        rows = [r for r in self.store.rounds() if r.checkpoint is not None]
+        if self.store.last_round() is None:
             self.store.discard_after(0)
             self.start_new()
             return
-        self.store.discard_after(last.round)
+        states = chosen = None
+        problems = []
+        for row in reversed(rows[-KEEP_CHECKPOINTS:]):
+            try:
+                states = self.store.read_checkpoint(row.checkpoint)
+            except StoreError as exc:
+                problems.append(str(exc))
+                continue
+            chosen = row
+            break
+        if chosen is None or states is None:
+            why = "; ".join(problems) or "no round has a checkpoint"
+            raise StoreError(f"store {str(self.store.path)!r} has no usable checkpoint to resume "
+                             f"from ({why})")
+        if problems:
+            logging.getLogger("firepbt").warning(
+                "%s; resuming from round %d, the rounds after it are trained again",
+                problems[0], chosen.round)
+        self.store.discard_after(chosen.round)
         self.controller.start()  # layout; state is replaced below
-        self.controller.load_state_dict(last.controller_state)
-        rs = last.runner_state
+        self.controller.load_state_dict(chosen.controller_state)
+        rs = chosen.runner_state
         self.workers = {int(k): v for k, v in rs["workers"].items()}
         self.best_score = float(rs["best_score"])
         self._setup_executor(len(self.workers))
-        if last.checkpoint is None:
-            raise StoreError(f"round {last.round} of {self.store.path} has no checkpoint")
-        self.executor.load_states(self.store.read_checkpoint(last.checkpoint))
-        self.round = last.round
+        self.executor.load_states(states)
+        self.round = chosen.round
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -277,6 +303,9 @@ class Runner:
         final = self._final(results) if r == cfg.rounds else None
         self._apply(decisions, r)
         checkpoint = self.store.write_checkpoint(r, self.executor.states())
+        if not self._checkpoint_verified:  # what this run writes, it must be able to read back
+            self.store.read_checkpoint(checkpoint)
+            self._checkpoint_verified = True
         row = RoundRow(r, step, time.time(), sum(x.train_seconds for x in results),
                        sum(x.eval_seconds for x in results), decide_seconds,
                        self.controller.state_dict(), self._runner_state(), checkpoint)
@@ -439,6 +468,7 @@ def run(config: ExperimentConfig, store: str | Path, *, factory: TrainableFactor
     """
     factory, space, schedule_param = _resolve_task(config, factory, space, schedule_param)
     build_controller(config, space, schedule_param)  # every setting checked before a store exists
+    existed = Store.check_new(store).exists()
     st = Store.create(store, config.to_dict())
     runner = None
     try:
@@ -446,6 +476,21 @@ def run(config: ExperimentConfig, store: str | Path, *, factory: TrainableFactor
                         progress=progress, ray_address=ray_address)
         runner.start_new()
         return runner.run(max_rounds)
+    except (ConfigError, StoreError):
+        # refused before its first round was committed (e.g. a state a checkpoint cannot hold):
+        # the store this call created holds nothing worth keeping
+        committed = st.last_round() is not None
+        if runner is not None:
+            runner.executor.close()
+            runner = None
+        st.close()
+        if not committed:
+            if existed:  # an empty folder the user made: empty it again
+                for child in st.path.iterdir():
+                    (shutil.rmtree if child.is_dir() else Path.unlink)(child)
+            else:
+                shutil.rmtree(st.path, ignore_errors=True)
+        raise
     finally:
         if runner is not None:
             runner.executor.close()

@@ -5,16 +5,38 @@ Layout of a store folder ``PATH``::
     PATH/experiment.sqlite    config, evaluations, decisions, completed rounds
     PATH/checkpoints/round-NNNNNN.pt   worker states after the last completed round(s)
 
-A round is committed atomically: its checkpoint file is written (to a temporary name, then
-renamed), then one SQLite transaction records its evaluations, decisions and the round row.
-``resume`` continues from the last round row; anything after it is discarded. Non-finite values
-round-trip exactly (NaN is stored as NULL in the value columns, which are never NULL
-otherwise; +-inf are native REALs). Checkpoints are read with ``torch.load(weights_only=True)``,
-so a store never unpickles arbitrary objects. ``schema_version`` is checked on open.
+A round is committed atomically: its checkpoint file is written (to a temporary name, flushed
+to disk with ``fsync``, then renamed), then one SQLite transaction records its evaluations,
+decisions, the round row and the checkpoint's SHA-256 digest. ``resume`` continues from the last
+round row; anything after it is discarded. Non-finite values round-trip exactly (NaN is stored
+as NULL in the value columns, which are never NULL otherwise; +-inf are native REALs).
+
+Integrity (what a crash, a second process or a damaged file cannot do silently):
+
+- **Creation is atomic.** The database is built under a temporary name and renamed into place
+  last, so a folder without ``experiment.sqlite`` was never a store: ``run`` treats such an
+  unfinished folder as new.
+- **One writer.** A writer (``run``, ``resume``, ``replay``) holds an exclusive ``flock`` on
+  ``PATH/writer.lock`` while the store is open; a second writer is refused in one line, and
+  ``status`` tells running from stopped by it (local filesystems; where ``fcntl`` is missing,
+  as on Windows, there is no lock).
+- **Checkpoints are bound to their round.** Each checkpoint's digest is recorded with its round
+  and checked when it is read; an unreadable, truncated or stale checkpoint is refused with a
+  one-line :class:`~firepbt.errors.StoreError` (``resume`` then falls back on the previous
+  round's checkpoint, see :meth:`firepbt.runner.Runner.restore`).
+- **A damaged database is noticed** (:meth:`Store.check_integrity`, SQLite's ``quick_check``)
+  before anything is written to it.
+- **Checkpoints hold only data.** They are read with ``torch.load(weights_only=True)``, so a
+  store never unpickles arbitrary objects; numpy arrays and numpy scalars in a state are encoded
+  as tensors and decoded back, and anything else that is not a tensor, a number, a string,
+  ``None``, ``bytes`` or a list/tuple/dict of those is refused before any round is committed,
+  naming the key (:func:`storable`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import math
 import os
@@ -30,7 +52,9 @@ from .records import Decision, decision_from_dict, decision_to_dict
 
 SCHEMA_VERSION = 1
 DB_NAME = "experiment.sqlite"
+LOCK_NAME = "writer.lock"
 KEEP_CHECKPOINTS = 2
+_DIGESTS = "CREATE TABLE IF NOT EXISTS checkpoint_digests (name TEXT PRIMARY KEY, sha256 TEXT NOT NULL)"
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -48,6 +72,7 @@ CREATE TABLE decisions (
     id INTEGER PRIMARY KEY AUTOINCREMENT, round INTEGER NOT NULL, step INTEGER NOT NULL,
     kind TEXT NOT NULL, payload TEXT NOT NULL);
 CREATE INDEX decisions_round ON decisions(round);
+CREATE TABLE checkpoint_digests (name TEXT PRIMARY KEY, sha256 TEXT NOT NULL);
 """
 
 
@@ -74,68 +99,150 @@ class RoundRow:
 
 class Store:
     """One experiment's store. Use :meth:`create` for a new one and :meth:`open` for an
-    existing one; both refuse what is not theirs to touch."""
+    existing one; both refuse what is not theirs to touch. A store opened for writing holds the
+    writer lock until :meth:`close`."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection, lock: _WriterLock | None = None
+                 ) -> None:
         self.path = path
         self.conn = conn
+        self.lock = lock
+        self._pending_digests: dict[str, str] = {}
 
     # -- opening ----------------------------------------------------------------------------
 
     @staticmethod
     def resolve(path: str | os.PathLike[str]) -> Path:
+        """A store's folder: a path, or ``sqlite:///PATH`` (``sqlite:////ABS``), where a
+        trailing ``.sqlite`` file name stands for its folder."""
         text = os.fspath(path)
-        if text.startswith("sqlite:///"):
+        if not text.strip():
+            raise StoreError("store must be a folder path, got '' (an empty path)")
+        if text.startswith("sqlite:"):
+            if not text.startswith("sqlite:///"):
+                raise StoreError(f"store must be a folder path or sqlite:///PATH, got {text!r}")
             text = text[len("sqlite:///"):]
             if text.endswith(".sqlite"):
                 text = str(Path(text).parent)
         return Path(text)
 
+    @staticmethod
+    def check_new(path: str | os.PathLike[str]) -> Path:
+        """The folder a new store would be created in; refuses an existing store or a folder
+        with anything else in it (a folder left by a creation that was killed counts as new)."""
+        root = Store.resolve(path)
+        if root.exists() and not root.is_dir():
+            raise StoreError(f"store must be a new or empty folder, got {str(root)!r} (it is a "
+                             "file)")
+        if root.is_dir() and not _unfinished(root):
+            raise StoreError(f"store must be a new or empty folder, got {str(root)!r} (it exists "
+                             "and is not empty; firepbt never overwrites a store - use 'firepbt "
+                             "resume' to continue)")
+        return root
+
     @classmethod
     def create(cls, path: str | os.PathLike[str], config: Mapping[str, Any]) -> Store:
-        root = cls.resolve(path)
-        if root.exists() and (not root.is_dir() or any(root.iterdir())):
-            raise StoreError(f"store must be a new or empty folder, got {str(root)!r} "
-                             "(it exists and is not empty; firepbt never overwrites a store)")
-        root.mkdir(parents=True, exist_ok=True)
-        (root / "checkpoints").mkdir(exist_ok=True)
-        conn = sqlite3.connect(root / DB_NAME)
-        conn.execute("PRAGMA journal_mode=WAL")  # 'status' and reports read while a run writes
-        conn.executescript(_SCHEMA)
-        with conn:
-            conn.executemany("INSERT INTO meta VALUES (?, ?)", [
-                ("format", "firepbt"), ("schema_version", str(SCHEMA_VERSION)),
-                ("config", json.dumps(dict(config))), ("created_at", repr(time.time()))])
-        return cls(root, conn)
+        root = cls.check_new(path)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            lock = _WriterLock.acquire(root)
+        except OSError as exc:
+            raise StoreError(f"store folder {str(root)!r} cannot be written "
+                             f"({exc.strerror or exc})") from None
+        try:
+            for leftover in root.iterdir():  # of a creation that was killed
+                if leftover.name.startswith(DB_NAME + ".tmp"):
+                    leftover.unlink()
+            tmp = root / (DB_NAME + ".tmp")
+            conn = sqlite3.connect(tmp)
+            conn.execute("PRAGMA journal_mode=WAL")  # 'status' and reports read while a run writes
+            conn.executescript(_SCHEMA)
+            with conn:
+                conn.executemany("INSERT INTO meta VALUES (?, ?)", [
+                    ("format", "firepbt"), ("schema_version", str(SCHEMA_VERSION)),
+                    ("config", json.dumps(dict(config))), ("created_at", repr(time.time()))])
+            conn.close()
+            (root / "checkpoints").mkdir(exist_ok=True)
+            _fsync(tmp)
+            os.replace(tmp, root / DB_NAME)  # the store exists from this rename on
+            _fsync(root)
+            conn = sqlite3.connect(root / DB_NAME)
+        except BaseException:
+            lock.release()
+            raise
+        return cls(root, conn, lock)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, readonly: bool = False) -> Store:
         root = cls.resolve(path)
         db = root / DB_NAME
         if not db.is_file():
+            why = (" (a 'firepbt run' was stopped while creating it: run it again)"
+                   if root.is_dir() and _unfinished(root) and any(root.iterdir()) else "")
             raise StoreError(f"store must be a folder made by 'firepbt run', got {str(root)!r} "
-                             f"(no {DB_NAME} in it)")
+                             f"(no {DB_NAME} in it{why})")
+        lock = None
+        if not readonly:
+            if not os.access(db, os.W_OK) or not os.access(root, os.W_OK):
+                raise StoreError(f"store {str(root)!r} is read-only; copy it somewhere writable "
+                                 "to continue it ('status', 'lineage' and 'report' read it as is)")
+            lock = _WriterLock.acquire(root)
         uri = f"file:{db}?mode=ro" if readonly else f"file:{db}"
         try:
             conn = sqlite3.connect(uri, uri=True)
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"store must be a firepbt store, got {str(root)!r} ({exc})") from exc
+            if lock is not None:
+                lock.release()
+            raise StoreError(f"store must be a firepbt store, got {str(root)!r} ({exc})") from None
+        problem = None
         if meta.get("format") != "firepbt":
-            raise StoreError(f"store must be a firepbt store, got {str(root)!r}")
-        version = int(meta.get("schema_version", "0"))
-        if version != SCHEMA_VERSION:
-            raise StoreError(f"store schema_version must be {SCHEMA_VERSION}, got {version}")
-        return cls(root, conn)
+            problem = f"store must be a firepbt store, got {str(root)!r}"
+        elif int(meta.get("schema_version", "0")) != SCHEMA_VERSION:
+            problem = (f"store schema_version must be {SCHEMA_VERSION}, got "
+                       f"{int(meta.get('schema_version', '0'))}")
+        if problem is not None:
+            conn.close()
+            if lock is not None:
+                lock.release()
+            raise StoreError(problem)
+        if not readonly:
+            with conn:
+                conn.execute(_DIGESTS)  # stores made before checkpoints had digests
+            for tmp in (root / "checkpoints").glob("*.tmp"):  # a write that was killed
+                tmp.unlink(missing_ok=True)
+        return cls(root, conn, lock)
+
+    def check_integrity(self) -> None:
+        """Refuse a damaged database (SQLite's ``quick_check``) before anything is written."""
+        try:
+            rows = [r[0] for r in self.conn.execute("PRAGMA quick_check").fetchall()]
+        except sqlite3.DatabaseError as exc:
+            rows = [str(exc)]
+        if rows != ["ok"]:
+            first = " ".join(str(rows[0]).split())
+            raise StoreError(f"store {str(self.path)!r} is damaged (SQLite: {first}); nothing "
+                             "was changed - keep a copy and recover it with sqlite3's .recover")
+
+    @staticmethod
+    def writer_pid(path: str | os.PathLike[str]) -> int | None:
+        """The pid of the process writing the store now, or None when none is (stopped)."""
+        return _WriterLock.holder(Store.resolve(path))
 
     def close(self) -> None:
         self.conn.close()
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     # -- reading -----------------------------------------------------------------------------
 
     @property
     def config(self) -> dict[str, Any]:
         row = self.conn.execute("SELECT value FROM meta WHERE key='config'").fetchone()
+        if row is None:
+            raise StoreError(f"store {str(self.path)!r} has no configuration (it is not a "
+                             "complete firepbt store)")
         return json.loads(row[0])
 
     def last_round(self) -> RoundRow | None:
@@ -172,20 +279,47 @@ class Store:
     # -- writing (driver only) -------------------------------------------------------------
 
     def write_checkpoint(self, round_index: int, states: Mapping[int, Any]) -> str:
+        """Write the workers' states durably (temporary file, ``fsync``, rename); the digest is
+        recorded by the :meth:`commit_round` that names it. States must be :func:`storable`."""
         import torch
 
+        data = {}
+        for k, v in states.items():
+            data[str(k)] = _encode(v, f"state of worker {k}")
         name = f"round-{round_index:06d}.pt"
         final = self.checkpoint_path(name)
         tmp = final.with_suffix(".tmp")
-        torch.save({str(k): v for k, v in states.items()}, tmp)
+        torch.save(data, tmp)
+        _fsync(tmp)
+        self._pending_digests[name] = _digest(tmp)
         os.replace(tmp, final)
+        _fsync(final.parent)
         return name
 
     def read_checkpoint(self, name: str) -> dict[int, Any]:
+        """The states of a checkpoint, checked against the digest recorded with its round.
+        Raises a one-line :class:`StoreError` when it is missing, damaged or stale."""
+        import pickle
+
         import torch
 
-        data = torch.load(self.checkpoint_path(name), weights_only=True)
-        return {int(k): v for k, v in data.items()}
+        path = self.checkpoint_path(name)
+        if not path.is_file():
+            raise StoreError(f"checkpoint {name} of store {str(self.path)!r} is missing")
+        row = None
+        with contextlib.suppress(sqlite3.OperationalError):  # older stores: no digests
+            row = self.conn.execute("SELECT sha256 FROM checkpoint_digests WHERE name=?",
+                                    (name,)).fetchone()
+        if row is not None and _digest(path) != row[0]:
+            raise StoreError(f"checkpoint {name} of store {str(self.path)!r} does not match the "
+                             "digest recorded for its round (damaged, or another round's file)")
+        try:
+            data = torch.load(path, weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise StoreError(f"checkpoint {name} of store {str(self.path)!r} is unreadable "
+                             f"({first})") from None
+        return {int(k): _decode(v) for k, v in data.items()}
 
     def commit_round(self, row: RoundRow, evaluations: Iterable[tuple[int, int, float]],
                      tests: Iterable[tuple[int, int, float]], decisions: Iterable[Decision],
@@ -194,6 +328,9 @@ class Store:
         with self.conn:
             for key, value in (meta or {}).items():
                 self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+            if row.checkpoint is not None and row.checkpoint in self._pending_digests:
+                self.conn.execute("INSERT OR REPLACE INTO checkpoint_digests VALUES (?, ?)",
+                                  (row.checkpoint, self._pending_digests.pop(row.checkpoint)))
             self.conn.executemany("INSERT INTO evaluations VALUES (?, ?, ?, ?)",
                                   [(row.round, w, s, _to_db(v)) for w, s, v in evaluations])
             self.conn.executemany("INSERT INTO tests VALUES (?, ?, ?, ?)",
@@ -208,10 +345,16 @@ class Store:
         self._prune_checkpoints()
 
     def discard_after(self, round_index: int) -> None:
-        """Drop anything recorded after ``round_index`` (a crash between writes)."""
+        """Drop anything recorded after ``round_index`` (a crash between writes, or a round
+        whose checkpoint is unusable); what was derived from the end of the run (the final
+        member, the replay) goes with those rounds."""
         with self.conn:
+            gone = self.conn.execute("SELECT COUNT(*) FROM rounds WHERE round > ?",
+                                     (round_index,)).fetchone()[0]
             for table in ("evaluations", "tests", "decisions", "rounds"):
                 self.conn.execute(f"DELETE FROM {table} WHERE round > ?", (round_index,))
+            if gone:
+                self.conn.execute("DELETE FROM meta WHERE key IN ('final', 'replay')")
 
     def set_meta(self, key: str, value: str) -> None:
         with self.conn:
@@ -228,6 +371,154 @@ class Store:
         for f in (self.path / "checkpoints").glob("round-*.pt"):
             if f.name not in keep:
                 f.unlink(missing_ok=True)
+        with self.conn:
+            self.conn.execute("DELETE FROM checkpoint_digests WHERE name NOT IN (SELECT "
+                              "checkpoint FROM rounds WHERE checkpoint IS NOT NULL ORDER BY round "
+                              "DESC LIMIT ?)", (KEEP_CHECKPOINTS,))
+
+
+def _unfinished(root: Path) -> bool:
+    """True for a folder that holds no store: empty, or only what a killed creation leaves."""
+    for entry in root.iterdir():
+        if entry.name == "checkpoints" and entry.is_dir() and not any(entry.iterdir()):
+            continue
+        if entry.name == LOCK_NAME or entry.name.startswith(DB_NAME + ".tmp"):
+            continue
+        return False
+    return True
+
+
+def _fsync(path: Path) -> None:
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) if path.is_dir() else os.O_RDONLY
+    try:
+        fd = os.open(path, flags)
+    except OSError:  # e.g. directories on Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# -- what a checkpoint may hold ----------------------------------------------------------------
+
+_NDARRAY = "__firepbt_ndarray__"
+
+
+def _encode(obj: Any, where: str) -> Any:
+    """A state with numpy arrays and scalars turned into tensors and plain numbers; anything
+    that ``torch.load(weights_only=True)`` could not read back is refused, naming its key."""
+    import numpy as np
+    import torch
+
+    if obj is None or isinstance(obj, (bool, int, float, str, bytes, torch.Tensor, torch.dtype,
+                                       torch.device, torch.Size)):
+        return obj
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.kind not in "biuf" or obj.dtype.byteorder == ">":
+            raise StoreError(f"{where} must hold tensors, numbers, strings and containers of "
+                             f"them; got a numpy array of dtype {obj.dtype}")
+        return {_NDARRAY: torch.from_numpy(np.ascontiguousarray(obj).copy())}
+    if isinstance(obj, np.generic) and obj.dtype.kind in "biuf":
+        return obj.item()
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            if not isinstance(k, (str, int)):
+                raise StoreError(f"{where} must have str or int keys; got {k!r}")
+            out[k] = _encode(v, f"{where}[{k!r}]")
+        return out
+    if isinstance(obj, (list, tuple)):
+        items = [_encode(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+        return items if isinstance(obj, list) else tuple(items)
+    raise StoreError(f"{where} must hold tensors, numpy arrays, numbers, strings and lists/"
+                     f"tuples/dicts of them (what a checkpoint can read back safely); got "
+                     f"{type(obj).__name__}")
+
+
+def _decode(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        if set(obj) == {_NDARRAY}:
+            return obj[_NDARRAY].numpy()
+        return {k: _decode(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_decode(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_decode(v) for v in obj)
+    return obj
+
+
+class _WriterLock:
+    """An exclusive ``flock`` on ``ROOT/writer.lock``, holding the writer's pid."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self.fd = fd
+
+    @classmethod
+    def acquire(cls, root: Path) -> _WriterLock | None:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: no lock
+            return None
+        path = root / LOCK_NAME
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreError(f"store {str(root)!r} cannot be written ({exc.strerror or exc}); "
+                             "copy it somewhere writable to continue it") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise StoreError(f"store {str(root)!r} is being written by another firepbt process "
+                             f"(pid {pid or '?'}); one writer at a time - wait for it or stop "
+                             "it, then 'firepbt resume'") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        return cls(path, fd)
+
+    @staticmethod
+    def holder(root: Path) -> int | None:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover
+            return None
+        path = root / LOCK_NAME
+        if not path.is_file():
+            return None
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else -1
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
+    def release(self) -> None:
+        import fcntl
+
+        with contextlib.suppress(OSError):
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
 
 
 def _round_row(row: tuple[Any, ...]) -> RoundRow:

@@ -183,8 +183,9 @@ class FunctionTrainable:
         self.state = _import(self.state, dict(state))
 
     def reseed(self, seed: int) -> None:
-        """A new data stream: every ``torch.Generator`` of the state (in key order) is seeded
-        from ``seed``."""
+        """A new data stream: every ``torch.Generator`` of the state (in dicts, by key order,
+        and in lists) is seeded from ``seed``. Keep data-order randomness in torch generators:
+        other generator objects (numpy's) cannot be checkpointed safely and are refused."""
         _reseed_generators(self.state, [int(seed)])
 
 
@@ -192,11 +193,14 @@ def _reseed_generators(obj: Any, counter: list[int]) -> None:
     import torch
 
     if isinstance(obj, torch.Generator):
-        obj.manual_seed(counter[0])
+        obj.manual_seed(counter[0] % 2**63)
         counter[0] += 1_000_003
     elif isinstance(obj, dict):
         for k in sorted(obj, key=str):
             _reseed_generators(obj[k], counter)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            _reseed_generators(v, counter)
 
 
 def function_trainable(init: Callable[[int], dict[str, Any]],

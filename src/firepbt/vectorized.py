@@ -25,13 +25,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 import torch
 from torch import nn
 
 from .errors import TrainableError
-from .executor import LocalExecutor, TrainJob, TrainResult, score_of
+from .executor import LocalExecutor, TrainJob, TrainResult, build_population, score_of
 from .supervised import SupervisedTrainable
 from .tasks.nqm import NQMTrainable
 from .trainable import TrainableFactory, mode_of
@@ -68,7 +67,7 @@ class VectorizedExecutor(LocalExecutor):
     # -- executor contract ----------------------------------------------------------------
 
     def setup(self, seeds: Mapping[int, int]) -> None:
-        made = {w: self.factory(int(s)) for w, s in sorted(seeds.items())}
+        made = build_population(self.factory, seeds)
         if not all(isinstance(t, NQMTrainable) for t in made.values()):
             check_vectorizable(list(made.values()))
         self.trainables = made
@@ -100,19 +99,15 @@ class VectorizedExecutor(LocalExecutor):
             if j.start != start or sum(n for _, n in j.pieces) != n_steps or \
                     j.eval_interval != eval_interval:
                 raise ValueError("a vectorized round needs every job to cover the same steps")
-        # per-step optimizer settings of every member: (steps, N) tensors, changing only at
-        # piece boundaries
+        # optimizer settings of every member as runs of (settings, steps); the per-step
+        # (steps, N) tensors are built one chunk at a time, so a long round costs no memory
         if isinstance(members[0], NQMTrainable):
             pop: _Population | _NQMPopulation = _NQMPopulation(members)  # type: ignore[arg-type]
-            settings = [[(float(h["lr"]), 0.0, 0.0) for h, n in j.pieces for _ in range(n)]
-                        for j in jobs]
+            runs = [[((float(h["lr"]), 0.0, 0.0), n) for h, n in j.pieces] for j in jobs]
         else:
             pop = _Population(members)
-            settings = [_per_step(m, j.pieces) for m, j in zip(members, jobs, strict=True)]
-        f64 = torch.float64
-        lr = torch.tensor([[s[0] for s in col] for col in zip(*settings, strict=True)], dtype=f64)
-        mom = torch.tensor([[s[1] for s in col] for col in zip(*settings, strict=True)], dtype=f64)
-        wd = torch.tensor([[s[2] for s in col] for col in zip(*settings, strict=True)], dtype=f64)
+            runs = [[(m.optimizer_settings(h), n) for h, n in j.pieces]
+                    for m, j in zip(members, jobs, strict=True)]
         # tests: once per member, at its best point of the round if it beats best_score (the
         # rule of firepbt.executor.run_job); the parameters at that point are kept
         own_best = [best_score] * len(jobs)
@@ -141,9 +136,10 @@ class VectorizedExecutor(LocalExecutor):
             k = 0
             while k < n_steps:
                 to_eval = eval_interval - (step % eval_interval)
-                n = min(to_eval, n_steps - k)
+                n = min(to_eval, n_steps - k, _CHUNK)
+                lr, mom, wd = _settings_chunk(runs, k, n)
                 t0 = time.perf_counter()
-                pop.train(lr[k:k + n], mom[k:k + n], wd[k:k + n])
+                pop.train(lr, mom, wd)
                 t_train += time.perf_counter() - t0
                 k += n
                 step += n
@@ -197,12 +193,27 @@ def check_vectorizable(trainables: Sequence[object]) -> None:
             "batch; use the local executor, or a norm layer without running statistics")
 
 
-def _per_step(member: SupervisedTrainable,
-              pieces: Sequence[tuple[Mapping[str, Any], int]]) -> list[tuple[float, float, float]]:
-    out = []
-    for hparams, n in pieces:
-        out += [member.optimizer_settings(hparams)] * n
-    return out
+_CHUNK = 1024  # steps whose per-step settings are materialised at once
+
+
+def _settings_chunk(runs: Sequence[Sequence[tuple[tuple[float, float, float], int]]], k: int,
+                    n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Learning rate, momentum and weight decay of steps ``k .. k+n`` of a round: three
+    ``(n, N)`` float64 tensors, from each member's runs of ``(settings, steps)``."""
+    cols = []
+    for member_runs in runs:
+        col: list[tuple[float, float, float]] = []
+        pos = 0
+        for settings, m in member_runs:
+            lo, hi = max(k, pos), min(k + n, pos + m)
+            if lo < hi:
+                col += [settings] * (hi - lo)
+            pos += m
+            if pos >= k + n:
+                break
+        cols.append(col)
+    t = torch.tensor(cols, dtype=torch.float64).permute(1, 0, 2)  # (n, N, 3)
+    return t[..., 0], t[..., 1], t[..., 2]
 
 
 class _Population:

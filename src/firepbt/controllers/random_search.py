@@ -9,6 +9,7 @@ hyperparameters when ``schedule_param`` is None. A user schedule can be given in
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +20,29 @@ from ..records import MEMBER, Decision, WorkerSpec
 from ..schedule import Schedule, hand_tuned
 from ..space import Space
 from .base import Controller, Observations, load_rng_state, make_rng, rng_state
+
+
+def check_schedule(space: Space, schedule: Schedule, total_steps: int) -> None:
+    """A fixed schedule must name the space's hyperparameters, give each a finite number (or
+    one of its choices) and cover the run's ``total_steps``. Values outside the space's bounds
+    are allowed: a replayed schedule may decay below the range the search samples from."""
+    from ..space import Categorical
+
+    for i, seg in enumerate(schedule.segments):
+        names = sorted(seg.hparams)
+        check(names == sorted(space.params), f"schedule.segments[{i}].hparams",
+              f"a mapping with keys {sorted(space.params)}", names)
+        for name, p in space.params.items():
+            v = seg.hparams[name]
+            if isinstance(p, Categorical):
+                p.validate(f"schedule.segments[{i}].hparams[{name!r}]", v)
+            else:
+                check(isinstance(v, (int, float)) and not isinstance(v, bool)
+                      and math.isfinite(v), f"schedule.segments[{i}].hparams[{name!r}]",
+                      "a finite number", v)
+    check(schedule.total_steps == total_steps, "schedule",
+          f"a schedule of {total_steps} steps (the run's steps)",
+          f"{schedule.total_steps} steps")
 
 
 class RandomSearch(Controller):
@@ -32,6 +56,8 @@ class RandomSearch(Controller):
         check(isinstance(n_members, int) and n_members >= 1, "workers", "an int >= 1", n_members)
         check(schedule_param is None or schedule_param in space.params, "schedule_param",
               f"one of {sorted(space.params)} or None", schedule_param)
+        if fixed_schedule is not None:
+            check_schedule(space, fixed_schedule, total_steps)
         self.space = space
         self.n_members = n_members
         self.total_steps = total_steps

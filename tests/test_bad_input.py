@@ -1,0 +1,170 @@
+"""Bad input, verb by verb: one line naming the field or file, exit code 2, and nothing on disk
+changed (table-driven; the store cases use one small finished store)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from firepbt.cli import main
+from firepbt.config import ExperimentConfig
+from firepbt.errors import ConfigError
+from firepbt.runner import run
+from firepbt.space import Categorical, LogUniform, Space
+from firepbt.store import Store
+from firepbt.trainable import function_trainable
+
+COORDINATION = ("writer.lock", "experiment.sqlite-shm", "experiment.sqlite-wal")
+
+
+def tree(path: Path) -> dict[str, bytes]:
+    """Files under ``path`` with their bytes, less the writer lock and SQLite's WAL index
+    files (process coordination, no data)."""
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*"))
+            if p.is_file() and p.name not in COORDINATION}
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A folder with a finished small store, a file, and schedule files."""
+    base = tmp_path_factory.mktemp("ws")
+    cfg = ExperimentConfig(task="nqm", method="pbt", workers=4, steps=100, ready_interval=50,
+                           eval_interval=10, task_options={"dims": 100})
+    run(cfg, base / "store")
+    (base / "afile").write_text("not a folder")
+    (base / "garbage.json").write_text("{ this is not json")
+
+    def sched(hp, steps):
+        (base / f"sched-{len(list(base.glob('sched-*')))}.json").write_text(
+            json.dumps({"segments": [{"hparams": hp, "steps": steps}]}))
+
+    sched({"lr": 0.5}, 100)  # sched-0: good for 100 steps
+    sched({"momentum": 0.5}, 100)  # sched-1: unknown hyperparameter
+    (base / "sched-2.json").write_text('{"segments": [{"hparams": {"lr": NaN}, "steps": 100}]}')
+    sched({"lr": 0.5}, 70)  # sched-3: shorter than the run
+    return base
+
+
+RUN = ["run", "nqm", "--steps", "100", "--ready-interval", "50", "--eval-interval", "10",
+       "--no-progress"]
+
+# (argv with {ws} for the workspace, words the one line must contain)
+CASES = [
+    (["run", "mnist1d", "--objective", "bogus", "--store", "{ws}/new"], "objective must be one of"),
+    ([*RUN, "--method", "random", "--schedule", "{ws}/garbage.json", "--store", "{ws}/new"],
+     "schedule must be a JSON file"),
+    ([*RUN, "--method", "random", "--schedule", "{ws}/missing.json", "--store", "{ws}/new"],
+     "schedule must be a JSON file"),
+    ([*RUN, "--method", "random", "--schedule", "{ws}/sched-1.json", "--store", "{ws}/new"],
+     "schedule.segments[0].hparams must be a mapping with keys ['lr']"),
+    ([*RUN, "--method", "random", "--schedule", "{ws}/sched-2.json", "--store", "{ws}/new"],
+     "schedule.segments[0].hparams['lr'] must be a finite number"),
+    ([*RUN, "--method", "random", "--schedule", "{ws}/sched-3.json", "--store", "{ws}/new"],
+     "schedule must be a schedule of 100 steps"),
+    ([*RUN, "--method", "pbt", "--schedule", "{ws}/sched-0.json", "--store", "{ws}/new"],
+     "schedule must be given only with --method random"),
+    ([*RUN, "--method", "fire", "--workers", "12", "--schedule", "{ws}/sched-0.json", "--store",
+      "{ws}/new"], "schedule must be given only with --method random"),
+    ([*RUN, "--store", ""], "store must be a folder path, got ''"),
+    ([*RUN, "--store", "sqlite:relative"], "store must be a folder path or sqlite:///PATH"),
+    ([*RUN, "--store", "{ws}/afile/sub"], "cannot be written"),
+    ([*RUN, "--store", "{ws}/store"], "never overwrites"),
+    ([*RUN, "--method", "fire", "--workers", "11", "--store", "{ws}/new"],
+     "workers must be an int >= 12 for FIRE PBT"),
+    ([*RUN, "--method", "fire", "--workers", "12", "--min-steps-before-eval", "0", "100",
+      "--store", "{ws}/new"], "min_steps_before_eval must be below steps (100)"),
+    ([*RUN, "--method", "pbt", "--workers", "100000", "--store", "{ws}/new"],
+     "workers must be at most"),
+    (["lineage", "{ws}/store", "--worker", "999"], "worker must be an int in [0, 4)"),
+    (["lineage", "{ws}/store", "--worker", "-1"], "worker must be an int in [0, 4)"),
+    (["report", "{ws}/store", "--out", "{ws}/afile/sub"], "afile"),
+    (["status", "{ws}/afile"], "store must be a folder made by 'firepbt run'"),
+    (["resume", "{ws}/nothing"], "store must be a folder made by 'firepbt run'"),
+    (["replay", "{ws}/nothing"], "store must be a folder made by 'firepbt run'"),
+]
+
+
+@pytest.mark.parametrize(("argv", "words"), CASES, ids=[" ".join(c[0][:4]) for c in CASES])
+def test_bad_input_one_line_exit_2_nothing_changed(workspace, capsys, argv, words):
+    before = tree(workspace)
+    code = main([a.replace("{ws}", str(workspace)) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("firepbt: error: "), err
+    assert words in lines[0], lines[0]
+    assert tree(workspace) == before
+    assert not (workspace / "new").exists()
+
+
+def test_an_evaluate_that_returns_a_non_number_is_refused(tmp_path):
+    cfg = ExperimentConfig(task="toy", method="pbt", workers=4, steps=20, ready_interval=10,
+                           eval_interval=10)
+    space = Space({"lr": LogUniform(1e-3, 1e-1)})
+    for i, bad in enumerate(("0.5", True, None)):
+        class Bad:  # returns ``bad`` from evaluate(), which must not pass as a float
+            def __init__(self, seed, b=bad):
+                self.b = b
+
+            def train(self, hparams, steps):
+                pass
+
+            def evaluate(self):
+                return self.b
+
+            def state_dict(self):
+                return {}
+
+            def load_state_dict(self, state):
+                pass
+
+        with pytest.raises(ConfigError, match=r"evaluate\(\) must be a float"):
+            run(cfg, tmp_path / f"s{i}", factory=Bad, space=space)
+        assert not (tmp_path / f"s{i}").exists()  # nothing written
+
+
+def test_report_with_only_a_categorical_string_hyperparameter(tmp_path):
+    pytest.importorskip("matplotlib")
+    from firepbt.report import report
+
+    def init(seed):
+        return {"w": torch.tensor([float(seed % 7)])}
+
+    def train(state, hparams, steps):
+        state["w"] += {"sgd": 0.1, "adam": 0.2}[hparams["opt"]] * steps
+
+    factory = function_trainable(init, train, lambda st: float(st["w"][0]))
+    space = Space({"opt": Categorical(("sgd", "adam"))})
+    cfg = ExperimentConfig(task="toy", method="pbt", workers=4, steps=40, ready_interval=20,
+                           eval_interval=10)
+    run(cfg, tmp_path / "s", factory=factory, space=space)
+    page = report(tmp_path / "s", tmp_path / "out")
+    assert "Winning schedule" in page.read_text()
+
+
+def test_vectorized_settings_are_built_a_chunk_at_a_time():
+    """A round of 10**12 steps must not materialise per-step settings (it used to build
+    Python lists of every step)."""
+    from firepbt.vectorized import _CHUNK, _settings_chunk
+
+    runs = [[((0.1, 0.9, 0.0), 10**12)], [((0.2, 0.9, 0.0), 5), ((0.3, 0.0, 0.0), 10**12)]]
+    lr, mom, wd = _settings_chunk(runs, 0, _CHUNK)
+    assert lr.shape == (_CHUNK, 2) and _CHUNK <= 4096
+    assert lr[:, 0].eq(0.1).all() and lr[:5, 1].eq(0.2).all() and lr[5:, 1].eq(0.3).all()
+    assert mom[4, 1] == 0.9 and mom[5, 1] == 0.0
+    lr, _, _ = _settings_chunk(runs, 10**11, 3)
+    assert lr.tolist() == [[0.1, 0.3]] * 3
+
+
+def test_fixture_store_is_untouched_by_readers(workspace, capsys):
+    before = tree(workspace)
+    for argv in (["status", "{ws}/store", "--json"], ["lineage", "{ws}/store"]):
+        assert main([a.replace("{ws}", str(workspace)) for a in argv]) == 0
+    capsys.readouterr()
+    assert tree(workspace) == before
+    shutil.rmtree(workspace / "new", ignore_errors=True)
+    assert Store.writer_pid(workspace / "store") is None
