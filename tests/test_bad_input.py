@@ -88,7 +88,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("argv", "words"), CASES, ids=[" ".join(c[0][:4]) for c in CASES])
+@pytest.mark.parametrize(("argv", "words"), CASES, ids=[c[1][:40] for c in CASES])
 def test_bad_input_one_line_exit_2_nothing_changed(workspace, capsys, argv, words):
     before = tree(workspace)
     code = main([a.replace("{ws}", str(workspace)) for a in argv])

@@ -99,3 +99,14 @@ def test_min_steps_before_eval_per_subpopulation_on_the_command_line(tmp_path, c
     assert code == 0
     code, out, _ = run_cli(capsys, "status", str(store), "--json")
     assert json.loads(out)["activity"]["assignments"] > 0
+
+
+def test_the_summary_lists_a_subpopulation_that_did_not_evolve(tmp_path, capsys):
+    # P2 may be evaluated only from step 299 of 300: it never evolves, and the summary says so
+    code, out, _ = run_cli(capsys, "run", "nqm", "--method", "fire", "--workers", "12",
+                           "--steps", "300", "--ready-interval", "50", "--eval-interval", "10",
+                           "--min-steps-before-eval", "299", "--store", str(tmp_path / "s"),
+                           "--no-progress")
+    assert code == 0
+    assert re.search(r"Exploits: \d+ \(P1 \d+, P2 0\)", out), out
+    assert "Evaluators: 4 assigned, 0 successes" in out
