@@ -52,9 +52,9 @@ def test_fire_refuses_a_layout_in_which_a_subpopulation_cannot_evolve(workers, n
 
 def test_min_steps_before_eval_is_per_subpopulation():
     fire = dict(GOOD, method="fire", workers=36)
-    cfg = ExperimentConfig(**fire, min_steps_before_eval=[0, 100, 200])
-    assert cfg.min_steps_before_eval == (0, 100, 200)
-    assert cfg.to_dict()["min_steps_before_eval"] == [0, 100, 200]
+    cfg = ExperimentConfig(**fire, min_steps_before_eval=[0, 100, 150])
+    assert cfg.min_steps_before_eval == (0, 100, 150)
+    assert cfg.to_dict()["min_steps_before_eval"] == [0, 100, 150]
     assert ExperimentConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match=r"min_steps_before_eval must be an int >= 0, or one "
                        r"per sub-population \(3 ints"):
