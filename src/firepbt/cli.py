@@ -9,8 +9,10 @@ and the value received, exit code 2, and nothing written.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import os
 import sqlite3
 import sys
 import time
@@ -147,9 +149,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"firepbt: error: store {store!r} is damaged (SQLite: {why}); keep a copy and "
               "recover it with sqlite3's .recover", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - no flush error at exit
+        return 0
     except OSError as exc:  # a path the user gave cannot be read or written
-        where = exc.filename if exc.filename is not None else ""
-        print(f"firepbt: error: {where!s}: {exc.strerror or exc}", file=sys.stderr)
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        print(f"firepbt: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except FirePBTError as exc:
         print(f"firepbt: error: {exc}", file=sys.stderr)
