@@ -4,6 +4,8 @@ gets an independent copy of the source's state and a data stream of its own."""
 from __future__ import annotations
 
 import copy
+import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,44 +15,19 @@ from firepbt.executor import LocalExecutor, TrainJob, run_job
 from firepbt.supervised import SupervisedData, SupervisedTrainable
 from firepbt.trainable import function_trainable
 
-X = torch.linspace(-2, 2, 512).unsqueeze(1)
-Y = torch.sin(3 * X)
 
 
-class ReadmeIdiom:
-    """A trainable written exactly as the README and examples/custom_trainable.py show:
-    ``state_dict`` returns the module's and optimizer's own state dicts (live tensors)."""
+def _readme_idiom():
+    """The trainable of examples/custom_trainable.py (the README's idiom): ``state_dict``
+    returns the module's and optimizer's own state dicts, i.e. live tensors."""
+    path = Path(__file__).resolve().parents[1] / "examples" / "custom_trainable.py"
+    spec = importlib.util.spec_from_file_location("custom_trainable_example", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.SineRegression
 
-    mode = "min"
 
-    def __init__(self, seed: int) -> None:
-        torch.manual_seed(seed)
-        self.model = nn.Sequential(nn.Linear(1, 16), nn.Tanh(), nn.Linear(16, 1))
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.1, momentum=0.9)
-        self.gen = torch.Generator().manual_seed(seed)
-
-    def train(self, hparams, steps):
-        for group in self.opt.param_groups:
-            group["lr"] = hparams["lr"]
-        for _ in range(steps):
-            idx = torch.randint(0, len(X), (32,), generator=self.gen)
-            loss = nn.functional.mse_loss(self.model(X[idx]), Y[idx])
-            self.opt.zero_grad()
-            loss.backward()
-            self.opt.step()
-
-    def evaluate(self):
-        with torch.no_grad():
-            return float(nn.functional.mse_loss(self.model(X), Y))
-
-    def state_dict(self):
-        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
-                "gen": self.gen.get_state()}
-
-    def load_state_dict(self, state):
-        self.model.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["opt"])
-        self.gen.set_state(state["gen"])
+ReadmeIdiom = _readme_idiom()
 
 
 def _tensors(obj):
@@ -73,7 +50,7 @@ def test_a_copy_shares_no_tensor_with_its_source():
     ex = LocalExecutor(ReadmeIdiom)
     ex.setup({0: 0, 1: 1})
     for w in (0, 1):  # momentum buffers exist once the optimizer has stepped
-        ex.trainables[w].train({"lr": 0.05}, 3)
+        ex.trainables[w].train({"lr": 0.05, "weight_decay": 1e-4}, 3)
     ex.copy(0, 1, seed=123)
     src, dst = ex.trainables[0], ex.trainables[1]
     assert not _storages(src) & _storages(dst)
@@ -83,7 +60,7 @@ def test_a_copy_shares_no_tensor_with_its_source():
     # training the destination leaves the source untouched
     before = [p.detach().clone() for p in src.model.parameters()]
     bufs = [b.clone() for b in _tensors(src.opt.state)]
-    dst.train({"lr": 0.05}, 5)
+    dst.train({"lr": 0.05, "weight_decay": 1e-4}, 5)
     assert all(torch.equal(a, b) for a, b in zip(before, src.model.parameters(), strict=True))
     assert all(torch.equal(a, b) for a, b in zip(bufs, _tensors(src.opt.state), strict=True))
 
