@@ -16,7 +16,6 @@ from firepbt.supervised import SupervisedData, SupervisedTrainable
 from firepbt.trainable import function_trainable
 
 
-
 def _readme_idiom():
     """The trainable of examples/custom_trainable.py (the README's idiom): ``state_dict``
     returns the module's and optimizer's own state dicts, i.e. live tensors."""
