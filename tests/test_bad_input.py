@@ -168,3 +168,14 @@ def test_fixture_store_is_untouched_by_readers(workspace, capsys):
     assert tree(workspace) == before
     shutil.rmtree(workspace / "new", ignore_errors=True)
     assert Store.writer_pid(workspace / "store") is None
+
+
+def test_a_sqlite_url_names_the_store_folder(tmp_path, capsys):
+    # sqlite:////ABS/x (SQLAlchemy's absolute form) is the folder /ABS/x, not a tree 'sqlite:'
+    code = main([*RUN, "--method", "pbt", "--workers", "4", "--store",
+                 f"sqlite:///{tmp_path}/viasqlite"])
+    capsys.readouterr()
+    assert code == 0
+    assert (tmp_path / "viasqlite" / "experiment.sqlite").is_file()
+    assert not any(p.name.startswith("sqlite:") for p in tmp_path.iterdir())
+    assert not Path("sqlite:").exists()
