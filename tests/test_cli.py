@@ -110,3 +110,24 @@ def test_the_summary_lists_a_subpopulation_that_did_not_evolve(tmp_path, capsys)
     assert code == 0
     assert re.search(r"Exploits: \d+ \(P1 \d+, P2 0\)", out), out
     assert "Evaluators: 4 assigned, 0 successes" in out
+
+
+def test_every_option_of_every_verb_has_help():
+    import argparse
+
+    from firepbt.cli import _parser
+
+    sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [f"{verb} {'/'.join(a.option_strings) or a.dest}"
+               for verb, parser in sub.choices.items() for a in parser._actions
+               if not isinstance(a, argparse._HelpAction) and not a.help]
+    assert missing == []
+
+
+def test_replay_labels_what_it_measured(tmp_path, capsys):
+    store = str(tmp_path / "s")
+    assert run_cli(capsys, "run", "nqm", "--method", "pbt", "--workers", "4", "--steps", "100",
+                   "--ready-interval", "50", "--eval-interval", "10", "--store", store,
+                   "--no-progress")[0] == 0
+    code, out, _ = run_cli(capsys, "replay", store)
+    assert code == 0 and "final objective" in out and "validation-split" not in out

@@ -283,3 +283,20 @@ def test_sigkill_mid_run_then_resume_gives_the_same_result(tmp_path):
     assert status[0]["top"] == status[1]["top"]
     a, b = everything(tmp_path / "ref"), everything(tmp_path / "killed")
     assert a[0] == b[0] and a[1] == b[1]
+
+
+def test_the_auto_executor_builds_each_custom_trainable_once(tmp_path):
+    calls = []
+
+    def init(seed):
+        calls.append(seed)
+        return {"w": torch.zeros(1)}
+
+    def train(state, hparams, steps):
+        state["w"] += hparams["lr"] * steps
+
+    factory = function_trainable(init, train, lambda st: float(st["w"][0]))
+    cfg = ExperimentConfig(task="toy", method="pbt", workers=4, steps=20, ready_interval=10,
+                           eval_interval=10)  # executor "auto": not vectorizable -> local
+    run(cfg, tmp_path / "s", factory=factory, space=Space({"lr": LogUniform(1e-3, 1e-1)}))
+    assert len(calls) == 4

@@ -51,16 +51,29 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a new experiment on a built-in task")
     r.add_argument("task", help="a built-in task (see 'firepbt tasks')")
     r.add_argument("--method", default="fire", help=f"one of {list(METHODS)} (default fire)")
-    r.add_argument("--workers", type=_positive_int("workers"), default=None)
+    r.add_argument("--workers", type=_positive_int("workers"), default=None,
+                   help="population size, evaluators included (default: the task's, see "
+                   "'firepbt tasks'; FIRE PBT needs at least 12)")
     r.add_argument("--steps", type=_positive_int("steps"), default=None,
-                   help="training steps per worker")
-    r.add_argument("--seed", type=int, default=0)
+                   help="training steps per worker (default: the task's)")
+    r.add_argument("--seed", type=int, default=0,
+                   help="experiment seed: sampling, decisions, every worker's data (default 0)")
     r.add_argument("--store", default=None, help="a new folder (default runs/TASK-METHOD-TIME)")
-    r.add_argument("--ready-interval", type=_positive_int("ready_interval"), default=None)
-    r.add_argument("--eval-interval", type=_positive_int("eval_interval"), default=None)
-    r.add_argument("--max-eval-steps", type=_positive_int("max_eval_steps"), default=None)
-    r.add_argument("--p-stat", type=float, default=0.01)
-    r.add_argument("--quantile", type=float, default=0.25)
+    r.add_argument("--ready-interval", type=_positive_int("ready_interval"), default=None,
+                   help="steps per synchronous round: decisions are taken every ready "
+                   "interval (default: the task's)")
+    r.add_argument("--eval-interval", type=_positive_int("eval_interval"), default=None,
+                   help="steps between two evaluations of the objective; divides the ready "
+                   "interval (default: the task's)")
+    r.add_argument("--max-eval-steps", type=_positive_int("max_eval_steps"), default=None,
+                   help="FIRE PBT: an evaluator's training budget before it must stop "
+                   "(default 3 ready intervals)")
+    r.add_argument("--p-stat", type=float, default=0.01,
+                   help="FIRE PBT: significance level of the evaluators' binomial test "
+                   "(default 0.01)")
+    r.add_argument("--quantile", type=float, default=0.25,
+                   help="truncation selection: the bottom fraction copies the top fraction "
+                   "(default 0.25)")
     r.add_argument("--factors", nargs="+", default=None,
                    help="explore factors: floats for every hyperparameter (0.8 1.25), or per "
                    "name (lr=0.5,0.8,1.25,2 epsilon_eta=0.8,1.2)")
@@ -81,40 +94,45 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--ray-address", default=None,
                    help="with --executor ray: a running cluster (default RAY_ADDRESS, else a "
                    "local Ray instance)")
-    r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     s = sub.add_parser("resume", help="continue a stopped or killed experiment")
-    s.add_argument("store")
-    s.add_argument("--ray-address", default=None)
-    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("store", help="the store folder of the experiment")
+    s.add_argument("--ray-address", default=None,
+                   help="a running Ray cluster for a Ray experiment (default RAY_ADDRESS, else "
+                   "a local Ray instance)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     t = sub.add_parser("status", help="progress and best member of a store")
-    t.add_argument("store")
-    t.add_argument("--json", action="store_true")
+    t.add_argument("store", help="the store folder (readable while the experiment runs)")
+    t.add_argument("--json", action="store_true", help="print one JSON object")
 
     sub.add_parser("tasks", help="list the built-in tasks")
 
     lin = sub.add_parser("lineage", help="the best member's schedule and copy chain")
-    lin.add_argument("store")
-    lin.add_argument("--worker", type=int, default=None)
+    lin.add_argument("store", help="the store folder")
+    lin.add_argument("--worker", type=int, default=None,
+                     help="whose network at the last step (default: the best member)")
     lin.add_argument("--json", action="store_true", help="print the schedule as JSON")
     rep = sub.add_parser("report", help="write an HTML report (figures embedded) for a store or "
                          "a comparison folder")
-    rep.add_argument("path")
+    rep.add_argument("path", help="a store folder, or a folder written by 'firepbt compare'")
     rep.add_argument("--out", default=None, help="folder for report.html and the PNGs "
                      "(default PATH/report)")
 
     rp = sub.add_parser("replay", help="retrain the top schedule from scratch on the full "
                         "training set and report its test score (paper 4.1)")
-    rp.add_argument("store")
-    rp.add_argument("--json", action="store_true")
+    rp.add_argument("store", help="the store folder (a built-in task's)")
+    rp.add_argument("--json", action="store_true", help="print one JSON object")
 
     c = sub.add_parser("compare", help="methods x worker counts x seeds, resumable; writes "
                        "the paper's Table 1 (Markdown and CSV)")
-    c.add_argument("task")
+    c.add_argument("task", help="a built-in task (see 'firepbt tasks')")
     c.add_argument("--out", required=True, help="folder for the runs and the table")
-    c.add_argument("--methods", nargs="+", default=["random", "pbt", "fire"])
-    c.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    c.add_argument("--methods", nargs="+", default=["random", "pbt", "fire"],
+                   help="methods to compare (default random pbt fire)")
+    c.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                   help="one run per method, worker count and seed (default 0 1 2)")
     c.add_argument("--preset", default=None,
                    help="tasks with presets (vmpo*): their settings (default: the first)")
     c.add_argument("--workers", type=_positive_int("workers"), default=None,
@@ -127,7 +145,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="default 125, or the preset's")
     c.add_argument("--eval-interval", type=_positive_int("eval_interval"), default=None,
                    help="default 25, or the preset's")
-    c.add_argument("--max-eval-steps", type=_positive_int("max_eval_steps"), default=None)
+    c.add_argument("--max-eval-steps", type=_positive_int("max_eval_steps"), default=None,
+                   help="FIRE PBT: as for 'run' (default 3 ready intervals, or the preset's)")
     c.add_argument("--min-steps-before-eval", type=int, nargs="+", default=None,
                    help="FIRE PBT: as for 'run' (one int, or one per sub-population)")
     c.add_argument("--jobs", type=_positive_int("jobs"), default=2,
@@ -565,7 +584,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
           f" from scratch on the full training set, seed {res.seed}:")
     for seg in res.schedule.segments:
         print(f"  {_fmt(seg.hparams)} x {seg.steps}")
-    print(f"final validation-split value {res.value:.4f}, test {test}")
+    if res.test is None:  # no test set: the objective, measured on the data it can see
+        print(f"final objective {res.value:.4f} (evaluate() after the last step)")
+    else:  # trained on training + validation data: only the test score is a held-out measure
+        print(f"final test {test} (the validation split was part of its training data)")
     return 0
 
 

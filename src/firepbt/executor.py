@@ -192,8 +192,11 @@ class LocalExecutor:
         self.trainables: dict[int, Trainable] = {}
         self.mode = "max"
 
-    def setup(self, seeds: Mapping[int, int]) -> None:
-        self.trainables = build_population(self.factory, seeds)
+    def setup(self, seeds: Mapping[int, int],
+              built: Mapping[int, Trainable] | None = None) -> None:
+        """Make one trainable per worker (or adopt ``built``, the ones another executor made
+        from the same seeds: the ``auto`` executor's fallback builds each trainable once)."""
+        self.trainables = dict(built) if built else build_population(self.factory, seeds)
         modes = {mode_of(t) for t in self.trainables.values()}
         if len(modes) != 1:
             raise ValueError(f"all trainables must share one mode, got {sorted(modes)}")

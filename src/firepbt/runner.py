@@ -189,8 +189,9 @@ class Runner:
                 raise ConfigError("executor", "'local' for these trainables", f"vectorized ({exc})"
                                   ) from exc
             assert isinstance(self.executor, VectorizedExecutor)
+            built = self.executor.trainables
             self.executor = LocalExecutor(self.executor.factory)
-            self.executor.setup(seeds)
+            self.executor.setup(seeds, built=built if len(built) == len(seeds) else None)
 
     def start_new(self) -> None:
         specs = self.controller.start()

@@ -68,9 +68,9 @@ class VectorizedExecutor(LocalExecutor):
 
     def setup(self, seeds: Mapping[int, int]) -> None:
         made = build_population(self.factory, seeds)
+        self.trainables = made  # kept when refused: the local executor adopts them
         if not all(isinstance(t, NQMTrainable) for t in made.values()):
             check_vectorizable(list(made.values()))
-        self.trainables = made
         self.mode = {mode_of(t) for t in made.values()}.pop()
 
     def train_round(self, jobs: Sequence[TrainJob], best_score: float,
