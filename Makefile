@@ -1,30 +1,37 @@
 # The README's two commands: `make run` (a small default experiment) and `make test`.
-# Both create the virtualenv .venv and install the package with its test extras on first use.
+# Both create the virtualenv .venv on first use: `make run` installs what running and reports
+# need (the package with matplotlib), `make test` adds the test, Ray and MuJoCo extras.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: run test lint bench clean
 
-$(STAMP): pyproject.toml Makefile
+$(RUN_STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# CPU build of PyTorch, pinned so CI never pulls a multi-GB CUDA build
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test,ray]'
-	touch $(STAMP)
+	$(PY) -m pip install -q -e '.[plots]'
+	touch $(RUN_STAMP)
 
-run: $(STAMP)
+$(TEST_STAMP): $(RUN_STAMP)
+	$(PY) -m pip install -q -e '.[plots,test,ray]'
+	touch $(TEST_STAMP)
+
+run: $(RUN_STAMP)
 	$(VENV)/bin/firepbt run mnist1d --method fire
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(PY) -m ruff check src tests benchmarks examples
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(PY) benchmarks/engine_overhead.py
 	$(PY) benchmarks/controller_cost.py
+	$(PY) benchmarks/threads.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

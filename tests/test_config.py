@@ -28,6 +28,8 @@ GOOD = dict(task="nqm", method="pbt", workers=8, steps=200, ready_interval=50, e
     ("max_eval_steps", 0),
     ("min_steps_before_eval", -5),
     ("n_subpopulations", 1),
+    ("threads", -1),
+    ("threads", 1.5),
 ])
 def test_bad_field_is_refused_with_its_name(field, value):
     kwargs = dict(GOOD, **{field: value})

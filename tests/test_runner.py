@@ -300,3 +300,75 @@ def test_the_auto_executor_builds_each_custom_trainable_once(tmp_path):
                            eval_interval=10)  # executor "auto": not vectorizable -> local
     run(cfg, tmp_path / "s", factory=factory, space=Space({"lr": LogUniform(1e-3, 1e-1)}))
     assert len(calls) == 4
+
+
+@pytest.mark.parametrize(("threads", "omp", "load", "expected"), [
+    (2, None, 0.0, 2),  # as asked
+    (0, None, 0.0, 3),  # PyTorch's own setting (3, set below)
+    (None, "1", 0.0, 3),  # OMP_NUM_THREADS set: an explicit choice, left alone
+    (None, None, 0.0, "cpus"),  # auto on an idle machine: every core
+    (None, None, 1000.0, 1),  # auto on a busy machine: one thread
+    (None, None, 1.0, "cpus-1"),  # one core busy elsewhere: the others
+])
+def test_training_runs_with_the_configured_threads_and_restores_them(tmp_path, monkeypatch,
+                                                                      threads, omp, load,
+                                                                      expected):
+    import os
+
+    if omp is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    from firepbt import runner as runner_module
+
+    monkeypatch.setattr(runner_module, "_busy_cores", lambda window: load)
+    if expected == "cpus":
+        expected = len(os.sched_getaffinity(0))
+    elif expected == "cpus-1":
+        expected = max(1, len(os.sched_getaffinity(0)) - 1)
+    seen = []
+
+    def train(state, hparams, steps):
+        seen.append(torch.get_num_threads())
+        state["w"] += hparams["lr"] * steps
+
+    factory = function_trainable(lambda seed: {"w": torch.zeros(1)}, train,
+                                 lambda st: float(st["w"][0]))
+    cfg = ExperimentConfig(task="toy", method="pbt", workers=4, steps=20, ready_interval=10,
+                           eval_interval=10, threads=threads)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        run(cfg, tmp_path / "s", factory=factory, space=Space({"lr": LogUniform(1e-3, 1e-1)}))
+        assert set(seen) == {expected}
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_python_api_shows_progress_when_asked(tmp_path, capsys):
+    factory = function_trainable(lambda seed: {"w": torch.zeros(1)},
+                                 lambda st, hp, n: None, lambda st: 0.5)
+    space = Space({"lr": LogUniform(1e-3, 1e-1)})
+    cfg = ExperimentConfig(task="toy", method="pbt", workers=4, steps=20, ready_interval=10,
+                           eval_interval=10)
+    run(cfg, tmp_path / "a", factory=factory, space=space)  # not a terminal: silent
+    assert capsys.readouterr().out == ""
+    run(cfg, tmp_path / "b", factory=factory, space=space, progress=True)
+    assert "steps" in capsys.readouterr().out
+    calls = []
+    run(cfg, tmp_path / "c", factory=factory, space=space,
+        progress=lambda step, total, info: calls.append((step, total)))
+    assert calls and calls[-1] == (20, 20) and capsys.readouterr().out == ""
+
+
+def test_busy_cores_reads_the_machine():
+    import os
+
+    from firepbt.runner import _busy_cores
+
+    busy = _busy_cores(0.05)
+    if not os.path.exists("/proc/stat"):
+        assert busy is None
+    else:
+        assert busy is not None and -0.01 <= busy <= (os.cpu_count() or 1) + 0.01

@@ -22,6 +22,7 @@ from typing import Any
 
 from .config import METHODS, ExperimentConfig
 from .errors import ConfigError, FirePBTError, StoreError, check
+from .progress import ProgressBar
 
 OBJECTIVES = ("accuracy", "f1")
 
@@ -94,6 +95,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--ray-address", default=None,
                    help="with --executor ray: a running cluster (default RAY_ADDRESS, else a "
                    "local Ray instance)")
+    r.add_argument("--threads", type=int, default=None,
+                   help="PyTorch threads while training in this process (default: the cores "
+                   "not busy when the run starts, unless OMP_NUM_THREADS is set; 0: PyTorch's "
+                   "own setting)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     s = sub.add_parser("resume", help="continue a stopped or killed experiment")
@@ -246,7 +251,7 @@ def _config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         min_steps_before_eval=_min_steps(_first(args.min_steps_before_eval,
                                                 d.get("min_steps_before_eval"), 0)),
         n_subpopulations=_first(args.subpopulations, d.get("n_subpopulations")),
-        task_options=options, schedule=schedule, executor=args.executor)
+        task_options=options, schedule=schedule, executor=args.executor, threads=args.threads)
 
 
 def _min_steps(value: Any) -> int | tuple[int, ...]:
@@ -319,44 +324,6 @@ def _check_new_store(path: Any) -> None:
     Store.check_new(path)
 
 
-class _Progress:
-    """A rich progress bar over steps per worker, with the best score so far."""
-
-    def __init__(self, enabled: bool, total: int, start: int = 0) -> None:
-        self.enabled = enabled
-        self.bar: Any = None
-        if enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                                MofNCompleteColumn(), TextColumn("{task.fields[best]}"),
-                                TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
-            self.task = self.bar.add_task("steps", total=total, completed=start, best="")
-            self.bar.start()
-
-    def __call__(self, step: int, total: int, info: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        if info.get("done"):
-            best = info.get("best", math.nan)
-            self.bar.update(self.task, completed=step,
-                            best=f"round {info['round']}, best {abs(best):.4g}")
-        else:  # a worker finished its part of the round
-            done = self.bar.tasks[0].completed + info.get("advance", 0)
-            self.bar.update(self.task, completed=min(total, done))
-
-    def stop(self) -> None:
-        if self.enabled:
-            self.bar.stop()
-
-
 def _print_summary(summary: Any) -> None:
     from .lineage import schedule
     from .store import Store
@@ -426,7 +393,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"firepbt: {config.method} on {config.task}, {config.workers} workers x "
           f"{config.steps} steps (ready every {config.ready_interval}, eval every "
           f"{config.eval_interval}), seed {config.seed}, store {store}")
-    progress = _Progress(not args.no_progress, config.steps)
+    progress = ProgressBar(not args.no_progress, config.steps)
     try:
         summary = run(config, store, progress=progress, ray_address=args.ray_address)
     finally:
@@ -446,7 +413,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     finally:
         st.close()
     print(f"firepbt: resuming {args.store} at step {before.steps_done}/{config.steps}")
-    progress = _Progress(not args.no_progress, config.steps, before.steps_done)
+    progress = ProgressBar(not args.no_progress, config.steps, before.steps_done)
     try:
         summary = resume(args.store, progress=progress, ray_address=args.ray_address)
     finally:

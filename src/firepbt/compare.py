@@ -70,7 +70,7 @@ class RunSpec:
         args = ["run", self.task, "--method", self.method, "--workers", str(self.workers),
                 "--steps", str(self.steps), "--seed", str(self.seed), "--ready-interval",
                 str(self.ready_interval), "--eval-interval", str(self.eval_interval),
-                "--store", str(store), "--no-progress", "--executor", "local"]
+                "--store", str(store), "--no-progress", "--executor", "local", "--threads", "1"]
         if self.method == "fire":
             if self.max_eval_steps is not None:
                 args += ["--max-eval-steps", str(self.max_eval_steps)]

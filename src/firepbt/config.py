@@ -22,7 +22,12 @@ class ExperimentConfig:
     paper 4.1.1), which must be a multiple of ``eval_interval`` so every round ends with an
     evaluation. FIRE-only fields are ignored by the other methods. ``min_steps_before_eval``
     is per sub-population (paper 3.2): one int for every parent sub-population, or one int per
-    sub-population (P1's is ignored: P1 members are never evaluated).
+    sub-population (P1's is ignored: P1 members are never evaluated). ``threads`` is PyTorch's
+    intra-op thread count while this process trains (local and vectorized executors): None
+    means the cores that are free when the run starts (:func:`firepbt.runner.auto_threads`;
+    threads beyond the free cores oversubscribe them and slow small models down several
+    times), N exactly N, 0 PyTorch's own setting. Ray actors use one thread per CPU they
+    declare; ``firepbt compare`` runs one single-threaded run per core.
     """
 
     task: str
@@ -41,6 +46,7 @@ class ExperimentConfig:
     task_options: Mapping[str, Any] = field(default_factory=dict)
     schedule: Mapping[str, Any] | None = None
     executor: str = "auto"
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         check(isinstance(self.task, str) and bool(self.task), "task", "a task name", self.task)
@@ -97,6 +103,11 @@ class ExperimentConfig:
                   "could never be evaluated, so it could never evolve)",
                   list(ms) if isinstance(ms, (list, tuple)) else ms)
         check(self.executor in EXECUTORS, "executor", f"one of {list(EXECUTORS)}", self.executor)
+        check(self.threads is None or (isinstance(self.threads, int)
+                                       and not isinstance(self.threads, bool) and self.threads >= 0),
+              "threads", "an int >= 0 (0: PyTorch's own setting) or None (default: the free "
+              "cores)",
+              self.threads)
         object.__setattr__(self, "task_options", dict(self.task_options))
 
     def to_dict(self) -> dict[str, Any]:

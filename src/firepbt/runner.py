@@ -11,12 +11,14 @@ uninterrupted run would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import os
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,6 +92,71 @@ def worker_seeds(seed: int, n_workers: int) -> dict[int, int]:
     """Independent per-worker seeds derived from the experiment seed."""
     children = np.random.SeedSequence([seed, 0]).generate_state(n_workers)
     return {w: int(s) for w, s in enumerate(children)}
+
+
+def auto_threads(window: float = 0.25) -> int | None:
+    """The default intra-op thread count: the cores that are idle when the run starts (the
+    CPUs available to this process, less the busy share that ``/proc/stat`` shows over
+    ``window`` seconds - other processes' work, since this one is not training yet - and at
+    least 1; the 1-minute load average where ``/proc/stat`` is missing). None (leave PyTorch's
+    setting) when ``OMP_NUM_THREADS`` is set: an explicit choice wins.
+
+    Why (``benchmarks/threads.py``, README Benchmarks): on a quiet 2-core machine two threads
+    train `make run`'s population faster than one, while threads beyond the free cores
+    oversubscribe them and slow small models down several times."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        return None
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 1
+    busy = _busy_cores(window)
+    if busy is None:
+        try:
+            busy = os.getloadavg()[0]
+        except (OSError, AttributeError):  # pragma: no cover
+            busy = 0.0
+    return max(1, min(cpus, int(cpus - busy + 0.5)))
+
+
+def _busy_cores(window: float) -> float | None:
+    """How many cores' worth of work the machine did over ``window`` seconds (/proc/stat)."""
+    def sample() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(x) for x in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields), idle
+
+    a = sample()
+    if a is None:
+        return None
+    time.sleep(window)
+    b = sample()
+    if b is None or b[0] <= a[0]:
+        return None
+    total_cpus = os.cpu_count() or 1
+    return total_cpus * (1.0 - (b[1] - a[1]) / (b[0] - a[0]))
+
+
+@contextlib.contextmanager
+def training_threads(threads: int | None, in_process: bool) -> Iterator[None]:
+    """PyTorch's intra-op threads while this process trains (``ExperimentConfig.threads``:
+    None for :func:`auto_threads`, 0 for PyTorch's own setting), restored afterwards."""
+    n = auto_threads() if threads is None else threads
+    if not in_process or not n:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def copy_seed(seed: int, round_: int, index: int) -> int:
@@ -244,13 +311,14 @@ class Runner:
     def run(self, max_rounds: int | None = None) -> Summary:
         cfg = self.config
         done_here = 0
-        while self.round < cfg.rounds:
-            if max_rounds is not None and done_here >= max_rounds:
-                break
-            self._round(self.round + 1)
-            done_here += 1
-        if self.round >= cfg.rounds and self.store.meta("final") is None:
-            self._finish()
+        with training_threads(cfg.threads, cfg.executor != "ray"):
+            while self.round < cfg.rounds:
+                if max_rounds is not None and done_here >= max_rounds:
+                    break
+                self._round(self.round + 1)
+                done_here += 1
+            if self.round >= cfg.rounds and self.store.meta("final") is None:
+                self._finish()
         return summarize(self.store)
 
     def _jobs(self, r: int) -> list[TrainJob]:
@@ -457,13 +525,15 @@ def top_measures(store: Store, candidates: list[int]) -> tuple[int, int, float, 
 
 def run(config: ExperimentConfig, store: str | Path, *, factory: TrainableFactory | None = None,
         space: Space | None = None, schedule_param: str | None = None,
-        progress: ProgressFn | None = None, max_rounds: int | None = None,
+        progress: ProgressFn | bool | None = None, max_rounds: int | None = None,
         ray_address: str | None = None) -> Summary:
     """Run a new experiment into a new store.
 
     For a built-in task give only ``config`` and ``store``; for your own trainable also give
     ``factory`` (``seed -> Trainable``) and ``space`` (and ``schedule_param`` for the
     hand-tuned random-search schedule). ``max_rounds`` stops early (resume continues).
+    ``progress``: None shows a progress bar when standard output is a terminal, False none,
+    True always; or a function ``progress(step, total, info)`` (see :mod:`firepbt.progress`).
     ``ray_address`` names a Ray cluster for ``executor="ray"`` (default ``RAY_ADDRESS``, else a
     local Ray instance).
     """
@@ -472,9 +542,11 @@ def run(config: ExperimentConfig, store: str | Path, *, factory: TrainableFactor
     existed = Store.check_new(store).exists()
     st = Store.create(store, config.to_dict())
     runner = None
+    bar = _bar(progress, config.steps, 0)
     try:
         runner = Runner(config, factory, space, st, schedule_param=schedule_param,
-                        progress=progress, ray_address=ray_address)
+                        progress=bar if bar is not None or isinstance(progress, bool) else progress,
+                        ray_address=ray_address)
         runner.start_new()
         return runner.run(max_rounds)
     except (ConfigError, StoreError):
@@ -493,6 +565,8 @@ def run(config: ExperimentConfig, store: str | Path, *, factory: TrainableFactor
                 shutil.rmtree(st.path, ignore_errors=True)
         raise
     finally:
+        if bar is not None:
+            bar.stop()
         if runner is not None:
             runner.executor.close()
         st.close()
@@ -500,22 +574,41 @@ def run(config: ExperimentConfig, store: str | Path, *, factory: TrainableFactor
 
 def resume(store: str | Path, *, factory: TrainableFactory | None = None,
            space: Space | None = None, schedule_param: str | None = None,
-           progress: ProgressFn | None = None, max_rounds: int | None = None,
+           progress: ProgressFn | bool | None = None, max_rounds: int | None = None,
            ray_address: str | None = None) -> Summary:
-    """Continue a stopped or killed experiment from its last completed round."""
+    """Continue a stopped or killed experiment from its last completed round (``progress`` as
+    for :func:`run`)."""
     st = Store.open(store)
     runner = None
+    bar = None
     try:
         config = ExperimentConfig.from_dict(st.config)
         factory, space, schedule_param = _resolve_task(config, factory, space, schedule_param)
         runner = Runner(config, factory, space, st, schedule_param=schedule_param,
-                        progress=progress, ray_address=ray_address)
+                        progress=None if isinstance(progress, bool) else progress,
+                        ray_address=ray_address)
         runner.restore()
+        bar = _bar(progress, config.steps, runner.round * config.ready_interval)
+        if bar is not None:
+            runner.progress = bar
         return runner.run(max_rounds)
     finally:
+        if bar is not None:
+            bar.stop()
         if runner is not None:
             runner.executor.close()
         st.close()
+
+
+def _bar(progress: ProgressFn | bool | None, total: int, start: int) -> Any:
+    """The progress bar the Python API shows itself (None when given a function, or off)."""
+    from .progress import ProgressBar, default_enabled
+
+    if progress is None:
+        progress = default_enabled()
+    if progress is True:
+        return ProgressBar(True, total, start)
+    return None
 
 
 def _resolve_task(config: ExperimentConfig, factory: TrainableFactory | None,
