@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import tree
 
 from firepbt.cli import main
 from firepbt.config import ExperimentConfig
@@ -17,15 +18,6 @@ from firepbt.runner import run
 from firepbt.space import Categorical, LogUniform, Space
 from firepbt.store import Store
 from firepbt.trainable import function_trainable
-
-COORDINATION = ("writer.lock", "experiment.sqlite-shm", "experiment.sqlite-wal")
-
-
-def tree(path: Path) -> dict[str, bytes]:
-    """Files under ``path`` with their bytes, less the writer lock and SQLite's WAL index
-    files (process coordination, no data)."""
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*"))
-            if p.is_file() and p.name not in COORDINATION}
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import tree
 
 from firepbt.cli import main
 from firepbt.config import ExperimentConfig
@@ -43,19 +44,6 @@ def everything(path):
                 [(r.round, r.controller_state, r.runner_state) for r in st.rounds()])
     finally:
         st.close()
-
-
-COORDINATION = ("writer.lock", "experiment.sqlite-shm", "experiment.sqlite-wal")
-
-
-def tree(path: Path) -> dict[str, bytes]:
-    """Every file under ``path`` with its bytes (what 'nothing changed' compares), less the
-    files through which processes coordinate: the writer lock (it holds the pid of the last
-    writer) and SQLite's WAL index files, which any reader opens (empty, no data)."""
-    if not path.exists():
-        return {}
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*"))
-            if p.is_file() and p.name not in COORDINATION}
 
 
 @pytest.fixture(scope="module")

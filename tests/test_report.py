@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from drawn import C0, C1, colour_pixels
+from helpers import C0, C1, colour_pixels
 
 from firepbt.config import ExperimentConfig
 from firepbt.lineage import schedule

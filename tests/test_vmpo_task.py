@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from drawn import C0, C1, colour_pixels
+from helpers import C0, C1, colour_pixels
 
 from firepbt.cli import _config_from_args, _parser
 from firepbt.compare import RunSpec, markdown

@@ -545,7 +545,7 @@ def run(config: ExperimentConfig, store: str | Path, *, factory: TrainableFactor
     bar = _bar(progress, config.steps, 0)
     try:
         runner = Runner(config, factory, space, st, schedule_param=schedule_param,
-                        progress=bar if bar is not None or isinstance(progress, bool) else progress,
+                        progress=_progress_fn(progress, bar),
                         ray_address=ray_address)
         runner.start_new()
         return runner.run(max_rounds)
@@ -585,7 +585,7 @@ def resume(store: str | Path, *, factory: TrainableFactory | None = None,
         config = ExperimentConfig.from_dict(st.config)
         factory, space, schedule_param = _resolve_task(config, factory, space, schedule_param)
         runner = Runner(config, factory, space, st, schedule_param=schedule_param,
-                        progress=None if isinstance(progress, bool) else progress,
+                        progress=_progress_fn(progress, None),
                         ray_address=ray_address)
         runner.restore()
         bar = _bar(progress, config.steps, runner.round * config.ready_interval)
@@ -609,6 +609,14 @@ def _bar(progress: ProgressFn | bool | None, total: int, start: int) -> Any:
     if progress is True:
         return ProgressBar(True, total, start)
     return None
+
+
+def _progress_fn(progress: ProgressFn | bool | None, bar: Any) -> ProgressFn | None:
+    """What the runner calls: the API's own bar, else the user's function (a bool is no
+    function)."""
+    if bar is not None:
+        return bar
+    return None if progress is None or isinstance(progress, bool) else progress
 
 
 def _resolve_task(config: ExperimentConfig, factory: TrainableFactory | None,

@@ -30,7 +30,7 @@ Integrity (what a crash, a second process or a damaged file cannot do silently):
   store never unpickles arbitrary objects; numpy arrays and numpy scalars in a state are encoded
   as tensors and decoded back, and anything else that is not a tensor, a number, a string,
   ``None``, ``bytes`` or a list/tuple/dict of those is refused before any round is committed,
-  naming the key (:func:`storable`).
+  naming the key (``_encode``).
 """
 
 from __future__ import annotations
@@ -72,7 +72,6 @@ CREATE TABLE decisions (
     id INTEGER PRIMARY KEY AUTOINCREMENT, round INTEGER NOT NULL, step INTEGER NOT NULL,
     kind TEXT NOT NULL, payload TEXT NOT NULL);
 CREATE INDEX decisions_round ON decisions(round);
-CREATE TABLE checkpoint_digests (name TEXT PRIMARY KEY, sha256 TEXT NOT NULL);
 """
 
 
@@ -157,6 +156,7 @@ class Store:
             conn = sqlite3.connect(tmp)
             conn.execute("PRAGMA journal_mode=WAL")  # 'status' and reports read while a run writes
             conn.executescript(_SCHEMA)
+            conn.execute(_DIGESTS)
             with conn:
                 conn.executemany("INSERT INTO meta VALUES (?, ?)", [
                     ("format", "firepbt"), ("schema_version", str(SCHEMA_VERSION)),
@@ -280,7 +280,7 @@ class Store:
 
     def write_checkpoint(self, round_index: int, states: Mapping[int, Any]) -> str:
         """Write the workers' states durably (temporary file, ``fsync``, rename); the digest is
-        recorded by the :meth:`commit_round` that names it. States must be :func:`storable`."""
+        recorded by the :meth:`commit_round` that names it. States must hold only what ``_encode`` accepts (module doc)."""
         import torch
 
         data = {}

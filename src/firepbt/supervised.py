@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .trainable import clone_state
+
 
 @dataclass(frozen=True)
 class SupervisedData:
@@ -173,7 +175,7 @@ class SupervisedTrainable:
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": {k: v.clone() for k, v in self.model.state_dict().items()},
-                "opt": _clone(self.opt.state_dict()),
+                "opt": clone_state(self.opt.state_dict()),
                 "epoch_state": self.epoch_state.clone(), "pos": self.pos}
 
     def reseed(self, seed: int) -> None:
@@ -184,18 +186,9 @@ class SupervisedTrainable:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
-        self.opt.load_state_dict(_clone(state["opt"]))
+        self.opt.load_state_dict(clone_state(state["opt"]))
         self.gen.set_state(state["epoch_state"])
         self.perm = torch.randperm(len(self.data.x_train), generator=self.gen)
         self.epoch_state = state["epoch_state"].clone()
         self.pos = int(state["pos"])
 
-
-def _clone(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.clone()
-    if isinstance(obj, dict):
-        return {k: _clone(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_clone(v) for v in obj]
-    return obj
