@@ -96,8 +96,8 @@ def test_replay_retraces_the_top_point_not_a_copy_made_at_it(tmp_path):
 
 
 def test_replay_seed_is_no_workers_seed():
+    from firepbt.build import worker_seeds
     from firepbt.replay import replay_seed
-    from firepbt.runner import worker_seeds
 
     for seed in range(20):
         assert replay_seed(seed) not in set(worker_seeds(seed, 50).values())
@@ -136,7 +136,7 @@ def test_replay_equals_a_plain_run_with_the_same_schedule_and_seed(tmp_path):
     cfg = ExperimentConfig(task="mnist1d", method="random", workers=1, steps=90,
                            ready_interval=90, eval_interval=90, seed=0,
                            schedule=json.loads(Schedule.from_json(sched.to_json()).to_json()))
-    from firepbt.runner import worker_seeds
+    from firepbt.build import worker_seeds
 
     s = run(cfg, tmp_path / "rs", factory=lambda seed: MNIST1DTrainable(seed, hidden=32),
             space=MNIST1D_SPACE)

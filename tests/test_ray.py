@@ -13,8 +13,9 @@ import pytest
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
 
+from firepbt.build import worker_seeds  # noqa: E402
 from firepbt.config import ExperimentConfig  # noqa: E402
-from firepbt.runner import run, worker_seeds  # noqa: E402
+from firepbt.runner import run  # noqa: E402
 from firepbt.store import Store  # noqa: E402
 from firepbt.tasks.nqm import SPACE, NQMTrainable  # noqa: E402
 

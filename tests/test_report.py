@@ -103,3 +103,100 @@ def test_comparison_records(tmp_path):
     page = report(tmp_path / "cmp", tmp_path / "cmp-report")
     assert "Table 1" in page.read_text()
     json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+
+
+def _text(page) -> str:
+    """The page's visible text (tags removed, whitespace collapsed)."""
+    import html
+    import re
+
+    body = re.sub(r"<img[^>]*>", " ", page.read_text())
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", body)).split())
+
+
+def test_report_tells_what_happened_in_rounded_words(fire_store, tmp_path):
+    from firepbt import open_experiment
+
+    page = report(fire_store, tmp_path / "out")
+    text = _text(page)
+    with open_experiment(fire_store) as exp:
+        top, act = exp.top(), exp.activity()
+    assert f"Winner: worker {top.worker} reached the top objective value {top.value:.4g}" in text
+    assert f"Evaluators: {act.assignments} assigned, {act.successes} successes" in text
+    assert f"P1 {act.exploits[0]}, P2 {act.exploits[1]}" in text
+    assert "lower is better" in text  # the NQM's loss is minimised
+    # no unrounded floats, no unresolved settings
+    import re
+
+    assert not re.search(r"\d\.\d{6,}", text), re.search(r"\d\.\d{6,}", text)
+    assert "null" not in text and "None" not in text
+    # the resolved FIRE layout: 2 x 4 members + 4 evaluators, max_eval_steps 3 ready intervals
+    assert "subpopulations 2" in text and "members_per_subpopulation 4" in text
+    assert "evaluators 4" in text and "max_eval_steps 150" in text
+    # the evaluator table's columns are explained; every figure is there
+    assert "the member of sub-population P(i) whose weights it copied" in text
+    for fig in ("figure4a", "figure4b", "lineage"):
+        assert f'alt="{fig}"' in page.read_text()
+
+
+def _capture_figures(monkeypatch):
+    """Record title, y-label, y-scale, y-limits, y-ticks and data of every figure drawn."""
+    import firepbt.report as rep
+
+    seen = {}
+    original = rep._finish
+
+    def finish(fig, ax, path, title, xlabel, ylabel, log_y=False, legend=True):
+        out = original(fig, ax, path, title, xlabel, ylabel, log_y, legend)
+        seen[path.stem] = {"title": ax.get_title(), "ylabel": ax.get_ylabel(),
+                           "yscale": ax.get_yscale(), "ylim": ax.get_ylim(),
+                           "yticks": list(ax.get_yticks()),
+                           "legend": [t.get_text() for t in ax.get_legend().get_texts()]
+                           if ax.get_legend() else [],
+                           "ydata": [list(line.get_ydata()) for line in ax.get_lines()]}
+        return out
+
+    monkeypatch.setattr(rep, "_finish", finish)
+    return seen
+
+
+def test_figures_of_a_single_minimising_run(fire_store, tmp_path, monkeypatch):
+    seen = _capture_figures(monkeypatch)
+    report(fire_store, tmp_path / "out")
+    f4b = seen["figure4b"]
+    # one run: no spread over seeds claimed; the whole curve shown
+    assert "min-max" not in f4b["title"] and not any("median" in t for t in f4b["legend"])
+    values = [v for line in f4b["ydata"] for v in line]
+    assert f4b["ylim"][0] <= min(values) and f4b["ylim"][1] >= max(values)
+    # the objective as it is (a loss: positive), lower is better, log axis over decades
+    assert min(values) > 0 and "lower is better" in f4b["ylabel"]
+    assert f4b["yscale"] == ("log" if max(values) > 10 * min(values) else "linear")
+    # the hyperparameter has one name in every figure; worker ticks are whole numbers
+    assert seen["figure4a"]["ylabel"] == "lr"
+    assert all(float(t).is_integer() for t in seen["lineage"]["yticks"])
+
+
+def test_story_of_a_fabricated_run():
+    from firepbt.report import ExperimentData, SubpopulationBand, story
+    from firepbt.results import Activity, TopPoint
+
+    data = ExperimentData(
+        "s", {"method": "fire", "task": "mnist1d", "workers": 12, "steps": 1500, "seed": 3},
+        "lambda", 1500, True, 1, 0.912345678, 0.905,
+        TopPoint(2, 1375, 0.9187654, 0.9101), {"test": 0.93456789, "value": 0.99},
+        ((0, 750, 0.3), (750, 1500, 0.03)), (SubpopulationBand(0, (0, 125), (0.2, 0.05),
+                                                               (0.1, 0.01), (0.3, 0.1)),),
+        (), (), (), (), None, {}, {}, "max",
+        {"subpopulations": 2, "members_per_subpopulation": 4, "evaluators": 4},
+        Activity({0: 7, 1: 5}, 9, 2, {}),
+        ((0, 750, {"lambda": 0.3}), (750, 1500, {"lambda": 0.03})), {"lambda": 0.0312345})
+    text = " ".join(story(data))
+    assert "12 workers (2 sub-populations of 4 members, 4 evaluators) x 1,500 steps" in text
+    assert "Winner: worker 2 reached the top validation value 0.9188 at step 1,375, test " \
+        "0.9101 there." in text
+    assert "best member is worker 1: validation 0.9123, test 0.905, hyperparameters " \
+        "lambda 0.03123" in text
+    assert "starts at lambda 0.3 and ends at lambda 0.03, in 2 pieces" in text
+    assert "full training set, that schedule gives test 0.9346" in text
+    assert "P1 7, P2 5" in text and "9 assigned, 2 successes" in text
+    assert "P1 0.2 -> 0.05" in text and "higher is better" in text

@@ -319,9 +319,9 @@ def test_training_runs_with_the_configured_threads_and_restores_them(tmp_path, m
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     else:
         monkeypatch.setenv("OMP_NUM_THREADS", omp)
-    from firepbt import runner as runner_module
+    from firepbt import threads as threads_module
 
-    monkeypatch.setattr(runner_module, "_busy_cores", lambda window: load)
+    monkeypatch.setattr(threads_module, "_busy_cores", lambda window: load)
     if expected == "cpus":
         expected = len(os.sched_getaffinity(0))
     elif expected == "cpus-1":
@@ -365,7 +365,7 @@ def test_the_python_api_shows_progress_when_asked(tmp_path, capsys):
 def test_busy_cores_reads_the_machine():
     import os
 
-    from firepbt.runner import _busy_cores
+    from firepbt.threads import _busy_cores
 
     busy = _busy_cores(0.05)
     if not os.path.exists("/proc/stat"):

@@ -107,11 +107,12 @@ def test_every_task_default_is_a_fire_layout_that_evolves(name):
     """Each task's defaults (and presets) must be accepted for FIRE PBT: a layout in which a
     sub-population could never evolve is refused (11 workers used to be the default)."""
     from firepbt.config import ExperimentConfig
-    from firepbt.runner import fire_layout
+    from firepbt.controllers.fire import fire_split
 
     task = get_task(name)
     for preset in task.presets or (None,):
-        d = task.settings(preset)
-        cfg = ExperimentConfig(task=name, method="fire", **d)
-        n_sub, size, n_eval = fire_layout(cfg)
-        assert size >= 4 and n_eval >= 4 * (n_sub - 1)
+        for comparison in (False, True):
+            d = task.settings(preset, comparison=comparison)
+            cfg = ExperimentConfig(task=name, method="fire", **d)
+            n_sub, size, n_eval = fire_split(cfg.workers, cfg.n_subpopulations, cfg.quantile)
+            assert size >= 4 and n_eval >= 4 * (n_sub - 1)

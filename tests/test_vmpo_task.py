@@ -7,13 +7,18 @@ import numpy as np
 import pytest
 from helpers import C0, C1, colour_pixels
 
+from firepbt.build import build_controller
 from firepbt.cli import _config_from_args, _parser
 from firepbt.compare import RunSpec, markdown
 from firepbt.config import ExperimentConfig
+from firepbt.controllers.fire import fire_split
 from firepbt.errors import ConfigError
-from firepbt.runner import build_controller, fire_layout
 from firepbt.tasks import get_task
 from firepbt.tasks.vmpo import EPSILON_ETA_FACTORS, LR_FACTORS, SPACE, fire_settings
+
+
+def fire_layout(cfg):
+    return fire_split(cfg.workers, cfg.n_subpopulations, cfg.quantile)
 
 
 def test_fire_settings_scale_with_training_length():
@@ -77,12 +82,11 @@ def test_per_name_factors_in_the_config_round_trip_and_reach_the_controller():
 
 def test_comparison_passes_the_fire_settings_and_labels_constant_random_search():
     fire = RunSpec("vmpo", "fire", 12, 0, 2000, 20, 5, 200, 340, 2)
-    args = fire.run_args(__import__("pathlib").Path("x"))
-    assert args[args.index("--min-steps-before-eval") + 1] == "340"
-    assert args[args.index("--subpopulations") + 1] == "2"
-    assert args[args.index("--max-eval-steps") + 1] == "200"
-    pbt = RunSpec("vmpo", "pbt", 12, 0, 2000, 20, 5, 200, 340, 2)
-    assert "--subpopulations" not in pbt.run_args(__import__("pathlib").Path("x"))
+    cfg = fire.config()
+    assert (cfg.min_steps_before_eval, cfg.n_subpopulations, cfg.max_eval_steps) == (340, 2, 200)
+    assert (cfg.executor, cfg.threads) == ("local", 1)
+    pbt = RunSpec("vmpo", "pbt", 12, 0, 2000, 20, 5, 200, 340, 2).config()
+    assert (pbt.n_subpopulations, pbt.max_eval_steps) == (None, None)
     assert RunSpec("vmpo", "random", 12, 0, 2000, 20, 5).label == "Random search (constant)"
     assert RunSpec("mnist1d", "random", 22, 0, 6000, 125, 25).label == "RS hand-tuned schedule"
 

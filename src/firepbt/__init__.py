@@ -10,16 +10,18 @@ from .config import ExperimentConfig
 from .controllers import PBT, Controller, FirePBT, RandomSearch, fire_split
 from .curves import Curve, best_score_diff, binom_test, smooth
 from .errors import ConfigError, FirePBTError, StoreError, TrainableError
-from .runner import Summary, resume, run, summarize
+from .results import Experiment, Summary, TopPoint, open_experiment, summarize
+from .runner import resume, run
 from .schedule import Schedule, Segment, hand_tuned
 from .space import Categorical, IntRange, LogUniform, Space, Uniform
 from .trainable import FunctionTrainable, Trainable, function_trainable
 
 __all__ = [
-    "Categorical", "ConfigError", "Controller", "Curve", "ExperimentConfig", "FirePBT",
+    "Categorical", "ConfigError", "Controller", "Curve", "Experiment", "ExperimentConfig", "FirePBT",
     "FirePBTError", "FunctionTrainable", "IntRange", "LogUniform", "PBT", "RandomSearch",
-    "Schedule", "Segment", "Space", "StoreError", "Summary", "Trainable", "TrainableError",
+    "Schedule", "Segment", "Space", "StoreError", "Summary", "TopPoint", "Trainable",
+    "TrainableError",
     "Uniform", "best_score_diff", "binom_test", "fire_split", "function_trainable",
-    "hand_tuned", "resume", "run", "smooth", "summarize",
+    "hand_tuned", "open_experiment", "resume", "run", "smooth", "summarize",
 ]
 __version__ = "0.1.0"

@@ -127,7 +127,11 @@ def _parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("replay", help="retrain the top schedule from scratch on the full "
                         "training set and report its test score (paper 4.1)")
-    rp.add_argument("store", help="the store folder (a built-in task's)")
+    rp.add_argument("store", help="the store folder")
+    rp.add_argument("--factory", default=None,
+                    help="an experiment on your own trainable: module:callable, the factory "
+                    "(seed -> Trainable) it ran with, e.g. my_training:make (imported from the "
+                    "current folder); built-in tasks need none")
     rp.add_argument("--json", action="store_true", help="print one JSON object")
 
     c = sub.add_parser("compare", help="methods x worker counts x seeds, resumable; writes "
@@ -141,15 +145,19 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--preset", default=None,
                    help="tasks with presets (vmpo*): their settings (default: the first)")
     c.add_argument("--workers", type=_positive_int("workers"), default=None,
-                   help="workers of random search and PBT (default 22, or the preset's)")
+                   help="workers of random search and PBT (default: the task's compare "
+                   "settings, see 'firepbt tasks', or the preset's)")
     c.add_argument("--fire-workers", type=int, nargs="+", default=None,
                    help="FIRE PBT worker counts (e.g. 22 36 50; default: --workers)")
     c.add_argument("--steps", type=_positive_int("steps"), default=None,
-                   help="default 6000, or the preset's")
+                   help="training steps per worker (default: the task's compare settings, "
+                   "or the preset's)")
     c.add_argument("--ready-interval", type=_positive_int("ready_interval"), default=None,
-                   help="default 125, or the preset's")
+                   help="steps per round (default: the task's compare settings, or the "
+                   "preset's)")
     c.add_argument("--eval-interval", type=_positive_int("eval_interval"), default=None,
-                   help="default 25, or the preset's")
+                   help="steps between evaluations (default: the task's compare settings, "
+                   "or the preset's)")
     c.add_argument("--max-eval-steps", type=_positive_int("max_eval_steps"), default=None,
                    help="FIRE PBT: as for 'run' (default 3 ready intervals, or the preset's)")
     c.add_argument("--min-steps-before-eval", type=int, nargs="+", default=None,
@@ -357,6 +365,8 @@ def _print_summary(summary: Any) -> None:
         else:
             print(f"Top objective over the run: {summary.top_value:.4f} {where}")
     _print_activity(summary.activity)
+    if summary.random_schedule:
+        print(f"Random search: {summary.random_schedule}.")
     print(f"Store: {summary.store}  (firepbt status {summary.store})")
 
 
@@ -403,7 +413,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from .runner import resume, summarize
+    from .results import summarize
+    from .runner import resume
     from .store import Store
 
     st = Store.open(args.store)
@@ -423,7 +434,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def status_dict(path: str) -> dict[str, Any]:
-    from .runner import summarize
+    from .results import summarize
     from .store import Store
 
     writer = Store.writer_pid(path)
@@ -448,6 +459,7 @@ def status_dict(path: str) -> dict[str, Any]:
         "eval_seconds": sum(r.eval_seconds for r in rounds),
         "decide_seconds": sum(r.decide_seconds for r in rounds),
         "activity": None if s.activity is None else s.activity.to_dict(),
+        "random_schedule": s.random_schedule,
     }
 
 
@@ -498,15 +510,22 @@ def cmd_tasks(args: argparse.Namespace) -> int:
             fire = (f", FIRE: {d['n_subpopulations']} sub-populations, min steps before eval "
                     f"{d['min_steps_before_eval']}, max eval steps {d['max_eval_steps']}")
         presets = f"; presets {', '.join(task.presets)}" if task.presets else ""
-        print(f"{'':13s} defaults: {d['workers']} workers, {d['steps']} steps, ready every "
-              f"{d['ready_interval']}, eval every {d['eval_interval']}{fire}; tuned: "
+        print(f"{'':13s} defaults: {_settings(d)}{fire}; tuned: "
               f"{', '.join(task.space.params)}{presets}")
+        c = task.settings(comparison=True)
+        if c != d:
+            print(f"{'':13s} compare: {_settings(c)}")
     return 0
+
+
+def _settings(d: dict[str, Any]) -> str:
+    return (f"{d['workers']} workers, {d['steps']} steps, ready every {d['ready_interval']}, "
+            f"eval every {d['eval_interval']}")
 
 
 def cmd_lineage(args: argparse.Namespace) -> int:
     from .lineage import chain, schedule
-    from .runner import summarize
+    from .results import summarize
     from .store import Store
 
     st = Store.open(args.store, readonly=True)
@@ -538,21 +557,25 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from .replay import replay_store
+    from .replay import load_factory, replay_store
 
-    res = replay_store(args.store)
+    factory = None if args.factory is None else load_factory(args.factory)
+    res = replay_store(args.store, factory=factory)
     if args.json:
         print(_json({"worker": res.worker, "step": res.step, "seed": res.seed,
                      "value": res.value, "test": res.test,
                      "schedule": json.loads(res.schedule.to_json())}))
         return 0
     test = "n/a" if res.test is None else f"{res.test:.4f}"
+    data = "on the full training set" if factory is None else f"with {args.factory}"
     print(f"replayed the schedule of worker {res.worker} at step {res.step} (its top validation)"
-          f" from scratch on the full training set, seed {res.seed}:")
+          f" from scratch {data}, seed {res.seed}:")
     for seg in res.schedule.segments:
         print(f"  {_fmt(seg.hparams)} x {seg.steps}")
     if res.test is None:  # no test set: the objective, measured on the data it can see
         print(f"final objective {res.value:.4f} (evaluate() after the last step)")
+    elif factory is not None:
+        print(f"final evaluate() {res.value:.4f}, test {test}")
     else:  # trained on training + validation data: only the test score is a held-out measure
         print(f"final test {test} (the validation split was part of its training data)")
     return 0
@@ -568,14 +591,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from .compare import plan, run_comparison
-    from .config import ExperimentConfig
     from .tasks import get_task
 
     task = get_task(args.task)
-    # tasks with presets use them; the others the paper's Table 1 protocol (4.1.2)
-    d = (task.settings(args.preset, args.steps) if task.presets else
-         task.settings(args.preset) | {"workers": 22, "steps": args.steps or 6000,
-                                       "ready_interval": 125, "eval_interval": 25})
+    # the task's comparison settings ('firepbt tasks'), or its preset's, unless given
+    d = task.settings(args.preset, args.steps, comparison=True)
     workers = _first(args.workers, d["workers"])
     specs = plan(args.task, args.methods, args.seeds, workers, args.fire_workers or [workers],
                  d["steps"], _first(args.ready_interval, d["ready_interval"]),
@@ -584,11 +604,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                  _min_steps(_first(args.min_steps_before_eval, d.get("min_steps_before_eval"),
                                    0)), d.get("n_subpopulations"))
     for s in specs:  # validate every run before starting any
-        ExperimentConfig(task=s.task, method=s.method, workers=s.workers, steps=s.steps,
-                         ready_interval=s.ready_interval, eval_interval=s.eval_interval,
-                         seed=s.seed, max_eval_steps=s.max_eval_steps,
-                         min_steps_before_eval=s.min_steps_before_eval,
-                         n_subpopulations=s.n_subpopulations)
+        s.config()
     t0 = time.time()
 
     def update(done: int, total: int, last: str) -> None:

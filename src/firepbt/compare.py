@@ -2,7 +2,8 @@
 
 Every run is an ordinary store under ``OUT/runs``; running the same command again skips
 finished runs and resumes stopped ones, so a comparison can be stopped (or killed) and resumed.
-Runs go one per core, each on one thread with the local executor: measured faster here than
+Runs go one per core (child processes running the Python API's :func:`firepbt.run`), each on
+one thread with the local executor: measured faster here than
 the vectorized executor on one thread (benchmarks/vectorized.py); results agree to rounding.
 Each finished run is replayed (schedule of its top validation score, trained from scratch on
 the full training set). The table - mean +- std over seeds of the top validation score, the
@@ -27,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import METHODS
+from .config import METHODS, ExperimentConfig
 from .errors import ConfigError, check
 
 LABELS = {"random": "RS hand-tuned schedule", "pbt": "PBT", "fire": "FIRE PBT"}
@@ -66,20 +67,17 @@ class RunSpec:
                 return "Random search (constant)"
         return LABELS[self.method]
 
-    def run_args(self, store: Path) -> list[str]:
-        args = ["run", self.task, "--method", self.method, "--workers", str(self.workers),
-                "--steps", str(self.steps), "--seed", str(self.seed), "--ready-interval",
-                str(self.ready_interval), "--eval-interval", str(self.eval_interval),
-                "--store", str(store), "--no-progress", "--executor", "local", "--threads", "1"]
+    def config(self) -> ExperimentConfig:
+        """The run's configuration: local executor, one thread (runs go one per core)."""
+        fire: dict[str, Any] = {}
         if self.method == "fire":
-            if self.max_eval_steps is not None:
-                args += ["--max-eval-steps", str(self.max_eval_steps)]
-            ms = self.min_steps_before_eval
-            args += ["--min-steps-before-eval",
-                     *[str(x) for x in (ms if isinstance(ms, (list, tuple)) else [ms])]]
-            if self.n_subpopulations is not None:
-                args += ["--subpopulations", str(self.n_subpopulations)]
-        return args
+            fire = {"max_eval_steps": self.max_eval_steps,
+                    "min_steps_before_eval": self.min_steps_before_eval,
+                    "n_subpopulations": self.n_subpopulations}
+        return ExperimentConfig(
+            task=self.task, method=self.method, workers=self.workers, steps=self.steps,
+            ready_interval=self.ready_interval, eval_interval=self.eval_interval,
+            seed=self.seed, executor="local", threads=1, **fire)
 
 
 def plan(task: str, methods: Sequence[str], seeds: Sequence[int], workers: int,
@@ -118,8 +116,8 @@ def _state(store: Path) -> str:
 
 def _one(spec: RunSpec, store: Path) -> None:
     """Bring one run to 'done' (called in a child process)."""
-    from .cli import main
     from .replay import replay_store
+    from .runner import resume, run
 
     state = _state(store)
     if state == "new":
@@ -127,13 +125,9 @@ def _one(spec: RunSpec, store: Path) -> None:
             import shutil
 
             shutil.rmtree(store)
-        code = main(spec.run_args(store))
+        run(spec.config(), store, progress=False)
     elif state == "partial":
-        code = main(["resume", str(store), "--no-progress"])
-    else:
-        code = 0
-    if code != 0:
-        raise SystemExit(code)
+        resume(store, progress=False)
     if _state(store) == "trained":
         replay_store(str(store))
 
@@ -203,22 +197,19 @@ def _mean_std(xs: list[float]) -> tuple[float, float]:
 
 def run_measures(store: Path) -> dict[str, Any]:
     """The paper's measures for one store, plus compute and wall time."""
+    from .results import top_measures
     from .store import Store
 
     st = Store.open(store, readonly=True)
     try:
-        from .config import ExperimentConfig
-        from .runner import _candidates, top_measures
-
-        cfg = ExperimentConfig.from_dict(st.config)
-        top = top_measures(st, _candidates(cfg))
+        top = top_measures(st)
         replay = json.loads(st.meta("replay") or "null")
         final = json.loads(st.meta("final") or "null")
         rounds = st.rounds()
         created = float(st.meta("created_at") or 0)
         return {
-            "top_value": None if top is None else top[2],
-            "top_test": None if top is None else top[3],
+            "top_value": None if top is None else top.value,
+            "top_test": None if top is None else top.test,
             "replay_test": None if replay is None else replay["test"],
             "replay_value": None if replay is None else replay["value"],
             "final_test": None if final is None else final["test"],

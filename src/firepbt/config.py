@@ -24,7 +24,7 @@ class ExperimentConfig:
     is per sub-population (paper 3.2): one int for every parent sub-population, or one int per
     sub-population (P1's is ignored: P1 members are never evaluated). ``threads`` is PyTorch's
     intra-op thread count while this process trains (local and vectorized executors): None
-    means the cores that are free when the run starts (:func:`firepbt.runner.auto_threads`;
+    means the cores that are free when the run starts (:func:`firepbt.threads.auto_threads`;
     threads beyond the free cores oversubscribe them and slow small models down several
     times), N exactly N, 0 PyTorch's own setting. Ray actors use one thread per CPU they
     declare; ``firepbt compare`` runs one single-threaded run per core.

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from .config import ExperimentConfig
+from .errors import ConfigError
 from .lineage import schedule as lineage_schedule
-from .runner import _candidates, top_measures
+from .results import top_measures
 from .schedule import Schedule
 from .store import Store
 from .trainable import TrainableFactory, mode_of, test_of
@@ -53,25 +54,33 @@ def replay_seed(experiment_seed: int) -> int:
 
 def top_schedule(store: Store) -> tuple[Schedule, int, int]:
     """The schedule behind the top validation score of a store, with its worker and step."""
-    cfg = ExperimentConfig.from_dict(store.config)
-    top = top_measures(store, _candidates(cfg))
+    top = top_measures(store)
     if top is None:
         raise ValueError("the store has no evaluation yet")
-    worker, step = top[0], top[1]
+    worker, step = top.worker, top.step
     return lineage_schedule(store, worker, step), worker, step
 
 
 def replay_store(path: str, *, factory: TrainableFactory | None = None,
                  options: Mapping[str, Any] | None = None, record: bool = True) -> ReplayResult:
-    """Replay the top schedule of a store on the full training set (built-in tasks)."""
-    from .tasks import get_task
+    """Replay the top schedule of a store from scratch and record its result.
+
+    Built-in tasks train on the full training set (training plus validation split, paper
+    4.1). For an experiment run on your own trainable, give the ``factory`` it was run with
+    (``seed -> Trainable``; to replay on more data, a factory that builds it so): its
+    ``evaluate()`` and ``test()`` after the last step are the result."""
+    from .tasks import TASKS
 
     st = Store.open(path)
     try:
         cfg = ExperimentConfig.from_dict(st.config)
+        if factory is None and cfg.task not in TASKS:
+            raise ConfigError("factory", "the trainable factory the experiment ran with (task "
+                              f"{cfg.task!r} is not built in): replay_store(path, factory=...) "
+                              "or 'firepbt replay STORE --factory module:callable'", None)
         sched, worker, step = top_schedule(st)
         if factory is None:
-            task = get_task(cfg.task)
+            task = TASKS[cfg.task]
             opts = dict(cfg.task_options)
             if "full_train" in task.options:
                 opts["full_train"] = True
@@ -90,3 +99,28 @@ def replay_store(path: str, *, factory: TrainableFactory | None = None,
         return result
     finally:
         st.close()
+
+
+def load_factory(spec: str) -> TrainableFactory:
+    """``module:callable`` (e.g. ``my_training:make``) -> the callable, imported from the
+    current directory or the Python path; a clear error naming ``factory`` otherwise."""
+    import importlib
+    import sys
+
+    module, sep, name = spec.partition(":")
+    what = "module:callable naming your trainable factory (seed -> Trainable)"
+    if not sep or not module or not name:
+        raise ConfigError("factory", what, spec)
+    if "" not in sys.path:
+        sys.path.insert(0, "")
+    try:
+        obj: Any = importlib.import_module(module)
+    except ImportError as exc:
+        raise ConfigError("factory", what, f"{spec} (cannot import {module!r}: {exc})") from None
+    for part in name.split("."):
+        if not hasattr(obj, part):
+            raise ConfigError("factory", what, f"{spec} ({module!r} has no {name!r})")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ConfigError("factory", what, f"{spec} (not callable)")
+    return obj  # type: ignore[no-any-return]

@@ -30,7 +30,15 @@ from .executor import score_of
 from .lineage import chain
 from .lineage import schedule as lineage_schedule
 from .records import AssignEvaluator, EvaluatorSuccess, StopEvaluator
-from .runner import _candidates, summarize, top_measures
+from .results import (
+    Activity,
+    TopPoint,
+    activity,
+    best_effort_workers,
+    resolved_settings,
+    summarize,
+    top_measures,
+)
 from .store import Store
 
 
@@ -77,7 +85,7 @@ class ExperimentData:
     best_worker: int | None
     best_value: float | None
     best_test: float | None
-    top: tuple[int, int, float, float | None] | None
+    top: TopPoint | None
     replay: dict[str, Any] | None
     best_schedule: tuple[tuple[int, int, float], ...]  # (start, stop, value of param)
     bands: tuple[SubpopulationBand, ...]
@@ -88,6 +96,12 @@ class ExperimentData:
     curve_pair: CurvePair | None
     compute: dict[str, float] = field(default_factory=dict)
     decision_counts: dict[str, int] = field(default_factory=dict)
+    mode: str = "max"  # "min": lower values are better (e.g. the NQM's loss)
+    settings: dict[str, Any] = field(default_factory=dict)  # resolved_settings()
+    activity: Activity | None = None
+    # every hyperparameter of the best schedule: (start, stop, hparams)
+    best_segments: tuple[tuple[int, int, dict[str, Any]], ...] = ()
+    best_hparams: dict[str, Any] | None = None
 
 
 def _num(value: Any) -> float:
@@ -130,20 +144,22 @@ def experiment_data(path: str | Path) -> ExperimentData:
         rounds = st.rounds()
         initial = json.loads(st.meta("initial_runner_state") or '{"workers": {}}')
         param = _param_of(cfg, initial)
-        candidates = _candidates(cfg)
+        candidates = best_effort_workers(cfg)
         top = top_measures(st, candidates)
         replay = json.loads(st.meta("replay") or "null")
 
         # best schedule: the one behind the top validation score
         best_sched: list[tuple[int, int, float]] = []
+        segments: list[tuple[int, int, dict[str, Any]]] = []
         lineage_rows: list[tuple[int, int, int, int | None, str | None]] = []
         if top is not None:
             pos = 0
-            for seg in lineage_schedule(st, top[0], top[1]).segments:
+            for seg in lineage_schedule(st, top.worker, top.step).segments:
                 best_sched.append((pos, pos + seg.steps, _num(seg.hparams.get(param))))
+                segments.append((pos, pos + seg.steps, dict(seg.hparams)))
                 pos += seg.steps
             lineage_rows = [(lk.worker, lk.start, lk.stop, lk.received_from, lk.via)
-                            for lk in chain(st, top[0], top[1])]
+                            for lk in chain(st, top.worker, top.step)]
 
         # Figure 4a bands: hyperparameters in force during each round, per sub-population
         states = [initial["workers"]] + [r.runner_state["workers"] for r in rounds[:-1]]
@@ -205,7 +221,7 @@ def experiment_data(path: str | Path) -> ExperimentData:
                     _num(hp[param]) if param in hp else None))
                 # the most telling example: the success with the longest evaluator curve
                 if pair is None or d.trained_steps > pair.success_step - pair.evaluator_curve[0][0]:
-                    pair = _curve_pair(st, d, step, mode)
+                    pair = _curve_pair(st, d, step)
         compute = {"train_seconds": sum(r.train_seconds for r in rounds),
                    "eval_seconds": sum(r.eval_seconds for r in rounds),
                    "controller_seconds": sum(r.decide_seconds for r in rounds)}
@@ -213,18 +229,19 @@ def experiment_data(path: str | Path) -> ExperimentData:
             str(st.path), cfg.to_dict(), param, summary.steps_done, summary.finished,
             summary.best_worker, summary.best_value, summary.best_test, top, replay,
             tuple(best_sched), tuple(bands), tuple(best_so_far), top_at_step, tuple(events),
-            tuple(lineage_rows), pair, compute, counts)
+            tuple(lineage_rows), pair, compute, counts, mode, resolved_settings(cfg), activity(st),
+            tuple(segments), summary.best_hparams)
     finally:
         st.close()
 
 
-def _curve_pair(st: Store, d: EvaluatorSuccess, step: int, mode: str) -> CurvePair:
+def _curve_pair(st: Store, d: EvaluatorSuccess, step: int) -> CurvePair:
+    """The two curves as evaluated (values, not scores: a loss stays a loss)."""
     start = step - d.trained_steps
     # the evaluator's curve starts with its parent's evaluation at the copy step (3.1.1, x_1)
-    ev = [(s, score_of(v, mode)) for _r, _w, s, v in st.evaluations(d.parent) if s == start]
-    ev += [(s, score_of(v, mode)) for _r, _w, s, v in st.evaluations(d.evaluator)
-           if start < s <= step]
-    tg = [(s, score_of(v, mode)) for _r, _w, s, v in st.evaluations(d.target)
+    ev = [(s, v) for _r, _w, s, v in st.evaluations(d.parent) if s == start]
+    ev += [(s, v) for _r, _w, s, v in st.evaluations(d.evaluator) if start < s <= step]
+    tg = [(s, v) for _r, _w, s, v in st.evaluations(d.target)
           if start - 2 * d.trained_steps <= s <= step]
     return CurvePair(d.evaluator, d.target, step, tuple(ev), tuple(tg))
 
@@ -239,6 +256,10 @@ class ComparisonData:
     top_at_step: dict[str, tuple[tuple[tuple[int, float], ...], ...]]  # per method, per seed
     best_schedule: dict[str, tuple[tuple[int, int, float], ...]]  # per method (best seed)
     runs: tuple[str, ...]
+    mode: str = "max"
+    param: str = "lr"
+    best_segments: dict[str, tuple[tuple[int, int, dict[str, Any]], ...]] = field(
+        default_factory=dict)  # per method (best seed): every hyperparameter
 
 
 def comparison_data(folder: str | Path) -> ComparisonData:
@@ -251,19 +272,110 @@ def comparison_data(folder: str | Path) -> ComparisonData:
     curves: dict[str, list[tuple[tuple[int, float], ...]]] = {}
     tops: dict[str, list[tuple[tuple[int, float], ...]]] = {}
     best: dict[str, tuple[float, tuple[tuple[int, int, float], ...]]] = {}
+    segs: dict[str, tuple[float, tuple[tuple[int, int, dict[str, Any]], ...]]] = {}
+    mode, param = "max", "lr"
     for s in specs:
         data = experiment_data(folder / "runs" / s.name)
         curves.setdefault(s.label, []).append(data.best_so_far)
         tops.setdefault(s.label, []).append(data.top_at_step)
         if data.top is not None:
-            score = data.top[2] if data.config.get("task") != "nqm" else -data.top[2]
+            score = score_of(data.top.value, data.mode)
             if s.label not in best or score > best[s.label][0]:
                 best[s.label] = (score, data.best_schedule)
+                segs[s.label] = (score, data.best_segments)
+        mode, param = data.mode, data.param
     md = (folder / "table1.md").read_text() if (folder / "table1.md").exists() else ""
     return ComparisonData(str(folder), md, tuple(rows), tuple(curves),
                           {k: tuple(v) for k, v in curves.items()},
                           {k: tuple(v) for k, v in tops.items()},
-                          {k: v[1] for k, v in best.items()}, tuple(s.name for s in specs))
+                          {k: v[1] for k, v in best.items()}, tuple(s.name for s in specs),
+                          mode, param, {k: v[1] for k, v in segs.items()})
+
+
+# -- words ----------------------------------------------------------------------------------
+
+_METHOD_NAMES = {"fire": "FIRE PBT", "pbt": "PBT", "random": "random search"}
+
+
+def fmt_num(x: Any) -> str:
+    """A value rounded for reading: 4 significant digits (``n/a`` for None or NaN)."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return str(x)
+    if isinstance(x, int):
+        return f"{x:,}"
+    return f"{x:.4g}"
+
+
+def _hp(hparams: dict[str, Any] | None) -> str:
+    if not hparams:
+        return "-"
+    return ", ".join(f"{k} {fmt_num(v)}" for k, v in hparams.items())
+
+
+def _objective(data: ExperimentData) -> str:
+    return "objective" if data.best_test is None and (data.top is None or data.top.test is None) \
+        else "validation"
+
+
+def story(data: ExperimentData) -> list[str]:
+    """What happened in a run, in a few sentences (the report's opening)."""
+    cfg, st = data.config, data.settings
+    method = _METHOD_NAMES.get(cfg["method"], cfg["method"])
+    what = _objective(data)
+    better = "lower is better" if data.mode == "min" else "higher is better"
+    layout = ""
+    if cfg["method"] == "fire":
+        layout = (f" ({st['subpopulations']} sub-populations of {st['members_per_subpopulation']}"
+                  f" members, {st['evaluators']} evaluators)")
+    state = "finished" if data.finished else "stopped or still running"
+    out = [f"{method} on {cfg['task']}: {cfg['workers']} workers{layout} x {cfg['steps']:,} "
+           f"steps, seed {cfg['seed']}; {state} at step {data.steps_done:,}. The {what} "
+           f"value is what the trainable's evaluate() returns ({better})."]
+    if data.top is not None:
+        test = "" if data.top.test is None else f", test {fmt_num(data.top.test)} there"
+        out.append(f"Winner: worker {data.top.worker} reached the top {what} value "
+                   f"{fmt_num(data.top.value)} at step {data.top.step:,}{test}.")
+    if data.best_worker is not None:
+        test = "" if data.best_test is None else f", test {fmt_num(data.best_test)}"
+        out.append(f"{'At the end' if data.finished else 'Now'}, the best member is worker "
+                   f"{data.best_worker}: {what} {fmt_num(data.best_value)}{test}, "
+                   f"hyperparameters {_hp(data.best_hparams)}.")
+    if data.best_segments:
+        first, last = data.best_segments[0][2], data.best_segments[-1][2]
+        n = len(data.best_segments)
+        if n == 1:
+            out.append(f"The winning schedule kept {_hp(first)} throughout.")
+        else:
+            out.append(f"The winning schedule (table below) starts at {_hp(first)} and ends at "
+                       f"{_hp(last)}, in {n} pieces.")
+    if data.replay is not None:
+        if data.replay.get("test") is not None:
+            out.append(f"Retrained from scratch on the full training set, that schedule gives "
+                       f"test {fmt_num(data.replay['test'])}.")
+        else:
+            out.append(f"Retrained from scratch, that schedule ends at {what} "
+                       f"{fmt_num(data.replay['value'])}.")
+    act = data.activity
+    if act is not None and cfg["method"] == "fire":
+        ex = ", ".join(f"P{i + 1} {n}" for i, n in act.exploits.items())
+        out.append(f"Exploits (a member copying a better one of its sub-population): {ex}. "
+                   f"Evaluators: {act.assignments} assigned, {act.successes} successes "
+                   "(a parent's weights, trained with the hyperparameters of a target in the "
+                   "sub-population below, improved faster than the target and replaced its "
+                   "weights).")
+    elif act is not None and cfg["method"] == "pbt":
+        out.append(f"Exploits (a bottom member copying a top one): {sum(act.exploits.values())}.")
+    moves = []
+    for band in data.bands:
+        if band.median:
+            moves.append(f"P{band.subpopulation + 1} {fmt_num(band.median[0])} -> "
+                         f"{fmt_num(band.median[-1])}")
+    if cfg["method"] == "fire" and moves:
+        out.append(f"Median {data.param} per sub-population, first round -> last: "
+                   f"{'; '.join(moves)} (Figure 4a).")
+    return out
 
 
 # -- rendering ------------------------------------------------------------------------------
@@ -277,23 +389,24 @@ def _plt():  # type: ignore[no-untyped-def]
     return plt
 
 
-def _has_positive_data(ax) -> bool:  # type: ignore[no-untyped-def]
-    for line in ax.get_lines():
-        y = np.asarray(line.get_ydata(), dtype=float)
-        if np.any(np.isfinite(y) & (y > 0)):
-            return True
-    return False
+def _spans_decades(ax, factor: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+    """Whether the plotted values are all positive and differ by more than ``factor``."""
+    ys = [np.asarray(line.get_ydata(), dtype=float) for line in ax.get_lines()]
+    vals = np.concatenate([y[np.isfinite(y)] for y in ys]) if ys else np.array([])
+    return bool(vals.size) and bool(np.all(vals > 0)) and vals.max() > factor * vals.min()
 
 
 def _finish(fig, ax, path: Path, title: str, xlabel: str, ylabel: str,  # type: ignore[no-untyped-def]
             log_y: bool = False, legend: bool = True) -> Path:
-    """Label, lay out, save and close one figure."""
+    """Label, lay out, save and close one figure. ``log_y``: a log axis where the values are
+    positive and span more than a factor of 10."""
     plt = _plt()
-    if log_y and _has_positive_data(ax):  # a log axis needs a positive value to show
+    if log_y and _spans_decades(ax):
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title(title, fontsize=11)
+    ax.grid(alpha=0.3)
     if legend:
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -310,15 +423,18 @@ def _step_xy(sched: Sequence[tuple[int, int, float]]) -> tuple[list[int], list[f
     return xs, ys
 
 
+def _value_label(mode: str, what: str = "validation value") -> str:
+    return f"{what} (lower is better)" if mode == "min" else what
+
+
 def figure1(data: ComparisonData, path: Path,
-            title: str = "Figure 1: hand-tuned schedule vs the best schedules found",
-            ylabel: str = "schedule hyperparameter (λ)") -> Path:
+            title: str = "Figure 1: the hand-tuned schedule and the best schedules found") -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 3.6))
     for label, sched in data.best_schedule.items():
         xs, ys = _step_xy(sched)
         ax.plot(xs, ys, label=label, lw=2 if "FIRE" in label else 1.5)
-    return _finish(fig, ax, path, title, "training step", ylabel, log_y=True)
+    return _finish(fig, ax, path, title, "training step", data.param, log_y=True)
 
 
 def figure4a(data: ExperimentData, path: Path) -> Path:
@@ -330,14 +446,14 @@ def figure4a(data: ExperimentData, path: Path) -> Path:
         ax.fill_between(band.steps, band.low, band.high, step="post", alpha=0.2,
                         color=line.get_color())
     xs, ys = _step_xy(data.best_schedule)
-    ax.plot(xs, ys, color="black", lw=1.5, ls="--", label="best schedule")
+    ax.plot(xs, ys, color="black", lw=1.5, ls="--", label="winning schedule")
     succ = [(e.step, e.value) for e in data.events if e.kind == "evaluator_success"
             and e.value is not None]
     if succ:
         ax.scatter([s for s, _ in succ], [v for _, v in succ], s=40, facecolors="none",
                    edgecolors="black", zorder=5, label="evaluator success")
-    return _finish(fig, ax, path, "Figure 4a: sub-population hyperparameters (median, 10-90%)",
-                   "training step", data.param, log_y=True)
+    return _finish(fig, ax, path, f"Figure 4a: {data.param} per sub-population "
+                   "(median, 10-90%)", "training step", data.param, log_y=True)
 
 
 def _across_runs(curves: dict[str, Sequence[Sequence[tuple[int, float]]]]
@@ -353,19 +469,24 @@ def _across_runs(curves: dict[str, Sequence[Sequence[tuple[int, float]]]]
 
 
 def figure4b(curves: dict[str, Sequence[Sequence[tuple[int, float]]]], path: Path,
-             ylabel: str = "best validation so far",
-             title: str = "Figure 4b: best validation score reached by each step "
-             "(min-max over seeds)") -> Path:
+             mode: str = "max", what: str = "validation value") -> Path:
+    """The best value reached by each step: one line per run, or per method the median
+    across runs with the min-max range shaded."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 3.6))
-    for label, steps, mat in _across_runs(curves):
-        line, = ax.plot(steps, np.median(mat, 0), label=f"{label} (median of {len(mat)})")
-        ax.fill_between(steps, mat.min(0), mat.max(0), alpha=0.2, color=line.get_color())
-    lo = min((v for runs in curves.values() for r in runs for _, v in r[len(r) // 4:]),
-             default=None)
-    if lo is not None:
-        ax.set_ylim(bottom=lo)
-    return _finish(fig, ax, path, title, "training step", ylabel)
+    series = _across_runs(curves)
+    several = any(len(mat) > 1 for _l, _s, mat in series)
+    for label, steps, mat in series:
+        if len(mat) > 1:
+            line, = ax.plot(steps, np.median(mat, 0), label=f"{label} (median of {len(mat)})")
+            ax.fill_between(steps, mat.min(0), mat.max(0), alpha=0.2, color=line.get_color())
+        else:
+            ax.plot(steps, mat[0], label=label)
+    title = f"Figure 4b: best {what} reached by each step"
+    if several:
+        title += " (min-max over seeds)"
+    return _finish(fig, ax, path, title, "training step",
+                   _value_label(mode, f"best {what} so far"), log_y=mode == "min")
 
 
 def figure5(curves: dict[str, Sequence[Sequence[tuple[int, float]]]], path: Path,
@@ -383,7 +504,7 @@ def figure5(curves: dict[str, Sequence[Sequence[tuple[int, float]]]], path: Path
                    "training step", ylabel)
 
 
-def figure3(pair: CurvePair, path: Path) -> Path:
+def figure3(pair: CurvePair, path: Path, mode: str = "max") -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.4))
     ax.plot(*zip(*pair.target_curve, strict=True), "o-", ms=3, label=f"target (worker {pair.target})")
@@ -391,118 +512,203 @@ def figure3(pair: CurvePair, path: Path) -> Path:
             label=f"evaluator (worker {pair.evaluator}; first point: its parent at the copy)")
     ax.axvline(pair.success_step, color="gray", ls=":", label="success")
     return _finish(fig, ax, path, "Evaluator vs target around a success (cf. Figure 3)",
-                   "training step", "validation score")
+                   "training step", _value_label(mode), log_y=mode == "min")
+
+
+_VIA = {"exploit": ("exploit", "tab:blue"), "assign_evaluator": ("evaluator assigned", "tab:orange"),
+        "evaluator_success": ("evaluator success", "tab:green")}
 
 
 def lineage_figure(data: ExperimentData, path: Path) -> Path:
     plt = _plt()
+    from matplotlib.lines import Line2D
+
     fig, ax = plt.subplots(figsize=(7, 3))
+    workers = sorted({w for w, *_ in data.lineage} | {src for *_, src, _v in data.lineage
+                                                      if src is not None})
     for i, (w, a, b, src, via) in enumerate(data.lineage):
-        ax.plot([a, b], [w, w], lw=3)
+        ax.plot([a, b], [w, w], lw=4, color="dimgray", solid_capstyle="butt")
         if src is not None and i > 0:
+            colour = _VIA.get(via or "", ("copy", "gray"))[1]
             ax.annotate("", xy=(a, w), xytext=(a, src),
-                        arrowprops={"arrowstyle": "->", "color": "gray"})
-            ax.text(a, (w + src) / 2, via.replace("_", " ") if via else "", fontsize=6)
-    return _finish(fig, ax, path, "Lineage of the top network: which worker held its weights",
-                   "training step", "worker", legend=False)
+                        arrowprops={"arrowstyle": "->", "color": colour, "lw": 1.5})
+    ax.set_yticks(workers)
+    ax.set_yticklabels([str(w) for w in workers])
+    ax.set_ylim(min(workers) - 0.7, max(workers) + 0.7)
+    used = {via for *_, via in data.lineage if via}
+    handles = [Line2D([], [], color="dimgray", lw=4, label="worker holding the weights")]
+    handles += [Line2D([], [], color=c, lw=1.5, label=f"copy: {name}")
+                for k, (name, c) in _VIA.items() if k in used]
+    ax.legend(handles=handles, fontsize=7, loc="best")
+    return _finish(fig, ax, path, "Lineage of the winning network: which worker held its "
+                   "weights", "training step", "worker", legend=False)
 
 
-def _img(path: Path) -> str:
+def _img(path: Path, caption: str = "") -> str:
     b64 = base64.b64encode(path.read_bytes()).decode()
-    return f'<p><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{b64}"></p>'
+    cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
+    return (f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{b64}">'
+            f"{cap}</figure>")
 
 
-_CSS = ("body{font-family:sans-serif;max-width:960px;margin:2em auto;color:#222}"
-        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"
-        "padding:3px 6px}th{background:#f3f3f3}code,pre{background:#f6f6f6}")
+_CSS = ("body{font-family:sans-serif;max-width:960px;margin:2em auto;color:#222;line-height:1.4}"
+        "table{border-collapse:collapse;font-size:13px;margin:.5em 0}td,th{border:1px solid #ccc;"
+        "padding:3px 6px;text-align:left}th{background:#f3f3f3}code,pre{background:#f6f6f6}"
+        "figure{margin:1em 0}figcaption{font-size:13px;color:#555}"
+        ".story p{margin:.3em 0}.note{font-size:13px;color:#555}")
+
+
+def _table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    h = "".join(f"<th>{html.escape(str(c))}</th>" for c in head)
+    b = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>"
+                for r in rows)
+    return f"<table><tr>{h}</tr>{b}</table>"
 
 
 def _md_table(md: str) -> str:
     rows = [r.strip().strip("|").split("|") for r in md.strip().splitlines() if r.strip()]
     if len(rows) < 2:
         return ""
-    head = "".join(f"<th>{html.escape(c.strip())}</th>" for c in rows[0])
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in r) + "</tr>"
-                   for r in rows[2:])
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return _table([c.strip() for c in rows[0]], [[c.strip() for c in r] for r in rows[2:]])
+
+
+def _schedule_table(segments: Sequence[tuple[int, int, dict[str, Any]]]) -> str:
+    names = sorted({k for _a, _b, hp in segments for k in hp})
+    return _table(["steps", *names], [[f"{a:,}-{b:,}", *[fmt_num(hp.get(k)) for k in names]]
+                                      for a, b, hp in segments])
+
+
+_DECISIONS = {
+    "exploit": "a member copied the weights of a better member of its sub-population and "
+               "perturbed their hyperparameters",
+    "keep": "a member kept its weights and hyperparameters",
+    "fitness": "a sub-population's members ranked by their fitness this round (evidence "
+               "for the exploits)",
+    "assign_evaluator": "an idle evaluator received a parent's weights and a child "
+                        "sub-population target's hyperparameters",
+    "stop_evaluator": "an evaluator stopped without success (see its reason)",
+    "evaluator_success": "an evaluator improved faster than its target; its weights replaced "
+                         "the target's",
+    "worker_failed": "a worker's training raised; it was restarted from a copy",
+}
+
+
+def _page(title: str, parts: Sequence[str]) -> str:
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+            f"</title><style>{_CSS}</style></head><body>{''.join(parts)}</body></html>")
 
 
 def render_experiment(data: ExperimentData, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
-    parts = [f"<h1>firepbt report: {html.escape(data.config['method'])} on "
-             f"{html.escape(data.config['task'])}</h1>",
-             f"<p>Store <code>{html.escape(data.store)}</code>: {data.steps_done}/"
-             f"{data.config['steps']} steps per worker, {data.config['workers']} workers, "
-             f"{'finished' if data.finished else 'running or stopped'}.</p>"]
-    rows = [("best member now", f"worker {data.best_worker}: {data.best_value} "
-             f"(test {data.best_test})")]
+    cfg = data.config
+    what = _objective(data)
+    method = _METHOD_NAMES.get(cfg["method"], cfg["method"])
+    parts = [f"<h1>firepbt report: {html.escape(method)} on {html.escape(cfg['task'])}</h1>",
+             f"<p class='note'>Store <code>{html.escape(data.store)}</code></p>",
+             "<h2>What happened</h2><div class='story'>"
+             + "".join(f"<p>{html.escape(x)}</p>" for x in story(data)) + "</div>"]
+    rows: list[tuple[str, str]] = []
     if data.top is not None:
-        rows.append(("top validation over the run", f"{data.top[2]:.4f} by worker {data.top[0]}"
-                     f" at step {data.top[1]}, test there {data.top[3]}"))
+        test = "" if data.top.test is None else f", test there {fmt_num(data.top.test)}"
+        rows.append((f"top {what} over the run", f"{fmt_num(data.top.value)} by worker "
+                     f"{data.top.worker} at step {data.top.step:,}{test}"))
+    if data.best_worker is not None:
+        test = "" if data.best_test is None else f", test {fmt_num(data.best_test)}"
+        rows.append(("best member at the end" if data.finished else "best member now",
+                     f"worker {data.best_worker}: {fmt_num(data.best_value)}{test}"))
     if data.replay is not None:
-        rows.append(("schedule replay (full training set)", f"test {data.replay['test']}, "
-                     f"validation-split value {data.replay['value']:.4f}"))
+        rows.append(("winning schedule retrained from scratch",
+                     f"test {fmt_num(data.replay['test'])}" if data.replay.get("test")
+                     is not None else f"{what} {fmt_num(data.replay['value'])}"))
     rows += [(k.replace("_", " "), f"{v:.1f} s") for k, v in data.compute.items()]
-    rows += [(f"decisions: {k}", str(v)) for k, v in sorted(data.decision_counts.items())]
-    parts.append("<h2>Results</h2><table>" + "".join(
-        f"<tr><th>{html.escape(a)}</th><td>{html.escape(b)}</td></tr>" for a, b in rows)
-        + "</table>")
-    parts.append("<h2>Winning schedule</h2><table><tr><th>steps</th><th>"
-                 f"{html.escape(data.param)}</th></tr>" + "".join(
-                     f"<tr><td>{a}-{b}</td><td>{v:.4g}</td></tr>" for a, b, v in data.best_schedule)
-                 + "</table>")
-    parts.append(_img(figure4a(data, out_dir / "figure4a.png")))
-    parts.append(_img(figure4b({data.config["method"]: [data.best_so_far]},
-                               out_dir / "figure4b.png")))
+    parts.append("<h2>Results</h2>" + _table(["measure", "value"], rows))
+    if data.best_segments:
+        parts.append("<h2>Winning schedule</h2><p class='note'>The hyperparameters that trained "
+                     "the network of the top score, from step 0 (<code>firepbt lineage --json"
+                     "</code> writes it; <code>firepbt replay</code> retrains it).</p>"
+                     + _schedule_table(data.best_segments))
+    parts.append(_img(figure4a(data, out_dir / "figure4a.png"),
+                      f"Each sub-population's {data.param} over training (median and 10-90% of "
+                      "its members), the winning schedule dashed, evaluator successes circled "
+                      "at the target's value."))
+    parts.append(_img(figure4b({method: [data.best_so_far]}, out_dir / "figure4b.png",
+                               data.mode, f"{what} value"),
+                      f"The best {what} value any best-effort member had reached by each step."))
     if data.curve_pair is not None:
-        parts.append(_img(figure3(data.curve_pair, out_dir / "figure3.png")))
+        parts.append(_img(figure3(data.curve_pair, out_dir / "figure3.png", data.mode),
+                          "An evaluator's curve against its target's, up to the success with "
+                          "the longest evaluation."))
     if data.lineage:
-        parts.append(_img(lineage_figure(data, out_dir / "lineage.png")))
-    ev = [e for e in data.events]
-    if ev:
-        parts.append(f"<h2>What the evaluators did ({len(ev)} events)</h2><table><tr><th>step"
-                     "</th><th>event</th><th>evaluator</th><th>parent</th><th>target</th><th>"
-                     "detail</th></tr>" + "".join(
-                         f"<tr><td>{e.step}</td><td>{e.kind}</td><td>{e.evaluator}</td><td>"
-                         f"{e.parent}</td><td>{e.target}</td><td>{html.escape(e.detail)}</td></tr>"
-                         for e in ev[:500]) + "</table>")
-    parts.append("<h2>Configuration</h2><pre>" + html.escape(json.dumps(data.config, indent=1))
-                 + "</pre>")
+        parts.append(_img(lineage_figure(data, out_dir / "lineage.png"),
+                          "Which worker held the winning network's weights over training; "
+                          "arrows are the copies that moved them."))
+    if data.decision_counts:
+        parts.append("<h2>Decisions</h2>" + _table(
+            ["decision", "count", "meaning"],
+            [(k, v, _DECISIONS.get(k, "")) for k, v in sorted(data.decision_counts.items())]))
+    if data.events:
+        parts.append(
+            f"<h2>What the evaluators did ({len(data.events)} events)</h2><p class='note'>"
+            "<b>evaluator</b>: the worker doing the evaluation; <b>parent</b>: the member of "
+            "sub-population P(i) whose weights it copied; <b>target</b>: the member of "
+            "P(i-1) whose hyperparameters it trains with and whose improvement rate it is "
+            "compared with; <b>p</b>: the binomial test's p-value that the evaluator improves "
+            "faster than the target (success below p_stat); <b>T</b>: steps the evaluator "
+            "trained; <b>score diff</b>: how much more the evaluator improved than the target "
+            "over sections of equal length that start at the same smoothed level "
+            "(best_score_diff, paper 3.1.1).</p>"
+            + _table(["step", "event", "evaluator", "parent", "target", "detail"],
+                     [(f"{e.step:,}", e.kind, e.evaluator, e.parent, e.target, e.detail)
+                      for e in data.events[:500]]))
+    parts.append("<h2>Configuration</h2><p class='note'>As the run used it, defaults resolved."
+                 "</p>" + _table(["setting", "value"],
+                                 [(k, json.dumps(v) if isinstance(v, dict) else v)
+                                  for k, v in data.settings.items()]))
     page = out_dir / "report.html"
-    page.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>firepbt report"
-                    f"</title><style>{_CSS}</style></head><body>{''.join(parts)}</body></html>")
+    page.write_text(_page("firepbt report", parts))
     return page
 
 
 def render_comparison(data: ComparisonData, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
+    what = "validation value" if data.mode == "max" else "objective"
+    better = "lower is better" if data.mode == "min" else "higher is better"
     parts = [f"<h1>firepbt comparison: {html.escape(data.folder)}</h1>",
-             "<h2>Table 1</h2>", _md_table(data.table_markdown)]
+             "<h2>Table 1</h2>", _md_table(data.table_markdown),
+             f"<p class='note'>Mean ± standard deviation over seeds ({better}). Top: the best "
+             f"{what} any best-effort member reached"
+             + ("; matching test: the test score of that network there; schedule replay: its "
+                "schedule retrained from scratch on the full training set, tested; final "
+                "best-member test: the best member at the end, tested.</p>"
+                if data.mode == "max" and "test" in data.table_markdown else
+                "; best member's final: the best member's value at the end; schedule replay: "
+                "the top point's schedule retrained from scratch, its final value.</p>")]
     if _is_rl(data):
         parts += [_img(figure5(data.top_at_step, out_dir / "figure5.png")),
                   _img(figure1(data, out_dir / "figure1.png", "Learning-rate schedules of the "
-                               "top returns", "learning rate (lr)")),
-                  _img(figure4b(data.best_so_far, out_dir / "figure4b.png",
-                                "best average return so far", "Best average episode return "
-                                "reached by each step (min-max over seeds)"))]
+                               "top returns")),
+                  _img(figure4b(data.best_so_far, out_dir / "figure4b.png", data.mode,
+                                "average return"))]
     else:
-        parts += [_img(figure1(data, out_dir / "figure1.png")),
-                  _img(figure4b(data.best_so_far, out_dir / "figure4b.png"))]
+        parts += [_img(figure1(data, out_dir / "figure1.png"),
+                       "Per method, the schedule behind its best seed's top score (random "
+                       "search: the hand-tuned schedule scaled by its sampled value)."),
+                  _img(figure4b(data.best_so_far, out_dir / "figure4b.png", data.mode, what))]
     fire_runs = [r for r in data.runs if r.startswith("fire")]
     if fire_runs:
         exp = experiment_data(Path(data.folder) / "runs" / fire_runs[0])
-        parts.append(f"<h2>One FIRE PBT run: {html.escape(fire_runs[0])}</h2>")
+        parts.append(f"<h2>One FIRE PBT run: {html.escape(fire_runs[0])}</h2><div "
+                     "class='story'>" + "".join(f"<p>{html.escape(x)}</p>" for x in story(exp))
+                     + "</div>")
         parts.append(_img(figure4a(exp, out_dir / "figure4a.png")))
         if exp.curve_pair is not None:
-            parts.append(_img(figure3(exp.curve_pair, out_dir / "figure3.png")))
-    parts.append("<h2>Best schedules</h2>")
-    for label, sched in data.best_schedule.items():
-        parts.append(f"<h3>{html.escape(label)}</h3><p>" + ", ".join(
-            f"{v:.4g} x {b - a}" for a, b, v in sched) + "</p>")
+            parts.append(_img(figure3(exp.curve_pair, out_dir / "figure3.png", exp.mode)))
+    parts.append("<h2>Best schedules</h2><p class='note'>Per method, the schedule behind its "
+                 "best seed's top score.</p>")
+    for label, segs in data.best_segments.items():
+        parts.append(f"<h3>{html.escape(label)}</h3>" + _schedule_table(segs))
     page = out_dir / "report.html"
-    page.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>firepbt "
-                    f"comparison</title><style>{_CSS}</style></head><body>{''.join(parts)}"
-                    "</body></html>")
+    page.write_text(_page("firepbt comparison", parts))
     return page
 
 

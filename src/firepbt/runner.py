@@ -11,23 +11,19 @@ uninterrupted run would.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
-import os
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .build import build_controller, make_executor, resolve_task, worker_seeds
 from .config import ExperimentConfig
-from .controllers import PBT, Controller, FirePBT, RandomSearch
-from .controllers.fire import fire_split
 from .errors import ConfigError, StoreError
 from .executor import LocalExecutor, TrainJob, score_of
 from .records import (
@@ -38,125 +34,14 @@ from .records import (
     StopEvaluator,
     WorkerSpec,
 )
+from .results import Summary, latest_scores, rank, summarize
 from .schedule import Schedule, Segment
 from .space import Space
 from .store import KEEP_CHECKPOINTS, RoundRow, Store
+from .threads import training_threads
 from .trainable import TrainableFactory
 
 ProgressFn = Callable[[int, int, dict[str, Any]], None]
-
-
-def build_controller(config: ExperimentConfig, space: Space,
-                     schedule_param: str | None) -> Controller:
-    """The controller a configuration names, seeded from ``config.seed``."""
-    if config.factors is not None:
-        space = space.with_factors(config.factors)
-    seed = np.random.default_rng(np.random.SeedSequence([config.seed, 1]))
-    if config.method == "pbt":
-        return PBT(space, config.workers, quantile=config.quantile, seed=seed)
-    if config.method == "random":
-        fixed = None
-        if config.schedule is not None:
-            fixed = Schedule(tuple(Segment(s["hparams"], int(s["steps"]))
-                                   for s in config.schedule["segments"]))
-        return RandomSearch(space, config.workers, config.steps, schedule_param=schedule_param,
-                            fixed_schedule=fixed, seed=seed)
-    n_sub, size, n_eval = fire_layout(config)
-    return FirePBT(space, ready_interval=config.ready_interval, n_subpopulations=n_sub,
-                   subpopulation_size=size, n_evaluators=n_eval,
-                   max_eval_steps=config.max_eval_steps, p_stat=config.p_stat,
-                   min_steps_before_eval=config.min_steps_before_eval,
-                   quantile=config.quantile, seed=seed)
-
-
-def make_executor(config: ExperimentConfig, factory: TrainableFactory,
-                  ray_address: str | None = None) -> Any:
-    """The executor a configuration names (``auto`` tries the vectorized one first)."""
-    if config.executor == "local":
-        return LocalExecutor(factory)
-    if config.executor == "ray":
-        from .ray_executor import RayExecutor
-
-        return RayExecutor(factory, address=ray_address)
-    from .vectorized import VectorizedExecutor
-
-    return VectorizedExecutor(factory)
-
-
-def fire_layout(config: ExperimentConfig) -> tuple[int, int, int]:
-    """``(n_subpopulations, subpopulation_size, n_evaluators)`` of a FIRE PBT configuration."""
-    return fire_split(config.workers, config.n_subpopulations, config.quantile)
-
-
-def worker_seeds(seed: int, n_workers: int) -> dict[int, int]:
-    """Independent per-worker seeds derived from the experiment seed."""
-    children = np.random.SeedSequence([seed, 0]).generate_state(n_workers)
-    return {w: int(s) for w, s in enumerate(children)}
-
-
-def auto_threads(window: float = 0.25) -> int | None:
-    """The default intra-op thread count: the cores that are idle when the run starts (the
-    CPUs available to this process, less the busy share that ``/proc/stat`` shows over
-    ``window`` seconds - other processes' work, since this one is not training yet - and at
-    least 1; the 1-minute load average where ``/proc/stat`` is missing). None (leave PyTorch's
-    setting) when ``OMP_NUM_THREADS`` is set: an explicit choice wins.
-
-    Why (``benchmarks/threads.py``, README Benchmarks): on a quiet 2-core machine two threads
-    train `make run`'s population faster than one, while threads beyond the free cores
-    oversubscribe them and slow small models down several times."""
-    if os.environ.get("OMP_NUM_THREADS"):
-        return None
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cpus = os.cpu_count() or 1
-    busy = _busy_cores(window)
-    if busy is None:
-        try:
-            busy = os.getloadavg()[0]
-        except (OSError, AttributeError):  # pragma: no cover
-            busy = 0.0
-    return max(1, min(cpus, int(cpus - busy + 0.5)))
-
-
-def _busy_cores(window: float) -> float | None:
-    """How many cores' worth of work the machine did over ``window`` seconds (/proc/stat)."""
-    def sample() -> tuple[int, int] | None:
-        try:
-            with open("/proc/stat") as f:
-                fields = [int(x) for x in f.readline().split()[1:]]
-        except (OSError, ValueError):
-            return None
-        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-        return sum(fields), idle
-
-    a = sample()
-    if a is None:
-        return None
-    time.sleep(window)
-    b = sample()
-    if b is None or b[0] <= a[0]:
-        return None
-    total_cpus = os.cpu_count() or 1
-    return total_cpus * (1.0 - (b[1] - a[1]) / (b[0] - a[0]))
-
-
-@contextlib.contextmanager
-def training_threads(threads: int | None, in_process: bool) -> Iterator[None]:
-    """PyTorch's intra-op threads while this process trains (``ExperimentConfig.threads``:
-    None for :func:`auto_threads`, 0 for PyTorch's own setting), restored afterwards."""
-    n = auto_threads() if threads is None else threads
-    if not in_process or not n:
-        yield
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def copy_seed(seed: int, round_: int, index: int) -> int:
@@ -164,63 +49,6 @@ def copy_seed(seed: int, round_: int, index: int) -> int:
     ``round_`` (deterministic, so a resumed run re-seeds exactly as the uninterrupted one;
     independent of the worker seeds, which come from another branch of the seed sequence)."""
     return int(np.random.SeedSequence([seed, 2, round_, index]).generate_state(1)[0])
-
-
-@dataclass(frozen=True, slots=True)
-class Summary:
-    """What a finished (or stopped) experiment produced."""
-
-    store: Path
-    steps_done: int
-    steps_total: int
-    finished: bool
-    best_worker: int | None
-    best_value: float | None
-    best_test: float | None
-    best_hparams: dict[str, Any] | None
-    top_value: float | None
-    top_test: float | None
-    top_worker: int | None
-    top_step: int | None
-    activity: Activity | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Activity:
-    """What the controller did over a run, counted from the stored decisions: exploits per
-    sub-population (0 = P1), evaluator assignments and successes, evaluator stops by reason."""
-
-    exploits: dict[int, int]
-    assignments: int
-    successes: int
-    stops: dict[str, int]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"exploits": {str(k): v for k, v in self.exploits.items()},
-                "assignments": self.assignments, "successes": self.successes,
-                "stops": dict(self.stops)}
-
-
-def activity(store: Store) -> Activity:
-    """Count a store's decisions (see :class:`Activity`); every sub-population of the run is
-    listed, with 0 where nothing evolved."""
-    cfg = ExperimentConfig.from_dict(store.config)
-    n_sub = fire_layout(cfg)[0] if cfg.method == "fire" else 1
-    exploits: dict[int, int] = {i: 0 for i in range(n_sub)}
-    stops: dict[str, int] = {}
-    assignments = successes = 0
-    for _r, _s, d in store.decisions(["exploit", "assign_evaluator", "evaluator_success",
-                                      "stop_evaluator"]):
-        if isinstance(d, Exploit):
-            exploits[d.subpopulation] = exploits.get(d.subpopulation, 0) + 1
-        elif isinstance(d, AssignEvaluator):
-            assignments += 1
-        elif isinstance(d, EvaluatorSuccess):
-            successes += 1
-        elif isinstance(d, StopEvaluator):
-            stops[d.reason] = stops.get(d.reason, 0) + 1
-    return Activity(dict(sorted(exploits.items())), assignments, successes,
-                    dict(sorted(stops.items())))
 
 
 class Runner:
@@ -233,8 +61,7 @@ class Runner:
         self.config = config
         self.store = store
         self.controller = build_controller(config, space, schedule_param)
-        if self.controller.n_workers != config.workers and config.method != "fire":
-            raise ConfigError("workers", "consistent with the method", config.workers)
+        self.schedule_param = schedule_param
         self.executor = (executor if executor is not None
                          else make_executor(config, factory, ray_address))
         self.progress = progress
@@ -266,6 +93,9 @@ class Runner:
         self._setup_executor(len(specs))
         self.store.set_meta("initial_runner_state", json.dumps(self._runner_state()))
         self.store.set_meta("mode", self.executor.mode)
+        if self.config.method == "random":
+            self.store.set_meta("random_schedule", random_schedule_words(
+                self.config, self.schedule_param))
         self.round = 0
 
     def restore(self) -> None:
@@ -420,7 +250,7 @@ class Runner:
         if not latest:
             return None
         mode = self.executor.mode
-        w = max(sorted(latest), key=lambda k: (_rank(score_of(latest[k][1], mode)), -k))
+        w = max(sorted(latest), key=lambda k: (rank(score_of(latest[k][1], mode)), -k))
         step, value = latest[w]
         return {"worker": w, "step": step, "value": value, "test": self.executor.test(w),
                 "hparams": self.workers[w]["hparams"]}
@@ -428,10 +258,10 @@ class Runner:
     def _finish(self) -> None:
         """Record the final best-effort member of a store whose last round was committed
         without it (stores written before the final record joined the last round's commit)."""
-        latest = _latest_scores(self.store, self.controller.best_candidates())
+        latest = latest_scores(self.store, self.controller.best_candidates())
         if not latest:
             return
-        w = max(sorted(latest), key=lambda k: (_rank(latest[k][1]), -k))
+        w = max(sorted(latest), key=lambda k: (rank(latest[k][1]), -k))
         step, score = latest[w]
         test = self.executor.test(w)
         mode = self.executor.mode
@@ -444,81 +274,22 @@ class Runner:
                 "best_score": self.best_score}
 
 
+def random_schedule_words(config: ExperimentConfig, schedule_param: str | None) -> str:
+    """What random search's members followed, in words (the run summary says it)."""
+    if config.schedule is not None:
+        return "every member followed the fixed schedule given (--schedule)"
+    if schedule_param is None:
+        return ("every hyperparameter stayed constant at its sampled value (no schedule_param: "
+                "give run(..., schedule_param=NAME) for the hand-tuned schedule)")
+    return (f"{schedule_param} followed the hand-tuned schedule: the sampled value warmed up "
+            "linearly over the first 5/90 of training, then divided by 10 at 30/90, 60/90 and "
+            "80/90; the other hyperparameters stayed constant at their sampled values")
+
+
 def _worker_state(spec: WorkerSpec) -> dict[str, Any]:
     d = spec.to_dict()
     return {"role": d["role"], "sub": d["subpopulation"], "hparams": d["hparams"],
             "schedule": d["schedule"], "active": spec.role == "member"}
-
-
-def _rank(x: float) -> float:
-    return x if math.isfinite(x) else -math.inf
-
-
-def _latest_scores(store: Store, workers: list[int]) -> dict[int, tuple[int, float]]:
-    mode = store.meta("mode") or "max"
-    out: dict[int, tuple[int, float]] = {}
-    wanted = set(workers)
-    for _r, w, s, v in store.evaluations():
-        if w in wanted:
-            out[w] = (s, score_of(v, mode))
-    return out
-
-
-def summarize(store: Store) -> Summary:
-    """Progress and the best member of a store (works while it runs)."""
-    cfg = ExperimentConfig.from_dict(store.config)
-    last = store.last_round()
-    steps_done = 0 if last is None else last.step
-    mode = store.meta("mode") or "max"
-    final = store.meta("final")
-    controller_candidates = _candidates(cfg)
-    best_worker = best_value = best_test = best_hparams = None
-    if final is not None:
-        f = json.loads(final)
-        best_worker, best_value, best_test, best_hparams = f["worker"], f["value"], f["test"], f["hparams"]
-    elif last is not None:
-        latest = _latest_scores(store, controller_candidates)
-        if latest:
-            best_worker = max(sorted(latest), key=lambda k: (_rank(latest[k][1]), -k))
-            step, sc = latest[best_worker]
-            best_value = score_of(sc, mode)
-            tests = {(w, s): v for _r, w, s, v in store.tests()}
-            best_test = tests.get((best_worker, step))
-            best_hparams = last.runner_state["workers"][str(best_worker)]["hparams"]
-    top = top_measures(store, controller_candidates)
-    return Summary(store.path, steps_done, cfg.steps, steps_done >= cfg.steps and final is not None,
-                   best_worker, best_value, best_test, best_hparams,
-                   None if top is None else top[2], None if top is None else top[3],
-                   None if top is None else top[0], None if top is None else top[1],
-                   activity(store))
-
-
-def _candidates(cfg: ExperimentConfig) -> list[int]:
-    if cfg.method == "fire":
-        return list(range(fire_layout(cfg)[1]))
-    return list(range(cfg.workers))
-
-
-def top_measures(store: Store, candidates: list[int]) -> tuple[int, int, float, float | None] | None:
-    """The paper's first two measures (4.1.2): the top validation value over the run among the
-    best-effort members, and the test value of the same network at that point:
-    ``(worker, step, value, test)``."""
-    mode = store.meta("mode") or "max"
-    wanted = set(candidates)
-    tests = {(w, s): v for _r, w, s, v in store.tests()}
-    best: tuple[float, bool, int, int, int, float] | None = None
-    for _r, w, s, v in store.evaluations():
-        sc = score_of(v, mode)
-        if w not in wanted or not math.isfinite(sc):
-            continue
-        # among equal values, the point that has a test score (the first to reach it)
-        key = (sc, (w, s) in tests, -s, -w, w, v)
-        if best is None or key > best:
-            best = key  # type: ignore[assignment]
-    if best is None:
-        return None
-    w, s, v = best[4], -best[2], best[5]
-    return w, s, v, tests.get((w, s))
 
 
 # -- the public entry points ----------------------------------------------------------------
@@ -537,7 +308,7 @@ def run(config: ExperimentConfig, store: str | Path, *, factory: TrainableFactor
     ``ray_address`` names a Ray cluster for ``executor="ray"`` (default ``RAY_ADDRESS``, else a
     local Ray instance).
     """
-    factory, space, schedule_param = _resolve_task(config, factory, space, schedule_param)
+    factory, space, schedule_param = resolve_task(config, factory, space, schedule_param)
     build_controller(config, space, schedule_param)  # every setting checked before a store exists
     existed = Store.check_new(store).exists()
     st = Store.create(store, config.to_dict())
@@ -583,7 +354,7 @@ def resume(store: str | Path, *, factory: TrainableFactory | None = None,
     bar = None
     try:
         config = ExperimentConfig.from_dict(st.config)
-        factory, space, schedule_param = _resolve_task(config, factory, space, schedule_param)
+        factory, space, schedule_param = resolve_task(config, factory, space, schedule_param)
         runner = Runner(config, factory, space, st, schedule_param=schedule_param,
                         progress=_progress_fn(progress, None),
                         ray_address=ray_address)
@@ -619,22 +390,3 @@ def _progress_fn(progress: ProgressFn | bool | None, bar: Any) -> ProgressFn | N
     return None if progress is None or isinstance(progress, bool) else progress
 
 
-def _resolve_task(config: ExperimentConfig, factory: TrainableFactory | None,
-                  space: Space | None, schedule_param: str | None
-                  ) -> tuple[TrainableFactory, Space, str | None]:
-    if factory is not None:
-        if space is None:
-            raise ConfigError("space", "a Space when a custom factory is given", None)
-        return factory, space, schedule_param
-    from .tasks import get_task
-
-    task = get_task(config.task)
-    options: Mapping[str, Any] = dict(config.task_options)
-    bad = set(options) - set(task.options)
-    if bad:
-        raise ConfigError("task_options", f"keys among {list(task.options)}", sorted(bad))
-
-    def make(seed: int):  # type: ignore[no-untyped-def]
-        return task.make(seed, **options)
-
-    return make, space or task.space, schedule_param or task.schedule_param

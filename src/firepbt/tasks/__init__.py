@@ -22,9 +22,10 @@ class Task:
     ``make(seed, **options)`` builds one worker's trainable; ``schedule_param`` is the
     hyperparameter the hand-tuned schedule (random search) applies to (None: random search
     keeps its sampled hyperparameters constant); ``defaults`` are the run settings of the
-    README's small default experiment. A task with ``presets`` derives its settings from a
-    named preset and the training length instead (``preset_settings(name, steps)``; the first
-    name is the default).
+    README's small default experiment and ``comparison`` those of ``firepbt compare`` (None:
+    the defaults; the image tasks use the paper's Table 1 protocol, 4.1.2). A task with
+    ``presets`` derives its settings from a named preset and the training length instead
+    (``preset_settings(name, steps)``; the first name is the default), for both.
     """
 
     name: str
@@ -37,14 +38,18 @@ class Task:
     options: tuple[str, ...] = ()
     presets: tuple[str, ...] = ()
     preset_settings: Callable[[str, int | None], dict[str, Any]] | None = None
+    comparison: dict[str, Any] | None = None
 
-    def settings(self, preset: str | None = None, steps: int | None = None) -> dict[str, Any]:
-        """Run settings (ExperimentConfig fields) of a preset, or of the defaults."""
+    def settings(self, preset: str | None = None, steps: int | None = None, *,
+                 comparison: bool = False) -> dict[str, Any]:
+        """Run settings (ExperimentConfig fields) of a preset, or of the defaults (with
+        ``comparison``: of ``firepbt compare``)."""
         if self.preset_settings is None:
             if preset is not None:
                 raise ConfigError("preset", f"not set for task {self.name!r} (it has none)",
                                   preset)
-            return {**self.defaults, **({} if steps is None else {"steps": steps})}
+            base = self.comparison if comparison and self.comparison else self.defaults
+            return {**base, **({} if steps is None else {"steps": steps})}
         if preset is not None and preset not in self.presets:
             raise ConfigError("preset", f"one of {list(self.presets)} for task {self.name!r}",
                               preset)
@@ -91,17 +96,21 @@ def _vmpo_task(name: str, env: str, note: str) -> Task:
                 tuple(vmpo.PRESET_WORKERS), partial(vmpo.preset, name))
 
 
+# the paper's Table 1 protocol (4.1.2): 22 workers x 6,000 steps, ready every 125, eval every 25
+TABLE1 = {"workers": 22, "steps": 6000, "ready_interval": 125, "eval_interval": 25}
+
 TASKS: dict[str, Task] = {
     "mnist1d": Task("mnist1d", "MNIST-1D, MLP 40-256-256-10, SGD momentum 0.9, batch 128; "
                     "objective: validation accuracy (or macro F1)", _mnist1d, _space("mnist1d"),
                     "lambda", {"workers": 12, "steps": 1500, "ready_interval": 125,
                                "eval_interval": 25}, True,
-                    ("objective", "weight_decay", "full_train")),
+                    ("objective", "weight_decay", "full_train"), comparison=TABLE1),
     "mnist": Task("mnist", "MNIST from the four IDX files in --data-dir (no download), small "
                   "CNN, SGD momentum 0.9, batch 128; objective: validation accuracy (or macro F1)",
                   _mnist, _space("mnist1d"), "lambda",
                   {"workers": 12, "steps": 1500, "ready_interval": 125, "eval_interval": 25},
-                  True, ("objective", "weight_decay", "full_train", "data_dir")),
+                  True, ("objective", "weight_decay", "full_train", "data_dir"),
+                  comparison=TABLE1),
     "nqm": Task("nqm", "noisy quadratic model, 10,000 dims, h_i = 1/i, exact expected loss "
                 "(min), momentum 0.9", _nqm, _space("nqm"), "lr",
                 {"workers": 16, "steps": 3000, "ready_interval": 50, "eval_interval": 10}, False,

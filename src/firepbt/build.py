@@ -1,0 +1,99 @@
+"""Construction: from a configuration to the objects a run needs (controller, executor,
+per-worker seeds, the task's trainable factory) and from a task's defaults to a
+configuration. The runner, the CLI and ``compare`` build through here; nothing here runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .config import ExperimentConfig
+from .controllers import PBT, Controller, FirePBT, RandomSearch
+from .controllers.fire import fire_split
+from .errors import ConfigError
+from .executor import LocalExecutor
+from .schedule import Schedule, Segment
+from .space import Space
+from .trainable import TrainableFactory
+
+
+def build_controller(config: ExperimentConfig, space: Space,
+                     schedule_param: str | None) -> Controller:
+    """The controller a configuration names, seeded from ``config.seed``."""
+    if config.factors is not None:
+        space = space.with_factors(config.factors)
+    seed = np.random.default_rng(np.random.SeedSequence([config.seed, 1]))
+    if config.method == "pbt":
+        return PBT(space, config.workers, quantile=config.quantile, seed=seed)
+    if config.method == "random":
+        fixed = None
+        if config.schedule is not None:
+            fixed = Schedule(tuple(Segment(s["hparams"], int(s["steps"]))
+                                   for s in config.schedule["segments"]))
+        return RandomSearch(space, config.workers, config.steps, schedule_param=schedule_param,
+                            fixed_schedule=fixed, seed=seed)
+    n_sub, size, n_eval = fire_split(config.workers, config.n_subpopulations, config.quantile)
+    return FirePBT(space, ready_interval=config.ready_interval, n_subpopulations=n_sub,
+                   subpopulation_size=size, n_evaluators=n_eval,
+                   max_eval_steps=config.max_eval_steps, p_stat=config.p_stat,
+                   min_steps_before_eval=config.min_steps_before_eval,
+                   quantile=config.quantile, seed=seed)
+
+
+def make_executor(config: ExperimentConfig, factory: TrainableFactory,
+                  ray_address: str | None = None) -> Any:
+    """The executor a configuration names (``auto`` tries the vectorized one first)."""
+    if config.executor == "local":
+        return LocalExecutor(factory)
+    if config.executor == "ray":
+        from .ray_executor import RayExecutor
+
+        return RayExecutor(factory, address=ray_address)
+    from .vectorized import VectorizedExecutor
+
+    return VectorizedExecutor(factory)
+
+
+def worker_seeds(seed: int, n_workers: int) -> dict[int, int]:
+    """Independent per-worker seeds derived from the experiment seed."""
+    children = np.random.SeedSequence([seed, 0]).generate_state(n_workers)
+    return {w: int(s) for w, s in enumerate(children)}
+
+
+def resolve_task(config: ExperimentConfig, factory: TrainableFactory | None,
+                  space: Space | None, schedule_param: str | None
+                  ) -> tuple[TrainableFactory, Space, str | None]:
+    """The trainable factory, space and schedule parameter of a run: the ones given for your
+    own trainable, else the built-in task's (``config.task``) with ``config.task_options``."""
+    if factory is not None:
+        if space is None:
+            raise ConfigError("space", "a Space when a custom factory is given", None)
+        return factory, space, schedule_param
+    from .tasks import get_task
+
+    task = get_task(config.task)
+    options: Mapping[str, Any] = dict(config.task_options)
+    bad = set(options) - set(task.options)
+    if bad:
+        raise ConfigError("task_options", f"keys among {list(task.options)}", sorted(bad))
+
+    def make(seed: int):  # type: ignore[no-untyped-def]
+        return task.make(seed, **options)
+
+    return make, space or task.space, schedule_param or task.schedule_param
+
+
+def task_config(task: str, *, preset: str | None = None, comparison: bool = False,
+                **fields: Any) -> ExperimentConfig:
+    """An :class:`ExperimentConfig` for a built-in task: the task's settings (its defaults, a
+    preset's, or with ``comparison=True`` the ones ``firepbt compare`` uses, see
+    ``firepbt tasks``), overridden by ``fields`` that are not None."""
+    from .tasks import get_task
+
+    t = get_task(task)
+    settings = t.settings(preset, fields.get("steps"), comparison=comparison)
+    given = {k: v for k, v in fields.items() if v is not None}
+    return ExperimentConfig(task=t.name, **{**settings, **given})
