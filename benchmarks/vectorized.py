@@ -20,7 +20,7 @@ import torch
 
 from firepbt.executor import LocalExecutor, TrainJob
 from firepbt.tasks.mnist1d import MNIST1DTrainable, load_data
-from firepbt.vectorized import VectorizedExecutor, _Population
+from firepbt.vectorized import SupervisedPopulation, VectorizedExecutor
 
 
 def matmul_rate(threads: int) -> float:
@@ -49,13 +49,12 @@ def round_time(executor, n: int, steps: int, eval_every: int) -> float:
 def pure_vectorized(n: int, steps: int) -> float:
     ex = VectorizedExecutor(MNIST1DTrainable)
     ex.setup({w: w for w in range(n)})
-    pop = _Population([ex.trainables[w] for w in range(n)])
-    lr = torch.full((steps, n), 0.05, dtype=torch.float64)
-    mom = torch.full((steps, n), 0.9, dtype=torch.float64)
-    wd = torch.zeros((steps, n), dtype=torch.float64)
-    pop.train(lr[:10], mom[:10], wd[:10])
+    pop = SupervisedPopulation([ex.trainables[w] for w in range(n)])
+    settings = torch.zeros((steps, n, 3), dtype=torch.float64)
+    settings[..., 0], settings[..., 1] = 0.05, 0.9  # lr, momentum; no weight decay
+    pop.train(settings[:10])
     t0 = time.perf_counter()
-    pop.train(lr, mom, wd)
+    pop.train(settings)
     return time.perf_counter() - t0
 
 

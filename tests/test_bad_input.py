@@ -144,11 +144,12 @@ def test_vectorized_settings_are_built_a_chunk_at_a_time():
     from firepbt.vectorized import _CHUNK, _settings_chunk
 
     runs = [[((0.1, 0.9, 0.0), 10**12)], [((0.2, 0.9, 0.0), 5), ((0.3, 0.0, 0.0), 10**12)]]
-    lr, mom, wd = _settings_chunk(runs, 0, _CHUNK)
-    assert lr.shape == (_CHUNK, 2) and _CHUNK <= 4096
+    settings = _settings_chunk(runs, 0, _CHUNK)
+    lr, mom = settings[..., 0], settings[..., 1]
+    assert settings.shape == (_CHUNK, 2, 3) and _CHUNK <= 4096
     assert lr[:, 0].eq(0.1).all() and lr[:5, 1].eq(0.2).all() and lr[5:, 1].eq(0.3).all()
     assert mom[4, 1] == 0.9 and mom[5, 1] == 0.0
-    lr, _, _ = _settings_chunk(runs, 10**11, 3)
+    lr = _settings_chunk(runs, 10**11, 3)[..., 0]
     assert lr.tolist() == [[0.1, 0.3]] * 3
 
 

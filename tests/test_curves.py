@@ -273,3 +273,18 @@ def test_the_smoothing_cache_is_keyed_by_steps_and_values_and_never_aliased():
     got[:] = 0.0  # the caller's array is a copy: the cache keeps the fit
     np.testing.assert_array_equal(smooth(a), fresh_a)
     np.testing.assert_array_equal(smooth(b), fresh_b)
+
+
+def test_compare_gives_the_numbers_of_overlap_binom_test_and_best_score_diff():
+    from firepbt.curves import compare
+
+    rng = np.random.default_rng(5)
+    for _ in range(30):
+        n, m = rng.integers(1, 12, size=2)
+        a = Curve(np.arange(n) * 10, np.cumsum(rng.normal(0.1, 0.2, n)))
+        b = Curve(np.arange(m) * 10 + 5, np.cumsum(rng.normal(0.1, 0.2, m)))
+        c = compare(a, b)
+        ov = overlap(a, b)
+        assert c.overlap == (ov is not None) and c.n == (0 if ov is None else ov.n)
+        assert c.p == binom_test(a, b) and c.diff == best_score_diff(a, b)
+        assert 0 <= c.k <= c.n

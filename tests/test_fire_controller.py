@@ -68,19 +68,19 @@ def test_free_evaluators_are_assigned_to_parents_with_the_best_child_as_target()
     for a in assigns:
         assert a.target == 0  # highest objective in P1
         assert a.parent_subpopulation == 1
-        assert dict(a.hparams) == fire.members[0]["hparams"]
-        assert fire.evaluators[a.evaluator]["curve"] == [[READY, 0.6]]  # x_1 = copy step
+        assert dict(a.hparams) == fire.members[0].hparams
+        assert fire.evaluators[a.evaluator].curve == ((READY, 0.6),)  # x_1 = copy step
 
 
 def active_evaluators(fire):
-    return sorted(e for e, ev in fire.evaluators.items() if ev["active"])
+    return sorted(e for e, ev in fire.evaluators.items() if ev.active)
 
 
 def test_faster_improving_evaluator_succeeds_and_target_receives_its_weights():
     fire = make()
     first_round(fire)
     e = active_evaluators(fire)[0]
-    target = fire.evaluators[e]["target"]
+    target = fire.evaluators[e].target
     assert target == 0
 
     def fn(w, s):
@@ -103,7 +103,7 @@ def test_faster_improving_evaluator_succeeds_and_target_receives_its_weights():
     assert success.evaluator == e and success.target == 0
     assert success.score_diff > 0 and success.p_value < 0.01
     # the target's curve restarts at the copy step with the evaluator's last evaluation
-    assert fire.members[0]["curve"] == [[step, fn(e, step)]]
+    assert fire.members[0].curve == ((step, fn(e, step)),)
     # the evaluator was freed and, as the order of decisions shows, reassigned at once
     order = [type(d).__name__ for d in decisions]
     assert order.index("EvaluatorSuccess") < order.index("AssignEvaluator")
@@ -146,7 +146,7 @@ def test_overlapping_evaluator_that_is_not_better_stops_as_not_significant():
 
     fire.decide(READY, round_obs(READY, fn, P1 + P2))
     e = active_evaluators(fire)[0]
-    assert fire.evaluators[e]["target"] == 0
+    assert fire.evaluators[e].target == 0
     decisions = fire.decide(2 * READY, round_obs(2 * READY, fn, P1 + P2 + active_evaluators(fire)))
     (stop,) = [d for d in kinds(decisions, StopEvaluator) if d.evaluator == e]
     # overlapping (the target reaches the evaluator's start) and never above it: p = 1, which
@@ -159,7 +159,7 @@ def test_overlapping_evaluator_that_is_not_better_stops_as_not_significant():
 def _losing_setup(target_collapses):
     fire = make(n_evaluators=4)
     first_round(fire)
-    parent_of = {e: ev["parent"] for e, ev in fire.evaluators.items() if ev["active"]}
+    parent_of = {e: ev.parent for e, ev in fire.evaluators.items() if ev.active}
     rates = {4: 0.30, 5: 0.20, 6: 0.10, 7: 0.01}  # parent 7's evaluator improves slowest
 
     def fn(w, s):
@@ -183,16 +183,16 @@ def test_member_losing_evolution_frees_its_evaluator():
     freed = stops[0].evaluator
     # the loser holds the source's network now: its curve restarts there, and its time since
     # last evaluated restarts too
-    assert fire.members[7]["curve"] == [[2 * READY, 0.6]]
-    assert fire.members[7]["last_event"] == 2 * READY
+    assert fire.members[7].curve == ((2 * READY, 0.6),)
+    assert fire.members[7].last_event == 2 * READY
     # the freed evaluator is reassigned at once, to the only parent without one (7 itself):
     # it measures 7's *new* weights, from this step
     order = [(type(d).__name__, getattr(d, "evaluator", None)) for d in decisions]
     assert order.index(("StopEvaluator", freed)) < order.index(("AssignEvaluator", freed))
     (again,) = [a for a in kinds(decisions, AssignEvaluator) if a.evaluator == freed]
-    assert again.parent == 7 and fire.members[7]["evaluator"] == freed
-    assert fire.evaluators[freed]["start"] == 2 * READY
-    assert fire.evaluators[freed]["curve"] == [[2 * READY, 0.6]]
+    assert again.parent == 7 and fire.members[7].evaluator == freed
+    assert fire.evaluators[freed].start == 2 * READY
+    assert fire.evaluators[freed].curve == ((2 * READY, 0.6),)
 
 
 def test_target_losing_evolution_frees_the_evaluators_targeting_it():
@@ -208,13 +208,13 @@ def test_target_losing_evolution_frees_the_evaluators_targeting_it():
     # (worker 0 now holds worker 1's weights and score; ties go to the lower id)
     assigns = kinds(decisions, AssignEvaluator)
     assert len(assigns) == 4
-    assert all(fire.members[a.target]["latest"] == 0.7 for a in assigns)
+    assert all(fire.members[a.target].latest == 0.7 for a in assigns)
 
 
 def test_parent_fitness_follows_evaluator_improvement_rates():
     fire = make(n_evaluators=4)
     first_round(fire)
-    parent_of = {e: ev["parent"] for e, ev in fire.evaluators.items() if ev["active"]}
+    parent_of = {e: ev.parent for e, ev in fire.evaluators.items() if ev.active}
     rates = {4: 0.05, 5: 0.20, 6: 0.10, 7: 0.30}
 
     def fn(w, s):
@@ -273,7 +273,7 @@ def test_state_round_trip_gives_identical_decisions():
     b = make()
     b.load_state_dict(a.state_dict())
     fn = lambda w, s: 0.5 + 0.001 * s * (w % 3)  # noqa: E731
-    workers = P1 + P2 + [e for e, ev in a.evaluators.items() if ev["active"]]
+    workers = P1 + P2 + [e for e, ev in a.evaluators.items() if ev.active]
     assert a.decide(200, round_obs(200, fn, workers)) == b.decide(200, round_obs(200, fn, workers))
     import json
 
@@ -286,16 +286,16 @@ def test_evaluators_target_the_best_member_as_ranked_before_the_rounds_exploits(
     # worker 3 is P1's best, worker 0 its worst: 0 copies 3 this round and ties with it on the
     # latest evaluation, but holds untested, perturbed hyperparameters: never a target
     fire = make()
-    before = {m: dict(fire.members[m]["hparams"]) for m in P1}
+    before = {m: dict(fire.members[m].hparams) for m in P1}
     decisions = first_round(fire, p1_levels=(0.5, 0.7, 0.6, 0.8))
-    assert fire.members[0]["hparams"] != before[0]  # the loser took perturbed ones
+    assert fire.members[0].hparams != before[0]  # the loser took perturbed ones
     (exploit,) = [d for d in kinds(decisions, Exploit) if d.subpopulation == 0]
     assert (exploit.worker, exploit.source) == (0, 3)
     assigns = kinds(decisions, AssignEvaluator)
     assert len(assigns) == 4
     for a in assigns:
         assert a.target == 3
-        assert dict(a.hparams) == before[3] == fire.members[3]["hparams"]
+        assert dict(a.hparams) == before[3] == fire.members[3].hparams
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -308,7 +308,7 @@ def test_evaluators_never_target_a_member_exploited_this_round_even_on_ties(seed
     (exploit,) = [d for d in kinds(decisions, Exploit) if d.subpopulation == 0]
     assigns = kinds(decisions, AssignEvaluator)
     assert assigns and all(a.target != exploit.worker for a in assigns)
-    assert all(dict(a.hparams) == fire.members[a.target]["hparams"] for a in assigns)
+    assert all(dict(a.hparams) == fire.members[a.target].hparams for a in assigns)
 
 
 @pytest.mark.parametrize("n_sub", [2, 3, 4, 5])
@@ -343,14 +343,14 @@ def test_significant_but_not_better_evaluator_stops_after_max_eval_steps():
 
     def fn(w, s):
         if w in fire.evaluators:
-            start = fire.evaluators[w]["start"]
+            start = fire.evaluators[w].start
             return 0.6 + 0.001 * (s - start) / EVAL
         if w == 0:
             return 0.9 if s == READY else 0.5
         return (None, 0.45, 0.4, 0.35)[w] if w in P1 else 0.6
 
     fire.decide(READY, round_obs(READY, fn, P1 + P2))
-    assert {ev["target"] for ev in fire.evaluators.values() if ev["active"]} == {0}
+    assert {ev.target for ev in fire.evaluators.values() if ev.active} == {0}
     stops = []
     for r in range(2, 9):
         step = r * READY
@@ -358,7 +358,7 @@ def test_significant_but_not_better_evaluator_stops_after_max_eval_steps():
         assert not kinds(decisions, EvaluatorSuccess)
         stops += kinds(decisions, StopEvaluator)
         for ev in fire.evaluators.values():  # no evaluator keeps a slot past the budget
-            assert not ev["active"] or step - ev["start"] <= fire.max_eval_steps
+            assert not ev.active or step - ev.start <= fire.max_eval_steps
     not_better = [d for d in stops if d.reason == "not_better"]
     assert not_better
     for d in not_better:
@@ -379,17 +379,17 @@ def test_a_parent_that_receives_weights_ends_its_own_evaluation():
     levels = {0: 0.9, 1: 0.85, 2: 0.8, 3: 0.75, 4: 0.8, 5: 0.7, 6: 0.6, 7: 0.5}
 
     def parent_sub(e):
-        return fire.members[fire.evaluators[e]["parent"]]["sub"]
+        return fire.members[fire.evaluators[e].parent].sub
 
     fast = {}
 
     def fn(w, s):
         if w in fire.evaluators:
             ev = fire.evaluators[w]
-            start, level = ev["start"], ev["curve"][0][1]
+            start, level = ev.start, ev.curve[0][1]
             if w in fast:  # one P3 evaluator rises fast through its target's 0.8
                 return 0.6 + 0.4 * (1 - np.exp(-(s - start) / 60))
-            if parent_sub(w) == 1 and ev["parent"] == 4:  # P2's best parent: rising slowly
+            if parent_sub(w) == 1 and ev.parent == 4:  # P2's best parent: rising slowly
                 return level + 0.05 * (1 - np.exp(-(s - start) / 100))
             return level  # flat
         return levels.get(w, 0.6)
@@ -401,7 +401,7 @@ def test_a_parent_that_receives_weights_ends_its_own_evaluation():
     assert {a.target for a in assigns if a.parent_subpopulation == 2} == {4}
     assert {a.target for a in assigns if a.parent_subpopulation == 1} == {0}
     fast[next(a.evaluator for a in assigns if a.parent_subpopulation == 2)] = True
-    own = fire.members[4]["evaluator"]
+    own = fire.members[4].evaluator
     assert own is not None
     success = None
     for r in range(2, 6):
@@ -417,8 +417,8 @@ def test_a_parent_that_receives_weights_ends_its_own_evaluation():
     assert [(d.reason, d.parent) for d in stop] == [("member_received_weights", 4)]
     (p2,) = [d for d in kinds(decisions, FitnessRecord) if d.subpopulation == 1]
     assert 4 not in p2.fitness  # its evaluator measured weights it no longer holds
-    assert fire.members[4]["last_event"] == step
-    assert fire.members[4]["curve"] == [[step, obs[success.evaluator][-1][1]]]
+    assert fire.members[4].last_event == step
+    assert fire.members[4].curve == ((step, obs[success.evaluator][-1][1]),)
 
 
 # -- invariants over random scripted curves (hypothesis) --------------------------------------
@@ -458,7 +458,7 @@ def test_controller_invariants_on_random_curves(layout, seed, nan_rate):
                 diverged = w < size and rng.random() < nan_rate
                 pts.append((s, float("nan") if diverged else level[w]))
             obs[w] = pts
-        before = {m: fire.members[m]["latest"] for m in fire.subpopulation(0)}
+        before = {m: fire.members[m].latest for m in fire.subpopulation(0)}
         before.update({m: obs[m][-1][1] for m in fire.subpopulation(0)})
         decisions = fire.decide(step, obs)
         # fitness of P1 this round: its latest evaluations (after evaluator successes)
@@ -480,12 +480,12 @@ def test_controller_invariants_on_random_curves(layout, seed, nan_rate):
                 assert d.evaluator in active
                 active.discard(d.evaluator)
         # at most one evaluator per parent, and the two views agree
-        parents = [ev["parent"] for ev in fire.evaluators.values() if ev["active"]]
+        parents = [ev.parent for ev in fire.evaluators.values() if ev.active]
         assert len(parents) == len(set(parents))
         for m, mem in fire.members.items():
-            e = mem["evaluator"]
-            assert e is None or (fire.evaluators[e]["active"] and fire.evaluators[e]["parent"] == m)
+            e = mem.evaluator
+            assert e is None or (fire.evaluators[e].active and fire.evaluators[e].parent == m)
         assert active == set(range(n_members)) | {e for e, ev in fire.evaluators.items()
-                                                   if ev["active"]}
+                                                   if ev.active}
     # every sub-population of an accepted layout evolves
     assert evolved == set(range(n_sub))

@@ -128,12 +128,15 @@ def test_report_tells_what_happened_in_rounded_words(fire_store, tmp_path):
     # no unrounded floats, no unresolved settings
     import re
 
-    assert not re.search(r"\d\.\d{6,}", text), re.search(r"\d\.\d{6,}", text)
+    long_float = re.search(r"\d\.0*[1-9]\d{5,}", text)  # 6+ significant digits
+    assert long_float is None, long_float
     assert "null" not in text and "None" not in text
     # the resolved FIRE layout: 2 x 4 members + 4 evaluators, max_eval_steps 3 ready intervals
     assert "subpopulations 2" in text and "members_per_subpopulation 4" in text
     assert "evaluators 4" in text and "max_eval_steps 150" in text
-    # the evaluator table's columns are explained; every figure is there
+    # the evaluator table's columns are explained and show the comparison that decided
+    assert re.search(r"not_significant, above at \d+ of \d+ overlapping points, p=", text)
+    # every figure is there
     assert "the member of sub-population P(i) whose weights it copied" in text
     for fig in ("figure4a", "figure4b", "lineage"):
         assert f'alt="{fig}"' in page.read_text()
@@ -200,3 +203,20 @@ def test_story_of_a_fabricated_run():
     assert "full training set, that schedule gives test 0.9346" in text
     assert "P1 7, P2 5" in text and "9 assigned, 2 successes" in text
     assert "P1 0.2 -> 0.05" in text and "higher is better" in text
+
+
+def test_figure3_shows_exactly_the_curves_the_controller_compared(fire_store):
+    """The evaluator-vs-target figure is read from the controller's state, not re-derived
+    with a window: comparing its two curves again gives the comparison the success carries."""
+    from firepbt import open_experiment
+    from firepbt.curves import Curve, compare
+
+    pair = experiment_data(fire_store).curve_pair
+    assert pair is not None
+    with open_experiment(fire_store) as exp:
+        (d,) = [d for _r, s, d in exp.decisions(["evaluator_success"])
+                if s == pair.success_step and d.evaluator == pair.evaluator]
+    # the NQM's loss is minimised: the controller compares negated values
+    eta = Curve.of([(s, -v) for s, v in pair.evaluator_curve])
+    kappa = Curve.of([(s, -v) for s, v in pair.target_curve])
+    assert d.comparison is not None and compare(eta, kappa) == d.comparison

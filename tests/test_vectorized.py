@@ -112,3 +112,79 @@ def test_batch_norm_network_is_refused_with_a_reason(tmp_path):
     s = run(ExperimentConfig(**{**cfg.to_dict(), "executor": "auto"}), tmp_path / "a",
             factory=bn, space=SPACE)
     assert s.finished
+
+
+class Decay:
+    """A user's own trainable family: w moves towards 1 at rate lr (exactly, per step)."""
+
+    def __init__(self, seed):
+        self.w = torch.tensor([seed % 5 / 10], dtype=torch.float64)
+
+    def train(self, hparams, steps):
+        for _ in range(steps):
+            self.w = self.w + hparams["lr"] * (1.0 - self.w)
+
+    def evaluate(self):
+        return float(self.w[0])
+
+    def state_dict(self):
+        return {"w": self.w.clone()}
+
+    def load_state_dict(self, state):
+        self.w = state["w"].clone()
+
+
+class DecayPopulation:
+    """Its batched population: all members' w as one (N,) tensor."""
+
+    trained_steps = 0
+
+    @classmethod
+    def check(cls, members):
+        pass
+
+    @staticmethod
+    def settings(member, hparams):
+        return (float(hparams["lr"]),)
+
+    def __init__(self, members):
+        self.members = list(members)
+        self.w = torch.cat([m.w for m in members])
+
+    def train(self, settings):
+        for lr in settings[..., 0]:
+            self.w = self.w + lr * (1.0 - self.w)
+            DecayPopulation.trained_steps += 1
+
+    def evaluate(self):
+        return [float(x) for x in self.w]
+
+    def snapshot(self, i):
+        return None
+
+    def test_at(self, i, snapshot):
+        return None
+
+    def write_back(self):
+        for i, m in enumerate(self.members):
+            m.w = self.w[i:i + 1].clone()
+
+
+def test_a_users_batched_family_goes_through_the_same_door(tmp_path):
+    from firepbt.batched import register_batched
+    from firepbt.space import LogUniform, Space
+
+    space = Space({"lr": LogUniform(1e-3, 1e-1)})
+    cfg = dict(task="decay", method="fire", workers=12, steps=200, ready_interval=20,
+               eval_interval=10, seed=4)
+    # not declared: refused for the vectorized executor, naming the door
+    with pytest.raises(ConfigError, match="register_batched"):
+        run(ExperimentConfig(**cfg, executor="vectorized"), tmp_path / "refused",
+            factory=Decay, space=space)
+    register_batched(Decay, DecayPopulation)
+    run(ExperimentConfig(**cfg, executor="local"), tmp_path / "local", factory=Decay,
+        space=space)
+    run(ExperimentConfig(**cfg, executor="vectorized"), tmp_path / "vec", factory=Decay,
+        space=space)
+    assert DecayPopulation.trained_steps > 0  # the batched population trained it
+    assert_same(records(tmp_path / "local"), records(tmp_path / "vec"), 1e-12)

@@ -82,15 +82,6 @@ class Curve:
         return cls(np.array([p[0] for p in pairs], dtype=np.int64),
                    np.array([p[1] for p in pairs], dtype=np.float64))
 
-    def append(self, step: int, value: float) -> Curve:
-        """A new curve with one more point."""
-        return Curve(np.append(self.steps, step), np.append(self.values, value))
-
-    def since(self, step: int) -> Curve:
-        """The part of the curve at or after ``step``."""
-        keep = self.steps >= step
-        return Curve(self.steps[keep], self.values[keep])
-
 
 # --------------------------------------------------------------------------------------------
 # Gaussian-process smoothing (3.1.1 step 1)
@@ -313,3 +304,33 @@ def binom_test(eta: Curve, rho: Curve) -> float:
         return 0.0 if float(ya.min()) > float(yb.max()) else 1.0
     k = int(np.sum(ya[ov.r:ov.r + ov.n] > yb[ov.s:ov.s + ov.n]))
     return float(stats.binomtest(k, ov.n, 0.5, alternative="greater").pvalue)
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """One curve against another, computed once (paper 3.1.1-3.2), as an evaluator's decision
+    carries it: ``overlap`` - whether the smoothed curves have overlapping sections; ``k`` of
+    the ``n`` overlapping points where the first curve lies above (0 of 0 without overlap);
+    ``p`` - :func:`binom_test`; ``diff`` - :func:`best_score_diff`."""
+
+    overlap: bool
+    k: int
+    n: int
+    p: float
+    diff: float
+
+
+def compare(eta: Curve, kappa: Curve) -> Comparison:
+    """``eta`` against ``kappa``: the same numbers as :func:`overlap`, :func:`binom_test` and
+    :func:`best_score_diff`, from one preparation of the two curves."""
+    prepared = _prepared(eta, kappa)
+    if prepared is None or len(eta) == 0 or len(kappa) == 0:
+        return Comparison(False, 0, 0, 1.0, 0.0)
+    ya, sa, yb, sb = prepared
+    diff = _best_score_diff_arrays(ya, sa, yb, sb)
+    ov = _overlap_smoothed(sa, sb)
+    if ov is None:
+        return Comparison(False, 0, 0, 0.0 if float(ya.min()) > float(yb.max()) else 1.0, diff)
+    k = int(np.sum(ya[ov.r:ov.r + ov.n] > yb[ov.s:ov.s + ov.n]))
+    p = float(stats.binomtest(k, ov.n, 0.5, alternative="greater").pvalue)
+    return Comparison(True, k, ov.n, p, diff)

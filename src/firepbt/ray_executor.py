@@ -225,10 +225,6 @@ class RayExecutor:
         ray = _require_ray()
         return ray.get(self.actors[worker].test.remote())
 
-    def pid(self, worker: int) -> int:
-        ray = _require_ray()
-        return int(ray.get(self.actors[worker].pid.remote()))
-
     def take_failures(self) -> list[WorkerFailure]:
         out, self.failures = self.failures, []
         return out

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .curves import Comparison
 from .schedule import Schedule, Segment
 
 MEMBER = "member"
@@ -75,7 +76,9 @@ class AssignEvaluator:
 
 @dataclass(frozen=True, slots=True)
 class EvaluatorSuccess:
-    """``target`` copies the weights of ``evaluator`` and keeps its own hyperparameters (3.2)."""
+    """``target`` copies the weights of ``evaluator`` and keeps its own hyperparameters (3.2).
+    ``comparison``: the evaluator's curve against the target's that decided it (None in stores
+    written before it was recorded)."""
 
     evaluator: int
     parent: int
@@ -83,6 +86,7 @@ class EvaluatorSuccess:
     score_diff: float
     p_value: float
     trained_steps: int
+    comparison: Comparison | None = None
     kind: str = field(default="evaluator_success", init=False)
 
 
@@ -93,7 +97,9 @@ class StopEvaluator:
     ``max_eval_steps``), ``member_lost_evolution``, ``target_lost_evolution``,
     ``member_received_weights`` (its parent received an evaluator's weights), ``target_superseded``
     (another evaluator succeeded on the same target this round). See
-    :mod:`firepbt.controllers.fire`."""
+    :mod:`firepbt.controllers.fire`. ``comparison``: the evaluator's curve against the
+    target's, for the stops the curves decided (no_overlap, not_significant, not_better,
+    target_superseded); None for the others."""
 
     evaluator: int
     parent: int
@@ -102,6 +108,7 @@ class StopEvaluator:
     p_value: float | None
     score_diff: float | None
     trained_steps: int
+    comparison: Comparison | None = None
     kind: str = field(default="stop_evaluator", init=False)
 
 
@@ -152,4 +159,6 @@ def decision_from_dict(data: Mapping[str, Any]) -> Decision:
     cls = _KINDS[data.pop("kind")]
     if cls is FitnessRecord:
         data["fitness"] = {int(k): v for k, v in data["fitness"].items()}
+    if isinstance(data.get("comparison"), Mapping):
+        data["comparison"] = Comparison(**data["comparison"])
     return cls(**data)

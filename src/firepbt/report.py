@@ -201,6 +201,7 @@ def experiment_data(path: str | Path) -> ExperimentData:
 
         # evaluator events and hyperparameters of targets at successes
         hp_after = {r.step: r.runner_state["workers"] for r in rounds}
+        row_at = {r.step: r for r in rounds}
         events = []
         counts: dict[str, int] = {}
         pair = None
@@ -210,18 +211,17 @@ def experiment_data(path: str | Path) -> ExperimentData:
                 events.append(EvaluatorEvent(step, d.kind, d.evaluator, d.parent, d.target,
                                              f"{param}={_fmt_value(d.hparams.get(param))}"))
             elif isinstance(d, StopEvaluator):
-                p = "n/a" if d.p_value is None else f"{d.p_value:.3g}"
                 events.append(EvaluatorEvent(step, d.kind, d.evaluator, d.parent, d.target,
-                                             f"{d.reason}, p={p}, T={d.trained_steps}"))
+                                             f"{d.reason}, {_evidence(d)}"))
             elif isinstance(d, EvaluatorSuccess):
                 hp = hp_after.get(step, {}).get(str(d.target), {}).get("hparams") or {}
                 events.append(EvaluatorEvent(
-                    step, d.kind, d.evaluator, d.parent, d.target,
-                    f"score diff {d.score_diff:.4g}, p={d.p_value:.3g}, T={d.trained_steps}",
+                    step, d.kind, d.evaluator, d.parent, d.target, _evidence(d),
                     _num(hp[param]) if param in hp else None))
                 # the most telling example: the success with the longest evaluator curve
                 if pair is None or d.trained_steps > pair.success_step - pair.evaluator_curve[0][0]:
-                    pair = _curve_pair(st, d, step)
+                    pair = _curve_pair(st, d, step, mode,
+                                       row_at.get(step - cfg.ready_interval)) or pair
         compute = {"train_seconds": sum(r.train_seconds for r in rounds),
                    "eval_seconds": sum(r.eval_seconds for r in rounds),
                    "controller_seconds": sum(r.decide_seconds for r in rounds)}
@@ -235,15 +235,37 @@ def experiment_data(path: str | Path) -> ExperimentData:
         st.close()
 
 
-def _curve_pair(st: Store, d: EvaluatorSuccess, step: int) -> CurvePair:
-    """The two curves as evaluated (values, not scores: a loss stays a loss)."""
-    start = step - d.trained_steps
-    # the evaluator's curve starts with its parent's evaluation at the copy step (3.1.1, x_1)
-    ev = [(s, v) for _r, _w, s, v in st.evaluations(d.parent) if s == start]
-    ev += [(s, v) for _r, _w, s, v in st.evaluations(d.evaluator) if start < s <= step]
-    tg = [(s, v) for _r, _w, s, v in st.evaluations(d.target)
-          if start - 2 * d.trained_steps <= s <= step]
-    return CurvePair(d.evaluator, d.target, step, tuple(ev), tuple(tg))
+def _evidence(d: StopEvaluator | EvaluatorSuccess) -> str:
+    """What decided an evaluator's stop or success, as the controller computed it."""
+    c = d.comparison
+    if c is not None:
+        above = f"above at {c.k} of {c.n} overlapping points" if c.overlap else "no overlap"
+        return (f"{above}, p={c.p:.3g}, score diff {c.diff:.4g}, T={d.trained_steps}")
+    p = "n/a" if d.p_value is None else f"{d.p_value:.3g}"
+    diff = "" if d.score_diff is None else f", score diff {d.score_diff:.4g}"
+    return f"p={p}{diff}, T={d.trained_steps}"
+
+
+def _curve_pair(st: Store, d: EvaluatorSuccess, step: int, mode: str,
+                prev: Any) -> CurvePair | None:
+    """The two curves the controller compared at a success, exactly: each as it stood in the
+    controller's state after the round before (``prev``), plus this round's evaluations.
+    Values as evaluated (a loss stays a loss)."""
+    if prev is None:
+        return None
+    cs = prev.controller_state
+    ev = cs.get("evaluators", {}).get(str(d.evaluator))
+    tg = cs.get("members", {}).get(str(d.target))
+    if ev is None or tg is None:
+        return None
+
+    def curve(state_curve: Any, worker: int) -> tuple[tuple[int, float], ...]:
+        pts = [(int(s), score_of(float(v), mode)) for s, v in state_curve]
+        pts += [(s, v) for _r, _w, s, v in st.evaluations(worker) if prev.step < s <= step]
+        return tuple(pts)
+
+    return CurvePair(d.evaluator, d.target, step, curve(ev["curve"], d.evaluator),
+                     curve(tg["curve"], d.target))
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,8 @@ class Runner:
     # -- set-up --------------------------------------------------------------------------
 
     def _setup_executor(self, n_workers: int) -> None:
-        from .vectorized import NotVectorizable, VectorizedExecutor
+        from .batched import NotVectorizable
+        from .vectorized import VectorizedExecutor
 
         seeds = worker_seeds(self.config.seed, n_workers)
         try:

@@ -1,10 +1,13 @@
 """Train the whole population as one batched model (stacked weights, one forward/backward).
 
 :class:`VectorizedExecutor` takes the same trainable factory as the local executor, provided
-it makes :class:`~firepbt.supervised.SupervisedTrainable` workers (same data, batch size and
-network shape; each its own weights, data order and hyperparameters). During a round the
-members' parameters, momentum buffers and data orders are stacked along a leading member
-dimension and trained together:
+its trainables belong to a family that declares a batched population
+(:mod:`firepbt.batched`: ``register_batched``); the executor itself knows no task. This module
+registers :class:`SupervisedPopulation` for
+:class:`~firepbt.supervised.SupervisedTrainable` workers (same data, batch size and network
+shape; each its own weights, data order and hyperparameters). During a round the members'
+parameters, momentum buffers and data orders are stacked along a leading member dimension and
+trained together:
 
 - ``nn.Sequential`` stacks of ``Linear`` layers and element-wise activations take a fast path of
   batched matrix multiplies (``torch.baddbmm``);
@@ -29,18 +32,16 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
+from .batched import NotVectorizable, population_type, register_batched
 from .errors import TrainableError
 from .executor import LocalExecutor, TrainJob, TrainResult, build_population, score_of
 from .supervised import SupervisedTrainable
-from .tasks.nqm import NQMTrainable
 from .trainable import TrainableFactory, mode_of
 
 _ACTIVATIONS = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.ELU, nn.LeakyReLU,
                 nn.Identity, nn.Flatten)
 
-
-class NotVectorizable(TypeError):
-    """The trainables cannot be trained as one batched model."""
+__all__ = ["NotVectorizable", "SupervisedPopulation", "VectorizedExecutor"]
 
 
 def _fast_path(model: nn.Module) -> bool:
@@ -69,8 +70,7 @@ class VectorizedExecutor(LocalExecutor):
     def setup(self, seeds: Mapping[int, int]) -> None:
         made = build_population(self.factory, seeds)
         self.trainables = made  # kept when refused: the local executor adopts them
-        if not all(isinstance(t, NQMTrainable) for t in made.values()):
-            check_vectorizable(list(made.values()))
+        self.population = population_type(list(made.values()))
         self.mode = {mode_of(t) for t in made.values()}.pop()
 
     def train_round(self, jobs: Sequence[TrainJob], best_score: float,
@@ -99,15 +99,11 @@ class VectorizedExecutor(LocalExecutor):
             if j.start != start or sum(n for _, n in j.pieces) != n_steps or \
                     j.eval_interval != eval_interval:
                 raise ValueError("a vectorized round needs every job to cover the same steps")
-        # optimizer settings of every member as runs of (settings, steps); the per-step
-        # (steps, N) tensors are built one chunk at a time, so a long round costs no memory
-        if isinstance(members[0], NQMTrainable):
-            pop: _Population | _NQMPopulation = _NQMPopulation(members)  # type: ignore[arg-type]
-            runs = [[((float(h["lr"]), 0.0, 0.0), n) for h, n in j.pieces] for j in jobs]
-        else:
-            pop = _Population(members)
-            runs = [[(m.optimizer_settings(h), n) for h, n in j.pieces]
-                    for m, j in zip(members, jobs, strict=True)]
+        # per-step settings of every member as runs of (settings, steps); the (steps, N, k)
+        # tensors are built one chunk at a time, so a long round costs no memory
+        pop = self.population(members)
+        runs = [[(tuple(pop.settings(m, h)), n) for h, n in j.pieces]
+                for m, j in zip(members, jobs, strict=True)]
         # tests: once per member, at its best point of the round if it beats best_score (the
         # rule of firepbt.executor.run_job); the parameters at that point are kept
         own_best = [best_score] * len(jobs)
@@ -137,9 +133,9 @@ class VectorizedExecutor(LocalExecutor):
             while k < n_steps:
                 to_eval = eval_interval - (step % eval_interval)
                 n = min(to_eval, n_steps - k, _CHUNK)
-                lr, mom, wd = _settings_chunk(runs, k, n)
+                settings = _settings_chunk(runs, k, n)
                 t0 = time.perf_counter()
-                pop.train(lr, mom, wd)
+                pop.train(settings)
                 t_train += time.perf_counter() - t0
                 k += n
                 step += n
@@ -163,46 +159,16 @@ class VectorizedExecutor(LocalExecutor):
                             t_eval * share) for w in workers]
 
 
-def check_vectorizable(trainables: Sequence[object]) -> None:
-    """Raise :class:`NotVectorizable` (saying why) unless these can train as one model."""
-    if not trainables:
-        return
-    bad = [type(t).__name__ for t in trainables if not isinstance(t, SupervisedTrainable)]
-    if bad:
-        raise NotVectorizable(
-            f"the vectorized executor trains SupervisedTrainable workers (a module, a loss and "
-            f"tensors), got {bad[0]}; use the local executor (executor='local') for other "
-            "trainables")
-    first = trainables[0]
-    assert isinstance(first, SupervisedTrainable)
-    shapes = [tuple(p.shape) for p in first.model.parameters()]
-    for t in trainables[1:]:
-        assert isinstance(t, SupervisedTrainable)
-        if [tuple(p.shape) for p in t.model.parameters()] != shapes:
-            raise NotVectorizable("all members must have the same network shape; use the local "
-                                  "executor for populations of different architectures")
-        if t.data is not first.data and not torch.equal(t.data.x_train, first.data.x_train):
-            raise NotVectorizable("all members must train on the same data tensors")
-        if t.batch_size != first.batch_size:
-            raise NotVectorizable("all members must use the same batch size")
-    buffers = [n for n, _ in first.model.named_buffers()]
-    if buffers and not _fast_path(first.model):
-        raise NotVectorizable(
-            f"the network has buffers ({', '.join(buffers[:3])}) that training updates in place "
-            "(batch-norm running statistics, for instance), which torch.func.vmap cannot "
-            "batch; use the local executor, or a norm layer without running statistics")
-
-
 _CHUNK = 1024  # steps whose per-step settings are materialised at once
 
 
-def _settings_chunk(runs: Sequence[Sequence[tuple[tuple[float, float, float], int]]], k: int,
-                    n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Learning rate, momentum and weight decay of steps ``k .. k+n`` of a round: three
-    ``(n, N)`` float64 tensors, from each member's runs of ``(settings, steps)``."""
+def _settings_chunk(runs: Sequence[Sequence[tuple[tuple[float, ...], int]]], k: int,
+                    n: int) -> torch.Tensor:
+    """The settings of steps ``k .. k+n`` of a round: one ``(n, N, k)`` float64 tensor, from
+    each member's runs of ``(settings, steps)``."""
     cols = []
     for member_runs in runs:
-        col: list[tuple[float, float, float]] = []
+        col: list[tuple[float, ...]] = []
         pos = 0
         for settings, m in member_runs:
             lo, hi = max(k, pos), min(k + n, pos + m)
@@ -212,12 +178,42 @@ def _settings_chunk(runs: Sequence[Sequence[tuple[tuple[float, float, float], in
             if pos >= k + n:
                 break
         cols.append(col)
-    t = torch.tensor(cols, dtype=torch.float64).permute(1, 0, 2)  # (n, N, 3)
-    return t[..., 0], t[..., 1], t[..., 2]
+    return torch.tensor(cols, dtype=torch.float64).permute(1, 0, 2)  # (n, N, k)
 
 
-class _Population:
-    """Stacked parameters, momentum buffers and data orders of N members for one round."""
+class SupervisedPopulation:
+    """Stacked parameters, momentum buffers and data orders of N
+    :class:`~firepbt.supervised.SupervisedTrainable` members for one round (SGD with momentum
+    and weight decay; settings per step: learning rate, momentum, weight decay)."""
+
+    @classmethod
+    def check(cls, trainables: Sequence[object]) -> None:
+        """Raise :class:`NotVectorizable` (saying why) unless these can train as one model."""
+        first = trainables[0]
+        assert isinstance(first, SupervisedTrainable)
+        shapes = [tuple(p.shape) for p in first.model.parameters()]
+        for t in trainables[1:]:
+            assert isinstance(t, SupervisedTrainable)
+            if [tuple(p.shape) for p in t.model.parameters()] != shapes:
+                raise NotVectorizable("all members must have the same network shape; use the "
+                                      "local executor for populations of different "
+                                      "architectures")
+            if t.data is not first.data and not torch.equal(t.data.x_train, first.data.x_train):
+                raise NotVectorizable("all members must train on the same data tensors")
+            if t.batch_size != first.batch_size:
+                raise NotVectorizable("all members must use the same batch size")
+        buffers = [n for n, _ in first.model.named_buffers()]
+        if buffers and not _fast_path(first.model):
+            raise NotVectorizable(
+                f"the network has buffers ({', '.join(buffers[:3])}) that training updates in "
+                "place (batch-norm running statistics, for instance), which torch.func.vmap "
+                "cannot batch; use the local executor, or a norm layer without running "
+                "statistics")
+
+    @staticmethod
+    def settings(member: SupervisedTrainable, hparams: Mapping[str, object]
+                 ) -> tuple[float, float, float]:
+        return member.optimizer_settings(hparams)
 
     def __init__(self, members: Sequence[SupervisedTrainable]) -> None:
         self.members = list(members)
@@ -301,8 +297,9 @@ class _Population:
                 h = layer(h)
         return h
 
-    def train(self, lr: torch.Tensor, mom: torch.Tensor, wd: torch.Tensor) -> None:
-        """Train len(lr) steps; lr, mom, wd are (steps, N)."""
+    def train(self, settings: torch.Tensor) -> None:
+        """Train ``len(settings)`` steps; settings is (steps, N, 3): lr, momentum, weight decay."""
+        lr, mom, wd = settings[..., 0], settings[..., 1], settings[..., 2]
         x_all, y_all = self.data.x_train, self.data.y_train
         dt = self.params[0].dtype
         lr_t, mom_t, wd_t = lr.to(dt), mom.to(dt), wd.to(dt)
@@ -375,7 +372,7 @@ class _Population:
 
     def snapshot(self, i: int) -> list[torch.Tensor] | None:
         """Member i's parameters now (None when there is nothing to test)."""
-        if isinstance(self.members[i], NQMTrainable) or self.data.x_test is None:
+        if self.data.x_test is None:
             return None
         return [p[i].detach().clone() for p in self.params]
 
@@ -420,54 +417,4 @@ class _Population:
             m.pos = int(self.pos[i])
 
 
-class _NQMPopulation:
-    """The noisy quadratic model's moments of N members as (N, dims) arrays."""
-
-    def __init__(self, members: Sequence[NQMTrainable]) -> None:
-        import numpy as np
-
-        self.members = list(members)
-        first = members[0]
-        self.h, self.noise, self.beta = first.h, first.noise, first.beta
-        self.exx = np.stack([m.exx for m in members])
-        self.exv = np.stack([m.exv for m in members])
-        self.evv = np.stack([m.evv for m in members])
-
-    def train(self, lr: torch.Tensor, mom: torch.Tensor, wd: torch.Tensor) -> None:
-        # the same operations, in the same order, as NQMTrainable.train, one row per member
-        import numpy as np
-
-        b = self.beta
-        lr_np = lr.numpy()
-        exx, exv, evv = self.exx, self.exv, self.evv
-        with np.errstate(over="ignore", invalid="ignore"):
-            k = 0
-            while k < len(lr_np):
-                same = k + 1
-                while same < len(lr_np) and np.array_equal(lr_np[same], lr_np[k]):
-                    same += 1
-                rate = lr_np[k][:, None]
-                lh = rate * self.h
-                a = 1.0 - lh
-                s = rate * rate * self.noise
-                for _ in range(same - k):
-                    nxx = a * a * exx + 2 * a * b * exv + b * b * evv + s
-                    nvv = lh * lh * exx - 2 * lh * b * exv + b * b * evv + s
-                    nxv = -a * lh * exx + (a - lh) * b * exv + b * b * evv + s
-                    exx, exv, evv = nxx, nxv, nvv
-                k = same
-        self.exx, self.exv, self.evv = exx, exv, evv
-
-    def evaluate(self) -> list[float]:
-        self.write_back()
-        return [m.evaluate() for m in self.members]
-
-    def snapshot(self, i: int) -> None:
-        return None
-
-    def test_at(self, i: int, params: object) -> None:
-        return None
-
-    def write_back(self) -> None:
-        for i, m in enumerate(self.members):
-            m.exx, m.exv, m.evv = self.exx[i].copy(), self.exv[i].copy(), self.evv[i].copy()
+register_batched(SupervisedTrainable, SupervisedPopulation)

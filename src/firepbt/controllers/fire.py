@@ -57,11 +57,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from ..curves import Curve, best_score_diff, binom_test, overlap
+from ..curves import Comparison, Curve, best_score_diff, compare
 from ..errors import check
 from ..records import (
     EVALUATOR,
@@ -207,8 +208,8 @@ class FirePBT(Controller):
         self.min_steps = min_steps
         self.quantile = quantile
         self.rng = make_rng(seed)
-        self.members: dict[int, dict[str, Any]] = {}
-        self.evaluators: dict[int, dict[str, Any]] = {}
+        self.members: dict[int, MemberState] = {}
+        self.evaluators: dict[int, EvaluatorState] = {}
 
     # -- layout ---------------------------------------------------------------------------
 
@@ -233,94 +234,39 @@ class FirePBT(Controller):
         specs = []
         for w in range(self.n_members):
             hp = self.space.sample(self.rng)
-            self.members[w] = {"sub": w // self.size, "hparams": hp, "curve": [], "latest": None,
-                               "last_event": 0, "evaluator": None}
+            self.members[w] = MemberState(w // self.size, dict(hp))
             specs.append(WorkerSpec(w, MEMBER, w // self.size, dict(hp)))
         for e in range(self.n_members, self.n_workers):
-            self.evaluators[e] = _idle()
+            self.evaluators[e] = IDLE
             specs.append(WorkerSpec(e, EVALUATOR, None, None))
         return specs
 
     def decide(self, step: int, observations: Observations) -> list[Decision]:
-        decisions: list[Decision] = []
+        """One round of section 3 (see the module doc): record, judge the evaluators, evolve
+        each sub-population, assign the free evaluators."""
         # 1. record
-        for w, points in observations.items():
-            pts = [[int(s), float(v)] for s, v in points]
-            if w in self.members and pts:
-                self.members[w]["curve"].extend(pts)
-                self.members[w]["latest"] = pts[-1][1]
-            elif w in self.evaluators and self.evaluators[w]["active"]:
-                self.evaluators[w]["curve"].extend(pts)
-        trained = {e: dict(ev) for e, ev in self.evaluators.items() if ev["active"]
-                   and ev["start"] < step}
-        eval_curve_of = {ev["parent"]: _curve(ev["curve"]) for ev in trained.values()}
-
-        # 2. evaluator stopping and success criteria (3.2)
-        successes: dict[int, list[tuple[float, int, float]]] = {}
-        for e in sorted(trained):
-            ev = self.evaluators[e]
-            eta = _curve(ev["curve"])
-            target_curve = _curve(self.members[ev["target"]]["curve"])
-            t_steps = step - ev["start"]
-            p = binom_test(eta, target_curve)
-            diff = best_score_diff(eta, target_curve)
-            if diff > 0 and p < self.p_stat:
-                successes.setdefault(ev["target"], []).append((diff, e, p))
-                continue
-            ov = overlap(eta, target_curve)
-            if ov is None and t_steps > self.max_eval_steps:
-                decisions.append(self._stop(e, "no_overlap", p, diff, step))
-            elif ov is not None and p > self.p_stat + max(0.0, 1 - t_steps / self.max_eval_steps):
-                decisions.append(self._stop(e, "not_significant", p, diff, step))
-            elif t_steps > self.max_eval_steps:
-                # open detail 3: significant (p <= p_stat) but not better at its best
-                decisions.append(self._stop(e, "not_better", p, diff, step))
-        received: list[int] = []
-        for target in sorted(successes):
-            ranked = sorted(successes[target], key=lambda x: (-x[0], x[1]))
-            diff, e, p = ranked[0]
-            ev = self.evaluators[e]
-            value = ev["curve"][-1][1]
-            decisions.append(EvaluatorSuccess(e, ev["parent"], target, diff, p, step - ev["start"]))
-            tm = self.members[target]
-            tm["curve"] = [[step, value]]
-            tm["latest"] = value
-            tm["last_event"] = step
-            self._free(e)
-            for d2, e2, p2 in ranked[1:]:
-                decisions.append(self._stop(e2, "target_superseded", p2, d2, step))
-            received.append(target)
-        # open detail 4: a member that received new weights (a target in P_i, i >= 2, may also
-        # be a parent) is no longer the network its own evaluator measures: that evaluation
-        # ends, as when a member loses an evolution event, and the member has no fitness
-        for target in received:
-            own = self.members[target]["evaluator"]
-            if own is not None:
-                decisions.append(self._stop(own, "member_received_weights", None, None, step))
+        self.members, self.evaluators = record(self.members, self.evaluators, observations)
+        trained = sorted(e for e, ev in self.evaluators.items() if ev.active and ev.start < step)
+        eval_curve_of = {self.evaluators[e].parent: self.evaluators[e].curve_() for e in trained}
+        # 2. evaluator criteria (3.2)
+        decisions, received = self._judge(trained, step)
+        for target in received:  # open detail 4: its own evaluation ended, no fitness
             eval_curve_of.pop(target, None)
-
         # 3. fitness and PBT within each sub-population (3.1.2, 2); the fitness is taken
         # before any exploit of the round, and the evaluators' targets are chosen by it
         fitness_by_sub: dict[int, dict[int, float]] = {}
         losers: set[int] = set()
         for i in range(self.n_sub):
-            ids = self.subpopulation(i)
-            if i == 0:
-                fitness = {m: float(self.members[m]["latest"]) for m in ids
-                           if self.members[m]["latest"] is not None}
-            else:
-                phi = [m for m in ids if m in eval_curve_of]
-                fitness = {m: float(sum(best_score_diff(eval_curve_of[m], eval_curve_of[k])
-                                        for k in phi if k != m)) for m in phi}
+            fitness = subpopulation_fitness(self.members, self.subpopulation(i), i == 0,
+                                            eval_curve_of)
             fitness_by_sub[i] = fitness
             decisions.append(FitnessRecord(i, dict(fitness)))
             for loser, source in truncation(fitness, self.rng, self.quantile):
                 decisions.extend(self._exploit(loser, source, i, fitness, step))
                 losers.add(loser)
-
         # 4. assign free evaluators (3, steps 1-2)
         for e in sorted(self.evaluators):
-            if self.evaluators[e]["active"]:
+            if self.evaluators[e].active:
                 continue
             assignment = self._assign(e, step, fitness_by_sub, losers)
             if assignment is None:
@@ -328,117 +274,260 @@ class FirePBT(Controller):
             decisions.append(assignment)
         return decisions
 
-    # -- helpers --------------------------------------------------------------------------
+    # -- the steps ------------------------------------------------------------------------
 
-    def _stop(self, e: int, reason: str, p: float | None, diff: float | None,
-              step: int) -> StopEvaluator:
+    def _judge(self, trained: list[int], step: int) -> tuple[list[Decision], list[int]]:
+        """Step 2: each trained evaluator's verdict (:func:`judge`); the best success per
+        target hands its weights over (open detail 1), the targets' curves restart (open
+        detail 2) and their own evaluators stop (open detail 4). Returns the decisions and the
+        members that received weights."""
+        decisions: list[Decision] = []
+        successes: dict[int, list[tuple[float, int, Comparison]]] = {}
+        for e in trained:
+            ev = self.evaluators[e]
+            verdict, c = judge(ev, self.members[ev.target], step, self.p_stat,
+                               self.max_eval_steps)
+            if verdict == "success":
+                successes.setdefault(ev.target, []).append((c.diff, e, c))
+            elif verdict != "continue":
+                decisions.append(self._stop(e, verdict, step, c))
+        received: list[int] = []
+        for target in sorted(successes):
+            ranked = sorted(successes[target], key=lambda x: (-x[0], x[1]))
+            _diff, e, c = ranked[0]
+            ev = self.evaluators[e]
+            value = ev.curve[-1][1]
+            decisions.append(EvaluatorSuccess(e, ev.parent, target, c.diff, c.p,
+                                              step - ev.start, c))
+            self.members[target] = replace(self.members[target], curve=((step, value),),
+                                           latest=value, last_event=step)
+            self._free(e)
+            for _d2, e2, c2 in ranked[1:]:
+                decisions.append(self._stop(e2, "target_superseded", step, c2))
+            received.append(target)
+        # open detail 4: a member that received new weights (a target in P_i, i >= 2, may also
+        # be a parent) is no longer the network its own evaluator measures: that evaluation
+        # ends, as when a member loses an evolution event, and the member has no fitness
+        for target in received:
+            own = self.members[target].evaluator
+            if own is not None:
+                decisions.append(self._stop(own, "member_received_weights", step))
+        return decisions, received
+
+    def _stop(self, e: int, reason: str, step: int,
+              comparison: Comparison | None = None) -> StopEvaluator:
         ev = self.evaluators[e]
-        d = StopEvaluator(e, ev["parent"], ev["target"], reason, p, diff, step - ev["start"])
+        assert ev.parent is not None and ev.target is not None
+        d = StopEvaluator(e, ev.parent, ev.target, reason,
+                          None if comparison is None else comparison.p,
+                          None if comparison is None else comparison.diff,
+                          step - ev.start, comparison)
         self._free(e)
         return d
 
     def _free(self, e: int) -> None:
-        parent = self.evaluators[e]["parent"]
-        if parent is not None and self.members[parent]["evaluator"] == e:
-            self.members[parent]["evaluator"] = None
-        self.evaluators[e] = _idle()
+        parent = self.evaluators[e].parent
+        if parent is not None and self.members[parent].evaluator == e:
+            self.members[parent] = replace(self.members[parent], evaluator=None)
+        self.evaluators[e] = IDLE
 
     def _exploit(self, loser: int, source: int, sub: int, fitness: Mapping[int, float],
                  step: int) -> list[Decision]:
         lm, sm = self.members[loser], self.members[source]
-        new = self.space.perturb(sm["hparams"], self.rng)
-        out: list[Decision] = [Exploit(loser, source, sub, dict(lm["hparams"]), dict(sm["hparams"]),
+        new = self.space.perturb(sm.hparams, self.rng)
+        out: list[Decision] = [Exploit(loser, source, sub, dict(lm.hparams), dict(sm.hparams),
                                        new, fitness[loser], fitness[source])]
-        lm["hparams"] = new
-        value = sm["latest"]
-        lm["curve"] = [] if value is None else [[step, value]]
-        lm["latest"] = value
-        lm["last_event"] = step
-        if lm["evaluator"] is not None:
-            out.append(self._stop(lm["evaluator"], "member_lost_evolution", None, None, step))
+        value = sm.latest
+        self.members[loser] = replace(lm, hparams=dict(new),
+                                      curve=() if value is None else ((step, value),),
+                                      latest=value, last_event=step)
+        if lm.evaluator is not None:
+            out.append(self._stop(lm.evaluator, "member_lost_evolution", step))
         for e in sorted(self.evaluators):
             ev = self.evaluators[e]
-            if ev["active"] and ev["target"] == loser:
-                out.append(self._stop(e, "target_lost_evolution", None, None, step))
+            if ev.active and ev.target == loser:
+                out.append(self._stop(e, "target_lost_evolution", step))
         return out
 
     def _assign(self, e: int, step: int, fitness_by_sub: Mapping[int, Mapping[int, float]],
                 losers: set[int] = frozenset()) -> AssignEvaluator | None:  # type: ignore[assignment]
-        candidates = [m for i in range(1, self.n_sub) for m in self.subpopulation(i)
-                      if self.members[m]["evaluator"] is None and step >= self.min_steps[i]
-                      and self.members[m]["latest"] is not None]
-        if not candidates:
+        parent = choose_parent(self.members, self.evaluators, self.subpopulation, self.n_sub,
+                               self.min_steps, step, self.rng)
+        if parent is None:
             return None
-        # open detail 5: the parent sub-population with the fewest evaluators first, so that
-        # the evaluators are shared out evenly and every parent sub-population can rank enough
-        # members to evolve (check_evolvable); within it, the paper's rule
-        load = {i: 0 for i in range(1, self.n_sub)}
-        for ev in self.evaluators.values():
-            if ev["active"]:
-                load[self.members[ev["parent"]]["sub"]] += 1
-        tiebreak = self.rng.permutation(len(candidates))
-        order = sorted(range(len(candidates)),
-                       key=lambda j: (load[self.members[candidates[j]]["sub"]],
-                                      self.members[candidates[j]]["last_event"], tiebreak[j]))
-        parent = candidates[order[0]]
-        child_sub = self.members[parent]["sub"] - 1
-        target = self._best_of(child_sub, fitness_by_sub.get(child_sub, {}), losers)
-        pm, tm = self.members[parent], self.members[target]
-        hp = dict(tm["hparams"])
-        self.evaluators[e] = {"active": True, "parent": parent, "target": target, "hparams": hp,
-                              "curve": [[step, pm["latest"]]], "start": step}
-        pm["evaluator"] = e
-        pm["last_event"] = step
-        return AssignEvaluator(e, parent, target, pm["sub"], hp)
-
-    def _best_of(self, sub: int, fitness: Mapping[int, float], losers: set[int]) -> int:
-        """The highest-fitness member of ``sub`` by this round's fitness, taken before the
-        round's exploits, never one of this round's ``losers`` (a loser that just copied the
-        best member ties with it on its latest evaluation, and losers can tie with the best
-        before exploits too, but they hold untested, perturbed hyperparameters). A
-        sub-population without a fitness this round (no ranked member) falls back on the latest
-        evaluations, which no exploit changed. Non-finite values rank lowest; ties go to the
-        lower id."""
-        ids = [m for m in self.subpopulation(sub) if m not in losers] or self.subpopulation(sub)
-        scores = {m: float(fitness[m]) for m in ids if m in fitness}
-        if not scores:
-            scores = {m: (math.nan if self.members[m]["latest"] is None
-                          else float(self.members[m]["latest"])) for m in ids}
-        return max(sorted(scores), key=lambda m: (rank_key(scores[m]), -m))
+        pm = self.members[parent]
+        child_sub = pm.sub - 1
+        target = best_of(self.members, self.subpopulation(child_sub),
+                         fitness_by_sub.get(child_sub, {}), losers)
+        hp = dict(self.members[target].hparams)
+        assert pm.latest is not None
+        self.evaluators[e] = EvaluatorState(True, parent, target, hp, ((step, pm.latest),), step)
+        self.members[parent] = replace(pm, evaluator=e, last_event=step)
+        return AssignEvaluator(e, parent, target, pm.sub, hp)
 
     # -- state ----------------------------------------------------------------------------
 
-    def hparams_of(self, worker: int) -> dict[str, Any] | None:
-        if worker in self.members:
-            return dict(self.members[worker]["hparams"])
-        ev = self.evaluators[worker]
-        return dict(ev["hparams"]) if ev["active"] else None
-
     def state_dict(self) -> dict[str, Any]:
         return {"rng": rng_state(self.rng),
-                "members": {str(k): v for k, v in self.members.items()},
-                "evaluators": {str(k): v for k, v in self.evaluators.items()}}
+                "members": {str(k): v.to_dict() for k, v in self.members.items()},
+                "evaluators": {str(k): v.to_dict() for k, v in self.evaluators.items()}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         load_rng_state(self.rng, state["rng"])
-        self.members = {int(k): _copy(v) for k, v in state["members"].items()}
-        self.evaluators = {int(k): _copy(v) for k, v in state["evaluators"].items()}
+        self.members = {int(k): MemberState.from_dict(v) for k, v in state["members"].items()}
+        self.evaluators = {int(k): EvaluatorState.from_dict(v)
+                           for k, v in state["evaluators"].items()}
 
 
-def _idle() -> dict[str, Any]:
-    return {"active": False, "parent": None, "target": None, "hparams": None, "curve": [],
-            "start": 0}
+# -- state records ----------------------------------------------------------------------------
+
+Points = tuple[tuple[int, float], ...]
 
 
-def _curve(points: Sequence[Sequence[float]]) -> Curve:
-    return Curve(np.array([int(p[0]) for p in points], dtype=np.int64),
-                 np.array([float(p[1]) for p in points], dtype=np.float64))
+def _points(raw: Sequence[Sequence[float]]) -> Points:
+    return tuple((int(p[0]), float(p[1])) for p in raw)
 
 
-def _copy(d: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(d)
-    if "curve" in out:
-        out["curve"] = [list(p) for p in out["curve"]]
-    if out.get("hparams") is not None:
-        out["hparams"] = dict(out["hparams"])
-    return out
+@dataclass(frozen=True, slots=True)
+class MemberState:
+    """A population member as the controller sees it: its sub-population (0 = P1), its
+    hyperparameters, its curve since it last received weights, its latest evaluation, the step
+    of its last event (start, weights received, evaluator assigned, evolution lost) and its
+    evaluator (None when it has none)."""
+
+    sub: int
+    hparams: Mapping[str, Any]
+    curve: Points = ()
+    latest: float | None = None
+    last_event: int = 0
+    evaluator: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sub": self.sub, "hparams": dict(self.hparams),
+                "curve": [[s, v] for s, v in self.curve], "latest": self.latest,
+                "last_event": self.last_event, "evaluator": self.evaluator}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> MemberState:
+        return cls(int(d["sub"]), dict(d["hparams"]), _points(d["curve"]), d["latest"],
+                   int(d["last_event"]), d["evaluator"])
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluatorState:
+    """An evaluator: idle, or measuring ``parent``'s weights trained with ``target``'s
+    hyperparameters since ``start``; its curve starts with the parent's evaluation at the copy
+    (3.1.1, x_1)."""
+
+    active: bool = False
+    parent: int | None = None
+    target: int | None = None
+    hparams: Mapping[str, Any] | None = None
+    curve: Points = ()
+    start: int = 0
+
+    def curve_(self) -> Curve:
+        return Curve.of(self.curve)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"active": self.active, "parent": self.parent, "target": self.target,
+                "hparams": None if self.hparams is None else dict(self.hparams),
+                "curve": [[s, v] for s, v in self.curve], "start": self.start}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> EvaluatorState:
+        return cls(bool(d["active"]), d["parent"], d["target"],
+                   None if d["hparams"] is None else dict(d["hparams"]), _points(d["curve"]),
+                   int(d["start"]))
+
+
+IDLE = EvaluatorState()
+
+
+# -- the steps of section 3, as functions -------------------------------------------------------
+
+def record(members: Mapping[int, MemberState], evaluators: Mapping[int, EvaluatorState],
+           observations: Observations) -> tuple[dict[int, MemberState], dict[int, EvaluatorState]]:
+    """Step 1: append the round's evaluations to the members' and active evaluators' curves."""
+    ms, es = dict(members), dict(evaluators)
+    for w, points in observations.items():
+        pts = _points(points)
+        if w in ms and pts:
+            m = ms[w]
+            ms[w] = replace(m, curve=m.curve + pts, latest=pts[-1][1])
+        elif w in es and es[w].active:
+            es[w] = replace(es[w], curve=es[w].curve + pts)
+    return ms, es
+
+
+def judge(evaluator: EvaluatorState, target: MemberState, step: int, p_stat: float,
+          max_eval_steps: int) -> tuple[str, Comparison]:
+    """Step 2 for one evaluator (3.2): ``"success"``, ``"continue"``, or the reason it stops
+    (``no_overlap``, ``not_significant``, ``not_better``: open detail 3), with the comparison of
+    its curve against its target's."""
+    c = compare(evaluator.curve_(), Curve.of(target.curve))
+    t_steps = step - evaluator.start
+    if c.diff > 0 and c.p < p_stat:
+        return "success", c
+    if not c.overlap and t_steps > max_eval_steps:
+        return "no_overlap", c
+    if c.overlap and c.p > p_stat + max(0.0, 1 - t_steps / max_eval_steps):
+        return "not_significant", c
+    if t_steps > max_eval_steps:
+        # open detail 3: significant (p <= p_stat) but not better at its best
+        return "not_better", c
+    return "continue", c
+
+
+def subpopulation_fitness(members: Mapping[int, MemberState], ids: Sequence[int], greedy: bool,
+                          eval_curve_of: Mapping[int, Curve]) -> dict[int, float]:
+    """Step 3's fitness (3.1.2): P1 (``greedy``) ranks every member by its latest evaluation; a
+    parent sub-population ranks the members of Φ (those whose evaluator trained this round) by
+    the sum of ``best_score_diff`` of their evaluator's curve against the others' in Φ."""
+    if greedy:
+        return {m: float(members[m].latest) for m in ids  # type: ignore[arg-type]
+                if members[m].latest is not None}
+    phi = [m for m in ids if m in eval_curve_of]
+    return {m: float(sum(best_score_diff(eval_curve_of[m], eval_curve_of[k])
+                         for k in phi if k != m)) for m in phi}
+
+
+def choose_parent(members: Mapping[int, MemberState], evaluators: Mapping[int, EvaluatorState],
+                  subpopulation: Any, n_sub: int, min_steps: Sequence[int], step: int,
+                  rng: np.random.Generator) -> int | None:
+    """Step 4's parent: among members of P2..Pn without an evaluator, past their
+    sub-population's ``min_steps_before_eval`` and evaluated at least once, one of the
+    sub-population with the fewest evaluators (open detail 5), then the one that has trained
+    longest since its last event (ties at random); None when there is none."""
+    candidates = [m for i in range(1, n_sub) for m in subpopulation(i)
+                  if members[m].evaluator is None and step >= min_steps[i]
+                  and members[m].latest is not None]
+    if not candidates:
+        return None
+    load = {i: 0 for i in range(1, n_sub)}
+    for ev in evaluators.values():
+        if ev.active:
+            assert ev.parent is not None
+            load[members[ev.parent].sub] += 1
+    tiebreak = rng.permutation(len(candidates))
+    order = sorted(range(len(candidates)),
+                   key=lambda j: (load[members[candidates[j]].sub],
+                                  members[candidates[j]].last_event, tiebreak[j]))
+    return candidates[order[0]]
+
+
+def best_of(members: Mapping[int, MemberState], sub_ids: Sequence[int],
+            fitness: Mapping[int, float], losers: set[int]) -> int:
+    """Step 4's target: the highest-fitness member of a sub-population by this round's
+    fitness, taken before the round's exploits, never one of this round's ``losers`` (a loser
+    that just copied the best member ties with it on its latest evaluation, and losers can tie
+    with the best before exploits too, but they hold untested, perturbed hyperparameters). A
+    sub-population without a fitness this round (no ranked member) falls back on the latest
+    evaluations, which no exploit changed. Non-finite values rank lowest; ties go to the lower
+    id."""
+    ids = [m for m in sub_ids if m not in losers] or list(sub_ids)
+    scores = {m: float(fitness[m]) for m in ids if m in fitness}
+    if not scores:
+        scores = {m: (math.nan if members[m].latest is None else float(members[m].latest))
+                  for m in ids}
+    return max(sorted(scores), key=lambda m: (rank_key(scores[m]), -m))

@@ -18,11 +18,12 @@ The update per step, with ``a = 1 - lr*h`` and ``s = lr^2 * Var(eps)``:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from ..batched import NotVectorizable, register_batched
 from ..space import LogUniform, Space
 
 SPACE = Space({"lr": LogUniform(0.1, 3.0, bounds=(1e-4, 3.8))})
@@ -76,3 +77,69 @@ class NQMTrainable:
         self.exx = np.asarray(state["exx"], dtype=np.float64).copy()
         self.exv = np.asarray(state["exv"], dtype=np.float64).copy()
         self.evv = np.asarray(state["evv"], dtype=np.float64).copy()
+
+
+class NQMPopulation:
+    """The batched NQM (:mod:`firepbt.batched`): the moments of N members as ``(N, dims)``
+    arrays, updated by the same operations, in the same order, as :meth:`NQMTrainable.train`
+    (bitwise equal to the local executor). Settings per step: the learning rate."""
+
+    @classmethod
+    def check(cls, members: Sequence[NQMTrainable]) -> None:
+        first = members[0]
+        for m in members[1:]:
+            if len(m.h) != len(first.h) or m.beta != first.beta or \
+                    not np.array_equal(m.noise, first.noise):
+                raise NotVectorizable("all NQM members must have the same dims, batch size and "
+                                      "momentum")
+
+    @staticmethod
+    def settings(member: NQMTrainable, hparams: Mapping[str, Any]) -> tuple[float]:
+        return (float(hparams["lr"]),)
+
+    def __init__(self, members: Sequence[NQMTrainable]) -> None:
+        self.members = list(members)
+        first = members[0]
+        self.h, self.noise, self.beta = first.h, first.noise, first.beta
+        self.exx = np.stack([m.exx for m in members])
+        self.exv = np.stack([m.exv for m in members])
+        self.evv = np.stack([m.evv for m in members])
+
+    def train(self, settings: Any) -> None:
+        b = self.beta
+        lr_np = np.asarray(settings[..., 0])  # (steps, N)
+        exx, exv, evv = self.exx, self.exv, self.evv
+        with np.errstate(over="ignore", invalid="ignore"):
+            k = 0
+            while k < len(lr_np):
+                same = k + 1
+                while same < len(lr_np) and np.array_equal(lr_np[same], lr_np[k]):
+                    same += 1
+                rate = lr_np[k][:, None]
+                lh = rate * self.h
+                a = 1.0 - lh
+                s = rate * rate * self.noise
+                for _ in range(same - k):
+                    nxx = a * a * exx + 2 * a * b * exv + b * b * evv + s
+                    nvv = lh * lh * exx - 2 * lh * b * exv + b * b * evv + s
+                    nxv = -a * lh * exx + (a - lh) * b * exv + b * b * evv + s
+                    exx, exv, evv = nxx, nxv, nvv
+                k = same
+        self.exx, self.exv, self.evv = exx, exv, evv
+
+    def evaluate(self) -> list[float]:
+        self.write_back()
+        return [m.evaluate() for m in self.members]
+
+    def snapshot(self, i: int) -> None:
+        return None
+
+    def test_at(self, i: int, snapshot: object) -> None:
+        return None
+
+    def write_back(self) -> None:
+        for i, m in enumerate(self.members):
+            m.exx, m.exv, m.evv = self.exx[i].copy(), self.exv[i].copy(), self.evv[i].copy()
+
+
+register_batched(NQMTrainable, NQMPopulation)
