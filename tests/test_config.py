@@ -68,3 +68,34 @@ def test_round_trip_through_dict():
     assert ExperimentConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="config must be keys among"):
         ExperimentConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+
+
+def _rule_cases():
+    from firepbt.config import FIELD_RULES
+
+    return [(r.field, v) for r in FIELD_RULES for v in r.bad_values()]
+
+
+@pytest.mark.parametrize("field, value", _rule_cases())
+def test_every_declared_rule_refuses_its_bad_values_naming_the_field(field, value):
+    """Generated from FIELD_RULES: each field's declared constraint refuses the wrong type and
+    the values just outside its bounds or choices, with the declared text."""
+    from firepbt.config import FIELD_RULES
+
+    rule = next(r for r in FIELD_RULES if r.field == field)
+    with pytest.raises(ConfigError) as info:
+        ExperimentConfig(**dict(GOOD, **{field: value}))
+    assert info.value.field == field
+    assert str(info.value).startswith(f"{field} must be {rule.allowed}")
+
+
+def test_every_field_has_a_rule_or_a_relational_check():
+    from dataclasses import fields
+
+    from firepbt.config import FIELD_RULES
+
+    relational = {"factors", "min_steps_before_eval", "task_options", "schedule"}
+    declared = {r.field for r in FIELD_RULES}
+    assert declared | relational == {f.name for f in fields(ExperimentConfig)}
+    assert all(r.ok(GOOD.get(r.field, getattr(ExperimentConfig(**GOOD), r.field)))
+               for r in FIELD_RULES)

@@ -9,6 +9,7 @@ from typing import Any
 
 from .controllers.fire import fire_split
 from .errors import ConfigError, check
+from .selection import members_needed
 
 METHODS = ("pbt", "random", "fire")
 EXECUTORS = ("auto", "local", "vectorized", "ray")
@@ -49,21 +50,15 @@ class ExperimentConfig:
     threads: int | None = None
 
     def __post_init__(self) -> None:
-        check(isinstance(self.task, str) and bool(self.task), "task", "a task name", self.task)
-        check(self.method in METHODS, "method", f"one of {list(METHODS)}", self.method)
-        for name in ("workers", "steps", "ready_interval", "eval_interval"):
-            v = getattr(self, name)
-            check(isinstance(v, int) and not isinstance(v, bool) and v > 0, name, "an int > 0", v)
-        check(isinstance(self.seed, int) and 0 <= self.seed < 2**32, "seed",
-              "an int in [0, 2**32)", self.seed)
+        for rule in FIELD_RULES:  # each field on its own (declared below the class)
+            rule.check(getattr(self, rule.field))
+        # what relates fields to each other
         check(self.ready_interval % self.eval_interval == 0, "ready_interval",
               f"a multiple of eval_interval ({self.eval_interval})", self.ready_interval)
         check(self.steps % self.ready_interval == 0, "steps",
               f"a multiple of ready_interval ({self.ready_interval})", self.steps)
-        check(isinstance(self.quantile, (int, float)) and 0 < self.quantile <= 0.5, "quantile",
-              "in (0, 0.5]", self.quantile)
         if self.method == "pbt":
-            need = math.ceil(1 / self.quantile - 1e-9)
+            need = members_needed(self.quantile)
             check(self.workers >= need, "workers",
                   f"an int >= {need} for PBT ({self.quantile:.0%} truncation needs one member "
                   "in each of the bottom and top sets)", self.workers)
@@ -74,14 +69,6 @@ class ExperimentConfig:
                                                  for k, v in sorted(self.factors.items())})
         elif self.factors is not None:
             object.__setattr__(self, "factors", _factors("factors", self.factors))
-        check(isinstance(self.p_stat, (int, float)) and 0 < self.p_stat < 1, "p_stat",
-              "in (0, 1)", self.p_stat)
-        check(self.max_eval_steps is None or (isinstance(self.max_eval_steps, int)
-                                              and self.max_eval_steps > 0),
-              "max_eval_steps", "an int > 0 (default: 3 ready intervals)", self.max_eval_steps)
-        check(self.n_subpopulations is None or (isinstance(self.n_subpopulations, int)
-                                                and self.n_subpopulations >= 2),
-              "n_subpopulations", "an int >= 2 (default: from workers)", self.n_subpopulations)
         n_sub = self.n_subpopulations or 2
         if self.method == "fire":  # a layout in which every sub-population can evolve
             n_sub = fire_split(self.workers, self.n_subpopulations, self.quantile)[0]
@@ -102,12 +89,6 @@ class ExperimentConfig:
                   f"below steps ({self.steps}) for every parent sub-population (its members "
                   "could never be evaluated, so it could never evolve)",
                   list(ms) if isinstance(ms, (list, tuple)) else ms)
-        check(self.executor in EXECUTORS, "executor", f"one of {list(EXECUTORS)}", self.executor)
-        check(self.threads is None or (isinstance(self.threads, int)
-                                       and not isinstance(self.threads, bool) and self.threads >= 0),
-              "threads", "an int >= 0 (0: PyTorch's own setting) or None (default: the free "
-              "cores)",
-              self.threads)
         object.__setattr__(self, "task_options", dict(self.task_options))
 
     def to_dict(self) -> dict[str, Any]:
@@ -131,6 +112,106 @@ class ExperimentConfig:
     @property
     def rounds(self) -> int:
         return self.steps // self.ready_interval
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    """One field's own constraint, declared once: the check and the error text come from it,
+    and so do the bad values the tests try (:meth:`bad_values`).
+
+    ``kind``: ``"int"`` (an int, not a bool, in ``[low, high)``), ``"number"`` (an int or
+    float in ``(low, high]`` or ``(low, high)`` when ``high_open``), ``"choice"`` (one of
+    ``choices``) or ``"name"`` (a non-empty string); ``optional``: None is allowed too."""
+
+    field: str
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    high_open: bool = False
+    choices: tuple[str, ...] = ()
+    optional: bool = False
+    note: str = ""
+
+    @property
+    def allowed(self) -> str:
+        if self.kind == "int":
+            assert self.low is not None
+            text = ("an int > 0" if self.low == 1 and self.high is None else
+                    f"an int >= {self.low:g}" if self.high is None
+                    else f"an int in [{self.low:g}, {_num(self.high)})")
+        elif self.kind == "number":
+            text = f"in ({self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        elif self.kind == "choice":
+            text = f"one of {list(self.choices)}"
+        else:
+            text = "a non-empty name"
+        if self.optional:
+            text += " or None"
+        return text + (f" ({self.note})" if self.note else "")
+
+    def ok(self, value: Any) -> bool:
+        if value is None:
+            return self.optional
+        if self.kind == "int":
+            return (isinstance(value, int) and not isinstance(value, bool)
+                    and (self.low is None or value >= self.low)
+                    and (self.high is None or value < self.high))
+        if self.kind == "number":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return False
+            assert self.low is not None and self.high is not None
+            return self.low < value and (value < self.high if self.high_open
+                                         else value <= self.high)
+        if self.kind == "choice":
+            return value in self.choices
+        return isinstance(value, str) and bool(value)
+
+    def check(self, value: Any) -> None:
+        check(self.ok(value), self.field, self.allowed, value)
+
+    def bad_values(self) -> list[Any]:
+        """Values this rule refuses: the wrong type, and just outside each bound or choice."""
+        bad: list[Any] = ["x" if self.kind != "name" else 3]
+        if not self.optional:
+            bad.append(None)
+        if self.kind == "int":
+            bad += [1.5, True, int(self.low or 0) - 1]
+            if self.high is not None:
+                bad.append(int(self.high))
+        elif self.kind == "number":
+            assert self.low is not None and self.high is not None
+            bad += [self.low, self.high + 0.1] + ([self.high] if self.high_open else [])
+        elif self.kind == "choice":
+            bad.append(self.choices[0].upper() + "?")
+        else:
+            bad.append("")
+        return bad
+
+
+def _num(x: float) -> str:
+    return "2**32" if x == 2**32 else f"{x:g}"
+
+
+FIELD_RULES: tuple[FieldRule, ...] = (
+    FieldRule("task", "name"),
+    FieldRule("method", "choice", choices=METHODS),
+    FieldRule("workers", "int", 1),
+    FieldRule("steps", "int", 1),
+    FieldRule("ready_interval", "int", 1),
+    FieldRule("eval_interval", "int", 1),
+    FieldRule("seed", "int", 0, 2**32),
+    FieldRule("quantile", "number", 0, 0.5),
+    FieldRule("p_stat", "number", 0, 1, high_open=True),
+    FieldRule("max_eval_steps", "int", 1, optional=True, note="default: 3 ready intervals"),
+    FieldRule("n_subpopulations", "int", 2, optional=True, note="default: from workers"),
+    FieldRule("executor", "choice", choices=EXECUTORS),
+    FieldRule("threads", "int", 0, optional=True,
+              note="0: PyTorch's own setting; None, the default: the free cores"),
+)
+"""Each field's own constraint. What relates fields (multiples of intervals, workers that
+truncation can select in, a FIRE layout in which every sub-population evolves -
+:func:`firepbt.controllers.fire.fire_split` -, ``min_steps_before_eval`` per sub-population
+and below ``steps``) is checked after them in ``ExperimentConfig.__post_init__``."""
 
 
 def _factors(name: str, value: Any) -> tuple[float, ...]:

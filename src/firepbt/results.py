@@ -34,6 +34,7 @@ from .lineage import Link, chain
 from .lineage import schedule as lineage_schedule
 from .records import AssignEvaluator, Decision, EvaluatorSuccess, Exploit, StopEvaluator
 from .schedule import Schedule
+from .selection import rank_key
 from .store import Store
 
 
@@ -161,11 +162,6 @@ def activity(store: Store) -> Activity:
                     dict(sorted(stops.items())))
 
 
-def rank(score: float) -> float:
-    """A score for ``max()``: NaN and infinities rank below every finite score."""
-    return score if math.isfinite(score) else -math.inf
-
-
 def latest_scores(store: Store, workers: list[int]) -> dict[int, tuple[int, float]]:
     """Per worker among ``workers``: its latest evaluation as ``(step, score)``."""
     mode = store.meta("mode") or "max"
@@ -217,7 +213,7 @@ def summarize(store: Store) -> Summary:
     elif last is not None:
         latest = latest_scores(store, candidates)
         if latest:
-            best_worker = max(sorted(latest), key=lambda k: (rank(latest[k][1]), -k))
+            best_worker = max(sorted(latest), key=lambda k: (rank_key(latest[k][1]), -k))
             step, sc = latest[best_worker]
             best_value = score_of(sc, mode)
             tests = {(w, s): v for _r, w, s, v in store.tests()}

@@ -34,8 +34,9 @@ from .records import (
     StopEvaluator,
     WorkerSpec,
 )
-from .results import Summary, latest_scores, rank, summarize
+from .results import Summary, latest_scores, summarize
 from .schedule import Schedule, Segment
+from .selection import rank_key
 from .space import Space
 from .store import KEEP_CHECKPOINTS, RoundRow, Store
 from .threads import training_threads
@@ -251,7 +252,7 @@ class Runner:
         if not latest:
             return None
         mode = self.executor.mode
-        w = max(sorted(latest), key=lambda k: (rank(score_of(latest[k][1], mode)), -k))
+        w = max(sorted(latest), key=lambda k: (rank_key(score_of(latest[k][1], mode)), -k))
         step, value = latest[w]
         return {"worker": w, "step": step, "value": value, "test": self.executor.test(w),
                 "hparams": self.workers[w]["hparams"]}
@@ -262,7 +263,7 @@ class Runner:
         latest = latest_scores(self.store, self.controller.best_candidates())
         if not latest:
             return
-        w = max(sorted(latest), key=lambda k: (rank(latest[k][1]), -k))
+        w = max(sorted(latest), key=lambda k: (rank_key(latest[k][1]), -k))
         step, score = latest[w]
         test = self.executor.test(w)
         mode = self.executor.mode

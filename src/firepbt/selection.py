@@ -21,6 +21,15 @@ def rank_key(value: float) -> float:
     return value if math.isfinite(value) else -math.inf
 
 
+def members_needed(quantile: float) -> int:
+    """The fewest ranked members truncation selection at ``quantile`` selects in:
+    ``ceil(1 / quantile)`` (4 at 25%), so that the bottom and top sets hold one member each.
+    The single source of this bound for PBT, FIRE PBT's layouts and the configuration."""
+    check(isinstance(quantile, (int, float)) and not isinstance(quantile, bool)
+          and 0 < quantile <= 0.5, "quantile", "in (0, 0.5]", quantile)
+    return math.ceil(1 / quantile - 1e-9)
+
+
 def truncation(fitness: Mapping[int, float], rng: np.random.Generator,
                quantile: float = 0.25) -> list[tuple[int, int]]:
     """Truncation selection: each member of the bottom ``quantile`` picks a random member of

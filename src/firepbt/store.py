@@ -45,7 +45,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .errors import StoreError
 from .records import Decision, decision_from_dict, decision_to_dict
@@ -94,6 +94,65 @@ class RoundRow:
     controller_state: dict[str, Any]
     runner_state: dict[str, Any]
     checkpoint: str | None
+
+
+class ExperimentStore(Protocol):
+    """What the runner, resume and the read side need from a store (the contract that
+    ``tests/test_store_contract.py`` checks for every backend; :class:`Store`, on SQLite, is
+    the one there is).
+
+    Opening: ``create(path, config)`` makes a new store (refusing an existing one) and holds
+    the single writer's right until ``close()``; ``open(path)`` opens an existing one for
+    writing (refused while another writer holds it), ``open(path, readonly=True)`` for reading
+    (always allowed, also while a run writes; it refuses every write).
+
+    Writing a round: ``write_checkpoint(round, states)`` stores the workers' states durably and
+    returns a name; ``commit_round(row, evaluations, tests, decisions, meta)`` then records the
+    round **atomically**: after it returns, the round row, its evaluations, tests, decisions
+    (in order), the ``meta`` entries and the checkpoint's binding are all visible; if it raises,
+    none of them is. ``discard_after(r)`` removes every round after ``r`` with its records (and
+    the meta derived from the end of a run: ``final``, ``replay``).
+
+    Reading: ``config``, ``meta(key)``, ``rounds()`` / ``last_round()`` in round order,
+    ``evaluations(worker=None)`` and ``tests()`` as ``(round, worker, step, value)`` with NaN
+    round-tripping, ``decisions(kinds=None)`` as ``(round, step, decision)`` in commit order,
+    equal to what was committed; ``read_checkpoint(name)`` returns the states written, or
+    raises :class:`StoreError` for a missing or damaged checkpoint.
+    """
+
+    path: Path
+
+    @property
+    def config(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+    def meta(self, key: str) -> str | None: ...
+
+    def set_meta(self, key: str, value: str) -> None: ...
+
+    def rounds(self) -> list[RoundRow]: ...
+
+    def last_round(self) -> RoundRow | None: ...
+
+    def evaluations(self, worker: int | None = None) -> list[tuple[int, int, int, float]]: ...
+
+    def tests(self) -> list[tuple[int, int, int, float]]: ...
+
+    def decisions(self, kinds: Iterable[str] | None = None
+                  ) -> list[tuple[int, int, Decision]]: ...
+
+    def write_checkpoint(self, round_index: int, states: Mapping[int, Any]) -> str: ...
+
+    def read_checkpoint(self, name: str) -> dict[int, Any]: ...
+
+    def commit_round(self, row: RoundRow, evaluations: Iterable[tuple[int, int, float]],
+                     tests: Iterable[tuple[int, int, float]], decisions: Iterable[Decision],
+                     meta: Mapping[str, str] | None = None) -> None: ...
+
+    def discard_after(self, round_index: int) -> None: ...
+
+    def check_integrity(self) -> None: ...
 
 
 class Store:

@@ -75,7 +75,7 @@ from ..records import (
     StopEvaluator,
     WorkerSpec,
 )
-from ..selection import rank_key, truncation
+from ..selection import members_needed, rank_key, truncation
 from ..space import Space
 from .base import Controller, Observations, load_rng_state, make_rng, rng_state
 
@@ -98,7 +98,7 @@ def fire_split(workers: int, n_subpopulations: int | None = None,
     n = n_subpopulations if n_subpopulations is not None else (
         2 if workers < 36 else 3 if workers < 50 else 4)
     check(isinstance(n, int) and n >= 2, "n_subpopulations", "an int >= 2", n)
-    need = _need(quantile)
+    need = members_needed(quantile)
     split = _split(workers, n, need)
     if not _evolvable(*split, need):
         smallest = next(w for w in range(n * need, 100 * n * need)
@@ -108,12 +108,6 @@ def fire_split(workers: int, n_subpopulations: int | None = None,
               f"needs {need} members and each parent sub-population {need} evaluators for "
               f"{quantile:.0%} truncation to select in it)", workers)
     return split
-
-
-def _need(quantile: float) -> int:
-    check(isinstance(quantile, (int, float)) and 0 < quantile <= 0.5, "quantile", "in (0, 0.5]",
-          quantile)
-    return math.ceil(1 / quantile - 1e-9)
 
 
 def _split(workers: int, n: int, need: int = 4) -> tuple[int, int, int]:
@@ -138,7 +132,7 @@ def check_evolvable(n_subpopulations: int, subpopulation_size: int, n_evaluators
     evaluators are shared out evenly between the parent sub-populations (see
     :meth:`FirePBT._assign`), hence ``n_evaluators >= ceil(1 / quantile) * (n - 1)``.
     """
-    need = _need(quantile)
+    need = members_needed(quantile)
     check(isinstance(subpopulation_size, int) and subpopulation_size >= need,
           "subpopulation_size", f"an int >= {need} for {quantile:.0%} truncation",
           subpopulation_size)
@@ -181,7 +175,7 @@ class FirePBT(Controller):
               "an int > 0", ready_interval)
         check(isinstance(n_subpopulations, int) and n_subpopulations >= 2, "n_subpopulations",
               "an int >= 2", n_subpopulations)
-        need = _need(quantile)
+        need = members_needed(quantile)
         if n_evaluators is None:
             n_evaluators = max((3 * (n_subpopulations - 1) * subpopulation_size) // 4,
                                need * (n_subpopulations - 1))

@@ -8,7 +8,6 @@ hyperparameter by one of the space's factors (default ``[0.5, 0.8, 1.25, 2.0]``)
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,7 +15,7 @@ import numpy as np
 
 from ..errors import check
 from ..records import MEMBER, Decision, Exploit, FitnessRecord, WorkerSpec
-from ..selection import truncation
+from ..selection import members_needed, truncation
 from ..space import Space
 from .base import Controller, Observations, load_rng_state, make_rng, rng_state
 
@@ -35,8 +34,7 @@ class PBT(Controller):
 
     def __init__(self, space: Space, n_members: int, *, quantile: float = 0.25,
                  seed: int | np.random.Generator = 0) -> None:
-        check(0 < quantile <= 0.5, "quantile", "in (0, 0.5]", quantile)
-        need = math.ceil(1 / quantile - 1e-9)
+        need = members_needed(quantile)
         check(isinstance(n_members, int) and n_members >= need, "workers",
               f"an int >= {need} (so that {quantile:.0%} truncation selects at least one member)",
               n_members)

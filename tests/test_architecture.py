@@ -1,0 +1,157 @@
+"""The package's shape (issue 15): the import graph between firepbt's modules has no cycle, no
+module imports another module's private names, and the decision core imports no execution,
+storage or torch."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "firepbt"
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(SRC.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports() -> dict[str, list[tuple[str, list[str]]]]:
+    """Per module: (imported firepbt module, names taken from it), lazy imports included."""
+    out: dict[str, list[tuple[str, list[str]]]] = {}
+    for path in sorted(SRC.rglob("*.py")):
+        name = _module_name(path)
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        found = []
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")
+                    base = base[:len(base) - node.level + 1]
+                    target = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    target = node.module or ""
+                if target.split(".")[0] != "firepbt":
+                    continue
+                names = [a.name for a in node.names]
+                # "from . import x": x is a module
+                if node.module is None:
+                    for n in names:
+                        found.append((f"{target}.{n}", []))
+                else:
+                    found.append((target, names))
+            elif isinstance(node, ast.Import):
+                found += [(a.name, []) for a in node.names if a.name.startswith("firepbt")]
+        out[name] = found
+    return out
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = set(_imports())
+    graph: dict[str, set[str]] = {}
+    for mod, imps in _imports().items():
+        deps = set()
+        for target, names in imps:
+            for n in names:  # "from .pkg import module"
+                if f"{target}.{n}" in modules:
+                    deps.add(f"{target}.{n}")
+            if target in modules:
+                deps.add(target)
+        deps.discard(mod)
+        graph[mod] = deps
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+    counter = [0]
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def _without_package_inits(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """A package's ``__init__`` re-exports its modules; an import of the package by one of its
+    own modules' dependencies is an import of what it re-exports, not a cycle of design."""
+    inits = {m for m in graph if (SRC.parent / m.replace(".", "/") / "__init__.py").exists()}
+    return {m: {d for d in deps if d not in inits} for m, deps in graph.items() if m not in inits}
+
+
+def test_the_import_graph_has_no_cycle():
+    assert _cycles(_without_package_inits(_graph())) == []
+
+
+def test_the_cli_is_imported_by_no_module():
+    graph = _graph()
+    assert [m for m, deps in graph.items() if "firepbt.cli" in deps and m != "firepbt.__main__"] \
+        == []
+
+
+def test_no_module_imports_another_modules_private_names():
+    bad = [(mod, target, n) for mod, imps in _imports().items() for target, names in imps
+           for n in names if n.startswith("_") and target != mod and n != "__version__"]
+    assert bad == []
+
+
+@pytest.mark.parametrize("core", ["firepbt.curves", "firepbt.selection", "firepbt.space",
+                                  "firepbt.schedule", "firepbt.records",
+                                  "firepbt.controllers.base", "firepbt.controllers.pbt",
+                                  "firepbt.controllers.random_search",
+                                  "firepbt.controllers.fire", "firepbt.batched"])
+def test_the_decision_core_imports_no_execution_storage_or_torch(core):
+    graph = _graph()
+    seen, todo = set(), [core]
+    while todo:
+        m = todo.pop()
+        if m in seen:
+            continue
+        seen.add(m)
+        todo += graph.get(m, ())
+    allowed = {"firepbt.curves", "firepbt.selection", "firepbt.space", "firepbt.schedule",
+               "firepbt.records", "firepbt.errors", "firepbt.batched", "firepbt.controllers",
+               "firepbt.controllers.base", "firepbt.controllers.pbt",
+               "firepbt.controllers.random_search", "firepbt.controllers.fire"}
+    assert seen <= allowed, seen - allowed
+    for m in seen:
+        path = SRC.parent / (m.replace(".", "/") + ".py")
+        if not path.exists():
+            path = SRC.parent / m.replace(".", "/") / "__init__.py"
+        tree = ast.parse(path.read_text())
+        top = {a.name.split(".")[0] for n in tree.body if isinstance(n, ast.Import)
+               for a in n.names}
+        top |= {n.module.split(".")[0] for n in tree.body
+                if isinstance(n, ast.ImportFrom) and n.module and not n.level}
+        assert "torch" not in top, m

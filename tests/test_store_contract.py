@@ -1,0 +1,134 @@
+"""The store contract (firepbt.store.ExperimentStore), checked the way optuna checks its
+storages: every backend in BACKENDS must pass every test here. Records are fabricated; no
+training."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from firepbt.curves import Comparison
+from firepbt.errors import StoreError
+from firepbt.records import AssignEvaluator, EvaluatorSuccess, Exploit, FitnessRecord, StopEvaluator
+from firepbt.store import RoundRow, Store
+
+BACKENDS = {"sqlite": Store}
+CONFIG = {"task": "toy", "method": "fire", "workers": 12, "steps": 300, "ready_interval": 100,
+          "eval_interval": 50}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def backend(request):
+    return BACKENDS[request.param]
+
+
+def _round(store, r, *, meta=None, decisions=None, evals=None):
+    name = store.write_checkpoint(r, {0: {"w": torch.full((2,), float(r))}, 1: {"w": torch.ones(1)}})
+    row = RoundRow(r, 100 * r, 1000.0 + r, 0.5, 0.25, 0.01, {"c": r}, {"workers": {"0": r}}, name)
+    store.commit_round(row, evals if evals is not None else [(0, 100 * r, 0.1 * r),
+                                                             (1, 100 * r, math.nan)],
+                       [(0, 100 * r, 0.2 * r)],
+                       decisions if decisions is not None else _decisions(r), meta)
+    return row
+
+
+def _decisions(r):
+    c = Comparison(True, 7, 9, 0.0195, 0.031)
+    return [FitnessRecord(0, {0: 0.1 * r, 1: 0.2}),
+            Exploit(1, 0, 0, {"lr": 0.1}, {"lr": 0.2}, {"lr": 0.25}, 0.1, 0.2),
+            AssignEvaluator(8, 4, 0, 1, {"lr": 0.2}),
+            StopEvaluator(9, 5, 1, "not_significant", 0.6, -0.01, 200, c),
+            EvaluatorSuccess(10, 6, 2, 0.031, 0.0195, 300, c)]
+
+
+def test_create_open_and_config(backend, tmp_path):
+    st = backend.create(tmp_path / "s", CONFIG)
+    assert st.config == CONFIG and st.last_round() is None and st.rounds() == []
+    st.close()
+    with pytest.raises(StoreError):
+        backend.create(tmp_path / "s", CONFIG)  # never overwritten
+    st = backend.open(tmp_path / "s", readonly=True)
+    assert st.config == CONFIG
+    st.close()
+
+
+def test_a_committed_round_reads_back_exactly(backend, tmp_path):
+    st = backend.create(tmp_path / "s", CONFIG)
+    rows = [_round(st, r, meta={"final": "x"} if r == 2 else None) for r in (1, 2)]
+    assert st.rounds() == rows and st.last_round() == rows[-1]
+    evals = st.evaluations()
+    assert [e[:3] for e in evals] == [(1, 0, 100), (2, 0, 200), (1, 1, 100), (2, 1, 200)]
+    assert evals[0][3] == 0.1 and math.isnan(evals[2][3])  # NaN round-trips
+    assert [e[1] for e in st.evaluations(1)] == [1, 1]
+    assert st.tests() == [(1, 0, 100, 0.2), (2, 0, 200, 0.4)]
+    assert [d for _r, _s, d in st.decisions()] == _decisions(1) + _decisions(2)
+    assert [(r, s) for r, s, _d in st.decisions(["exploit"])] == [(1, 100), (2, 200)]
+    assert st.meta("final") == "x"
+    states = st.read_checkpoint(rows[-1].checkpoint)
+    assert torch.equal(states[0]["w"], torch.full((2,), 2.0)) and set(states) == {0, 1}
+    st.close()
+
+
+def test_a_failed_commit_leaves_nothing_of_its_round(backend, tmp_path):
+    st = backend.create(tmp_path / "s", CONFIG)
+    _round(st, 1)
+
+    def broken():
+        yield from _decisions(2)[:2]
+        raise RuntimeError("the driver died mid-commit")
+
+    with pytest.raises(RuntimeError):
+        _round(st, 2, meta={"final": "x"}, decisions=broken())
+    assert [r.round for r in st.rounds()] == [1]
+    assert {e[0] for e in st.evaluations()} == {1} and {t[0] for t in st.tests()} == {1}
+    assert {r for r, _s, _d in st.decisions()} == {1} and st.meta("final") is None
+    _round(st, 2)  # the round can be committed again
+    assert [r.round for r in st.rounds()] == [1, 2]
+    st.close()
+
+
+def test_discard_after_removes_later_rounds_and_end_of_run_meta(backend, tmp_path):
+    st = backend.create(tmp_path / "s", CONFIG)
+    for r in (1, 2, 3):
+        _round(st, r)
+    st.set_meta("final", "f")
+    st.set_meta("replay", "r")
+    st.set_meta("mode", "max")
+    st.discard_after(1)
+    assert [r.round for r in st.rounds()] == [1]
+    assert {e[0] for e in st.evaluations()} == {1} and {t[0] for t in st.tests()} == {1}
+    assert {r for r, _s, _d in st.decisions()} == {1}
+    assert (st.meta("final"), st.meta("replay"), st.meta("mode")) == (None, None, "max")
+    st.close()
+
+
+def test_a_damaged_checkpoint_is_refused(backend, tmp_path):
+    st = backend.create(tmp_path / "s", CONFIG)
+    row = _round(st, 1)
+    path = tmp_path / "s" / "checkpoints" / row.checkpoint
+    path.write_bytes(path.read_bytes()[:-7] + b"garbage")
+    with pytest.raises(StoreError, match="checkpoint"):
+        st.read_checkpoint(row.checkpoint)
+    with pytest.raises(StoreError, match="missing"):
+        st.read_checkpoint("round-000099.pt")
+    st.close()
+
+
+def test_one_writer_and_readers_that_never_write(backend, tmp_path):
+    st = backend.create(tmp_path / "s", CONFIG)
+    _round(st, 1)
+    with pytest.raises(StoreError):
+        backend.open(tmp_path / "s")  # a second writer
+    reader = backend.open(tmp_path / "s", readonly=True)  # readers while it writes
+    assert [r.round for r in reader.rounds()] == [1]
+    _round(st, 2)
+    assert [r.round for r in reader.rounds()] == [1, 2]  # and they see new rounds
+    with pytest.raises(Exception):  # noqa: B017 - any refusal: the backend's own error
+        reader.set_meta("x", "y")
+    reader.close()
+    st.close()
+    again = backend.open(tmp_path / "s")  # the writer closed: a new one may open it
+    again.check_integrity()
+    again.close()
