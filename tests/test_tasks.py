@@ -66,7 +66,7 @@ def test_nqm_matches_monte_carlo_and_shows_short_horizon_bias():
     t = NQMTrainable(0, dims=8)
     t.train({"lr": 0.5}, 20)
     rng = np.random.default_rng(0)
-    h, var = t.h, t.noise
+    h, var = t.h.cpu().numpy(), t.noise.cpu().numpy()
     x = rng.choice([-1.0, 1.0], size=(4000, 8))
     v = np.zeros_like(x)
     for _ in range(20):

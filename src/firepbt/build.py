@@ -5,7 +5,6 @@ configuration. The runner, the CLI and ``compare`` build through here; nothing h
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -13,6 +12,7 @@ import numpy as np
 from .config import ExperimentConfig
 from .controllers import PBT, Controller, FirePBT, RandomSearch
 from .controllers.fire import fire_split
+from .devices import resolve_device
 from .errors import ConfigError
 from .executor import LocalExecutor
 from .schedule import Schedule, Segment
@@ -51,7 +51,8 @@ def make_executor(config: ExperimentConfig, factory: TrainableFactory,
     if config.executor == "ray":
         from .ray_executor import RayExecutor
 
-        return RayExecutor(factory, address=ray_address)
+        return RayExecutor(factory, address=ray_address,
+                           gpus_per_worker=config.gpus_per_worker)
     from .vectorized import VectorizedExecutor
 
     return VectorizedExecutor(factory)
@@ -64,10 +65,16 @@ def worker_seeds(seed: int, n_workers: int) -> dict[int, int]:
 
 
 def resolve_task(config: ExperimentConfig, factory: TrainableFactory | None,
-                  space: Space | None, schedule_param: str | None
-                  ) -> tuple[TrainableFactory, Space, str | None]:
+                 space: Space | None, schedule_param: str | None
+                 ) -> tuple[TrainableFactory, Space, str | None]:
     """The trainable factory, space and schedule parameter of a run: the ones given for your
-    own trainable, else the built-in task's (``config.task``) with ``config.task_options``."""
+    own trainable, else the built-in task's (``config.task``) with ``config.task_options``,
+    on ``config.device`` (:mod:`firepbt.devices`; an absent device is refused here, before
+    anything is written)."""
+    # the Ray executor builds trainables in its actors, which resolve the device where they run
+    # (a CPU-only driver may drive GPU nodes); elsewhere an absent device is refused now
+    lazy = config.executor == "ray"
+    device = None if lazy else resolve_device(config.device)
     if factory is not None:
         if space is None:
             raise ConfigError("space", "a Space when a custom factory is given", None)
@@ -75,13 +82,19 @@ def resolve_task(config: ExperimentConfig, factory: TrainableFactory | None,
     from .tasks import get_task
 
     task = get_task(config.task)
-    options: Mapping[str, Any] = dict(config.task_options)
+    options: dict[str, Any] = dict(config.task_options)
     bad = set(options) - set(task.options)
     if bad:
         raise ConfigError("task_options", f"keys among {list(task.options)}", sorted(bad))
+    spec = config.device
+    if not task.on_device and spec not in ("auto", "cpu"):
+        raise ConfigError("device", f"cpu or auto for task {task.name!r} (it trains on the "
+                          "CPU)", config.device)
 
     def make(seed: int):  # type: ignore[no-untyped-def]
-        return task.make(seed, **options)
+        if not task.on_device:
+            return task.make(seed, **options)
+        return task.make(seed, device=device or resolve_device(spec), **options)
 
     return make, space or task.space, schedule_param or task.schedule_param
 

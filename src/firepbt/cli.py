@@ -99,6 +99,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="PyTorch threads while training in this process (default: the cores "
                    "not busy when the run starts, unless OMP_NUM_THREADS is set; 0: PyTorch's "
                    "own setting)")
+    r.add_argument("--gpus-per-worker", type=float, default=0.0,
+                   help="with --executor ray: GPUs each actor declares (fractions allowed, e.g. "
+                   "0.25 puts four members on a GPU; default 0)")
+    r.add_argument("--device", default="auto",
+                   help="where built-in tasks train: auto (default: CUDA when available), cpu, "
+                   "cuda or cuda:N")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     s = sub.add_parser("resume", help="continue a stopped or killed experiment")
@@ -106,6 +112,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--ray-address", default=None,
                    help="a running Ray cluster for a Ray experiment (default RAY_ADDRESS, else "
                    "a local Ray instance)")
+    s.add_argument("--device", default=None,
+                   help="train the rest on this device instead of the stored one (auto, cpu, "
+                   "cuda, cuda:N; e.g. cpu for a store begun on a GPU machine)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     t = sub.add_parser("status", help="progress and best member of a store")
@@ -132,6 +141,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="an experiment on your own trainable: module:callable, the factory "
                     "(seed -> Trainable) it ran with, e.g. my_training:make (imported from the "
                     "current folder); built-in tasks need none")
+    rp.add_argument("--device", default=None,
+                    help="built-in tasks: retrain on this device (default: the stored one)")
     rp.add_argument("--json", action="store_true", help="print one JSON object")
 
     c = sub.add_parser("compare", help="methods x worker counts x seeds, resumable; writes "
@@ -163,7 +174,11 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--min-steps-before-eval", type=int, nargs="+", default=None,
                    help="FIRE PBT: as for 'run' (one int, or one per sub-population)")
     c.add_argument("--jobs", type=_positive_int("jobs"), default=2,
-                   help="runs at a time (one core each)")
+                   help="runs at a time (default 2; on the CPU, one core each)")
+    c.add_argument("--device", default="auto",
+                   help="auto (default: CUDA when available), cpu, cuda or cuda:N; on the CPU "
+                   "each run is single-threaded with the local executor, on a GPU each run "
+                   "trains its population as one batched model")
     return p
 
 
@@ -259,7 +274,8 @@ def _config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         min_steps_before_eval=_min_steps(_first(args.min_steps_before_eval,
                                                 d.get("min_steps_before_eval"), 0)),
         n_subpopulations=_first(args.subpopulations, d.get("n_subpopulations")),
-        task_options=options, schedule=schedule, executor=args.executor, threads=args.threads)
+        task_options=options, schedule=schedule, executor=args.executor, threads=args.threads,
+        device=args.device, gpus_per_worker=args.gpus_per_worker)
 
 
 def _min_steps(value: Any) -> int | tuple[int, ...]:
@@ -395,9 +411,12 @@ def _fmt(hparams: Any) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .devices import resolve_device
     from .runner import run
 
     config = _config_from_args(args)
+    if config.executor != "ray":  # an absent device: one line, before anything is printed
+        resolve_device(config.device)
     store: Any = args.store if args.store is not None else _default_store(config)
     _check_new_store(store)
     print(f"firepbt: {config.method} on {config.task}, {config.workers} workers x "
@@ -426,7 +445,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
     print(f"firepbt: resuming {args.store} at step {before.steps_done}/{config.steps}")
     progress = ProgressBar(not args.no_progress, config.steps, before.steps_done)
     try:
-        summary = resume(args.store, progress=progress, ray_address=args.ray_address)
+        summary = resume(args.store, progress=progress, ray_address=args.ray_address,
+                         device=args.device)
     finally:
         progress.stop()
     _print_summary(summary)
@@ -510,6 +530,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
             fire = (f", FIRE: {d['n_subpopulations']} sub-populations, min steps before eval "
                     f"{d['min_steps_before_eval']}, max eval steps {d['max_eval_steps']}")
         presets = f"; presets {', '.join(task.presets)}" if task.presets else ""
+        presets += "; devices: cpu, cuda (--device)" if task.on_device else "; CPU only"
         print(f"{'':13s} defaults: {_settings(d)}{fire}; tuned: "
               f"{', '.join(task.space.params)}{presets}")
         c = task.settings(comparison=True)
@@ -560,7 +581,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from .replay import load_factory, replay_store
 
     factory = None if args.factory is None else load_factory(args.factory)
-    res = replay_store(args.store, factory=factory)
+    res = replay_store(args.store, factory=factory, device=args.device)
     if args.json:
         print(_json({"worker": res.worker, "step": res.step, "seed": res.seed,
                      "value": res.value, "test": res.test,
@@ -591,6 +612,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from .compare import plan, run_comparison
+    from .devices import resolve_device
     from .tasks import get_task
 
     task = get_task(args.task)
@@ -602,7 +624,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                  _first(args.eval_interval, d["eval_interval"]),
                  _first(args.max_eval_steps, d.get("max_eval_steps")),
                  _min_steps(_first(args.min_steps_before_eval, d.get("min_steps_before_eval"),
-                                   0)), d.get("n_subpopulations"))
+                                   0)), d.get("n_subpopulations"), resolve_device(args.device))
     for s in specs:  # validate every run before starting any
         s.config()
     t0 = time.time()

@@ -46,6 +46,7 @@ class RunSpec:
     max_eval_steps: int | None = None
     min_steps_before_eval: int | tuple[int, ...] = 0
     n_subpopulations: int | None = None
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         if isinstance(self.min_steps_before_eval, list):  # read back from JSON
@@ -68,7 +69,8 @@ class RunSpec:
         return LABELS[self.method]
 
     def config(self) -> ExperimentConfig:
-        """The run's configuration: local executor, one thread (runs go one per core)."""
+        """The run's configuration. On the CPU: the local executor on one thread (runs go one
+        per core); on a GPU: the population as one batched model (executor ``auto``)."""
         fire: dict[str, Any] = {}
         if self.method == "fire":
             fire = {"max_eval_steps": self.max_eval_steps,
@@ -77,14 +79,16 @@ class RunSpec:
         return ExperimentConfig(
             task=self.task, method=self.method, workers=self.workers, steps=self.steps,
             ready_interval=self.ready_interval, eval_interval=self.eval_interval,
-            seed=self.seed, executor="local", threads=1, **fire)
+            seed=self.seed, device=self.device,
+            **({"executor": "local", "threads": 1} if self.device == "cpu" else {}), **fire)
 
 
 def plan(task: str, methods: Sequence[str], seeds: Sequence[int], workers: int,
          fire_workers: Sequence[int], steps: int, ready_interval: int, eval_interval: int,
          max_eval_steps: int | None = None, min_steps_before_eval: int | tuple[int, ...] = 0,
-         n_subpopulations: int | None = None) -> list[RunSpec]:
-    """The runs of a comparison, in a fixed order."""
+         n_subpopulations: int | None = None, device: str = "cpu") -> list[RunSpec]:
+    """The runs of a comparison, in a fixed order (``device``: a resolved device, see
+    :func:`firepbt.devices.resolve_device`)."""
     for m in methods:
         check(m in METHODS, "methods", f"a list of {list(METHODS)}", list(methods))
     check(len(seeds) >= 1, "seeds", "at least one seed", list(seeds))
@@ -95,7 +99,7 @@ def plan(task: str, methods: Sequence[str], seeds: Sequence[int], workers: int,
             for s in seeds:
                 specs.append(RunSpec(task, m, int(w), int(s), steps, ready_interval,
                                      eval_interval, max_eval_steps, min_steps_before_eval,
-                                     n_subpopulations))
+                                     n_subpopulations, device))
     return specs
 
 

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .controllers.fire import fire_split
+from .devices import DEVICE_TEXT, valid_device
 from .errors import ConfigError, check
 from .selection import members_needed
 
@@ -28,7 +29,9 @@ class ExperimentConfig:
     means the cores that are free when the run starts (:func:`firepbt.threads.auto_threads`;
     threads beyond the free cores oversubscribe them and slow small models down several
     times), N exactly N, 0 PyTorch's own setting. Ray actors use one thread per CPU they
-    declare; ``firepbt compare`` runs one single-threaded run per core.
+    declare; ``firepbt compare`` runs one single-threaded run per core. ``device``: where the
+    built-in tasks train (:mod:`firepbt.devices`: auto, cpu, cuda, cuda:N);
+    ``gpus_per_worker`` the GPUs each Ray actor declares (e.g. 0.25: four members per GPU).
     """
 
     task: str
@@ -48,6 +51,8 @@ class ExperimentConfig:
     schedule: Mapping[str, Any] | None = None
     executor: str = "auto"
     threads: int | None = None
+    device: str = "auto"
+    gpus_per_worker: float = 0.0
 
     def __post_init__(self) -> None:
         for rule in FIELD_RULES:  # each field on its own (declared below the class)
@@ -121,13 +126,15 @@ class FieldRule:
 
     ``kind``: ``"int"`` (an int, not a bool, in ``[low, high)``), ``"number"`` (an int or
     float in ``(low, high]`` or ``(low, high)`` when ``high_open``), ``"choice"`` (one of
-    ``choices``) or ``"name"`` (a non-empty string); ``optional``: None is allowed too."""
+    ``choices``), ``"device"`` (:mod:`firepbt.devices`) or ``"name"`` (a non-empty string);
+    ``optional``: None is allowed too."""
 
     field: str
     kind: str
     low: float | None = None
     high: float | None = None
     high_open: bool = False
+    low_closed: bool = False
     choices: tuple[str, ...] = ()
     optional: bool = False
     note: str = ""
@@ -140,9 +147,14 @@ class FieldRule:
                     f"an int >= {self.low:g}" if self.high is None
                     else f"an int in [{self.low:g}, {_num(self.high)})")
         elif self.kind == "number":
-            text = f"in ({self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+            assert self.low is not None and self.high is not None
+            text = (f"a number >= {self.low:g}" if self.low_closed and math.isinf(self.high)
+                    else f"in {'[' if self.low_closed else '('}{self.low:g}, {self.high:g}"
+                    f"{')' if self.high_open else ']'}")
         elif self.kind == "choice":
             text = f"one of {list(self.choices)}"
+        elif self.kind == "device":
+            text = DEVICE_TEXT
         else:
             text = "a non-empty name"
         if self.optional:
@@ -160,10 +172,12 @@ class FieldRule:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 return False
             assert self.low is not None and self.high is not None
-            return self.low < value and (value < self.high if self.high_open
-                                         else value <= self.high)
+            return ((self.low <= value if self.low_closed else self.low < value)
+                    and (value < self.high if self.high_open else value <= self.high))
         if self.kind == "choice":
             return value in self.choices
+        if self.kind == "device":
+            return valid_device(value)
         return isinstance(value, str) and bool(value)
 
     def check(self, value: Any) -> None:
@@ -180,9 +194,13 @@ class FieldRule:
                 bad.append(int(self.high))
         elif self.kind == "number":
             assert self.low is not None and self.high is not None
-            bad += [self.low, self.high + 0.1] + ([self.high] if self.high_open else [])
+            bad += [self.low - 0.1 if self.low_closed else self.low, math.nan]
+            bad += [] if math.isinf(self.high) else [self.high + 0.1]
+            bad += [self.high] if self.high_open and not math.isinf(self.high) else []
         elif self.kind == "choice":
             bad.append(self.choices[0].upper() + "?")
+        elif self.kind == "device":
+            bad += ["gpu", "cuda:", "cuda:x"]
         else:
             bad.append("")
         return bad
@@ -207,6 +225,9 @@ FIELD_RULES: tuple[FieldRule, ...] = (
     FieldRule("executor", "choice", choices=EXECUTORS),
     FieldRule("threads", "int", 0, optional=True,
               note="0: PyTorch's own setting; None, the default: the free cores"),
+    FieldRule("device", "device"),
+    FieldRule("gpus_per_worker", "number", 0, math.inf, high_open=True, low_closed=True,
+              note="Ray: GPUs each actor declares, fractions allowed"),
 )
 """Each field's own constraint. What relates fields (multiples of intervals, workers that
 truncation can select in, a FIRE layout in which every sub-population evolves -

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .config import ExperimentConfig
+from .devices import resolve_device
 from .errors import ConfigError
 from .lineage import schedule as lineage_schedule
 from .results import top_measures
@@ -62,13 +63,16 @@ def top_schedule(store: Store) -> tuple[Schedule, int, int]:
 
 
 def replay_store(path: str, *, factory: TrainableFactory | None = None,
-                 options: Mapping[str, Any] | None = None, record: bool = True) -> ReplayResult:
+                 options: Mapping[str, Any] | None = None, record: bool = True,
+                 device: str | None = None) -> ReplayResult:
     """Replay the top schedule of a store from scratch and record its result.
 
     Built-in tasks train on the full training set (training plus validation split, paper
     4.1). For an experiment run on your own trainable, give the ``factory`` it was run with
     (``seed -> Trainable``; to replay on more data, a factory that builds it so): its
-    ``evaluate()`` and ``test()`` after the last step are the result."""
+    ``evaluate()`` and ``test()`` after the last step are the result. ``device``: where a
+    built-in task retrains (default: the stored configuration's; a device is no part of the
+    result's identity, as the same seed gives the same network and batches on every device)."""
     from .tasks import TASKS
 
     st = Store.open(path)
@@ -82,6 +86,8 @@ def replay_store(path: str, *, factory: TrainableFactory | None = None,
         if factory is None:
             task = TASKS[cfg.task]
             opts = dict(cfg.task_options)
+            if task.on_device:
+                opts["device"] = resolve_device(device or cfg.device)
             if "full_train" in task.options:
                 opts["full_train"] = True
             opts.update(options or {})

@@ -138,6 +138,9 @@ def resolved_settings(config: ExperimentConfig) -> dict[str, Any]:
     if config.task_options:
         out["task_options"] = dict(config.task_options)
     out["executor"] = config.executor
+    out["device"] = config.device
+    if config.executor == "ray":
+        out["gpus_per_worker"] = config.gpus_per_worker
     return out
 
 

@@ -11,6 +11,7 @@ uninterrupted run would.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -24,6 +25,7 @@ import numpy as np
 
 from .build import build_controller, make_executor, resolve_task, worker_seeds
 from .config import ExperimentConfig
+from .devices import resolve_device
 from .errors import ConfigError, StoreError
 from .executor import LocalExecutor, TrainJob, score_of
 from .records import (
@@ -95,6 +97,7 @@ class Runner:
         self._setup_executor(len(specs))
         self.store.set_meta("initial_runner_state", json.dumps(self._runner_state()))
         self.store.set_meta("mode", self.executor.mode)
+        self.store.set_meta("device", resolve_device(self.config.device))
         if self.config.method == "random":
             self.store.set_meta("random_schedule", random_schedule_words(
                 self.config, self.schedule_param))
@@ -348,14 +351,17 @@ def run(config: ExperimentConfig, store: str | Path, *, factory: TrainableFactor
 def resume(store: str | Path, *, factory: TrainableFactory | None = None,
            space: Space | None = None, schedule_param: str | None = None,
            progress: ProgressFn | bool | None = None, max_rounds: int | None = None,
-           ray_address: str | None = None) -> Summary:
+           ray_address: str | None = None, device: str | None = None) -> Summary:
     """Continue a stopped or killed experiment from its last completed round (``progress`` as
-    for :func:`run`)."""
+    for :func:`run`). ``device`` trains the rest elsewhere than the stored configuration says
+    (e.g. ``"cpu"`` for a store begun on a GPU machine; checkpoints hold CPU tensors)."""
     st = Store.open(store)
     runner = None
     bar = None
     try:
         config = ExperimentConfig.from_dict(st.config)
+        if device is not None:
+            config = dataclasses.replace(config, device=device)
         factory, space, schedule_param = resolve_task(config, factory, space, schedule_param)
         runner = Runner(config, factory, space, st, schedule_param=schedule_param,
                         progress=_progress_fn(progress, None),

@@ -26,6 +26,8 @@ Integrity (what a crash, a second process or a damaged file cannot do silently):
   round's checkpoint, see :meth:`firepbt.runner.Runner.restore`).
 - **A damaged database is noticed** (:meth:`Store.check_integrity`, SQLite's ``quick_check``)
   before anything is written to it.
+- **Checkpoints hold CPU tensors**, whatever device trained them, so a store made on a GPU
+  machine resumes, reports and replays on a CPU-only one (and back).
 - **Checkpoints hold only data.** They are read with ``torch.load(weights_only=True)``, so a
   store never unpickles arbitrary objects; numpy arrays and numpy scalars in a state are encoded
   as tensors and decoded back, and anything else that is not a tensor, a number, a string,
@@ -480,7 +482,9 @@ def _encode(obj: Any, where: str) -> Any:
     import numpy as np
     import torch
 
-    if obj is None or isinstance(obj, (bool, int, float, str, bytes, torch.Tensor, torch.dtype,
+    if isinstance(obj, torch.Tensor):  # checkpoints hold CPU tensors: portable across devices
+        return obj if obj.device.type == "cpu" else obj.cpu()
+    if obj is None or isinstance(obj, (bool, int, float, str, bytes, torch.dtype,
                                        torch.device, torch.Size)):
         return obj
     if isinstance(obj, np.ndarray):

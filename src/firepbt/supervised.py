@@ -41,9 +41,33 @@ class SupervisedData:
 
     def full_train(self) -> SupervisedData:
         """Training plus validation split (used by schedule replay, paper 4.1)."""
-        return SupervisedData(torch.cat([self.x_train, self.x_val]),
-                              torch.cat([self.y_train, self.y_val]), self.x_val, self.y_val,
-                              self.x_test, self.y_test)
+        key = (id(self), "full")
+        if key not in _DERIVED:
+            _DERIVED[key] = (self, SupervisedData(
+                torch.cat([self.x_train, self.x_val]), torch.cat([self.y_train, self.y_val]),
+                self.x_val, self.y_val, self.x_test, self.y_test))
+        return _DERIVED[key][1]
+
+    def to(self, device: str | torch.device) -> SupervisedData:
+        """The same tensors on ``device`` (made once per data and device, then shared by every
+        member, as the vectorized executor requires)."""
+        device = torch.device(device)
+        if self.x_train.device == device:
+            return self
+        key = (id(self), str(device))
+        if key not in _DERIVED:
+            def move(t: torch.Tensor | None) -> torch.Tensor | None:
+                return None if t is None else t.to(device)
+
+            _DERIVED[key] = (self, SupervisedData(
+                self.x_train.to(device), self.y_train.to(device), self.x_val.to(device),
+                self.y_val.to(device), move(self.x_test), move(self.y_test)))
+        return _DERIVED[key][1]
+
+
+# derived data (full training set, other devices), keyed by the source's id; the source is kept
+# alive with it so an id is never reused while its entry exists
+_DERIVED: dict[tuple[int, str], tuple[SupervisedData, SupervisedData]] = {}
 
 
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
@@ -82,6 +106,10 @@ class SupervisedTrainable:
         lr_param, lr_scale: learning rate = ``hparams[lr_param] * lr_scale``.
         full_train: train on training plus validation data (replay).
         eval_batch: evaluation chunk size.
+        device: where the network, its optimizer state and the data live (``"cpu"``,
+            ``"cuda"``, ``"cuda:N"``; default: the model's device); the initial weights and the
+            data order come from CPU generators, so a seed gives the same network and batches
+            on every device.
     """
 
     def __init__(self, seed: int, *, model: nn.Module, data: SupervisedData,
@@ -89,11 +117,15 @@ class SupervisedTrainable:
                  metric: str | Callable[[torch.Tensor, torch.Tensor], float] = "accuracy",
                  batch_size: int = 128, momentum: float = 0.9, weight_decay: float = 0.0,
                  lr_param: str = "lr", lr_scale: float = 1.0, full_train: bool = False,
-                 mode: str = "max", eval_batch: int = 10_000) -> None:
+                 mode: str = "max", eval_batch: int = 10_000,
+                 device: str | torch.device | None = None) -> None:
         if isinstance(metric, str) and metric not in METRICS:
             raise ValueError(f"objective must be one of {list(METRICS)}, got {metric!r}")
         self.metric = METRICS[metric] if isinstance(metric, str) else metric
-        self.data = data.full_train() if full_train else data
+        if device is None:  # where the model is
+            device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        self.device = torch.device(device)
+        self.data = (data.full_train() if full_train else data).to(self.device)
         self.loss = loss if loss is not None else nn.functional.cross_entropy
         self.batch_size = batch_size
         self.momentum = momentum
@@ -106,11 +138,15 @@ class SupervisedTrainable:
         self.model = model
         with torch.no_grad():
             for p in self.model.parameters():
+                # drawn on the CPU (same numbers on every device), then copied in place
+                draw = torch.empty(p.shape, dtype=p.dtype)
                 if p.dim() > 1:
                     bound = 1.0 / (p[0].numel()) ** 0.5
-                    p.uniform_(-bound, bound, generator=g)
+                    draw.uniform_(-bound, bound, generator=g)
                 else:
-                    p.uniform_(-0.05, 0.05, generator=g)
+                    draw.uniform_(-0.05, 0.05, generator=g)
+                p.copy_(draw)
+        self.model.to(self.device)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.1, momentum=momentum,
                                    weight_decay=weight_decay)
         self.gen = torch.Generator().manual_seed(seed + 1_000_003)
@@ -128,7 +164,7 @@ class SupervisedTrainable:
 
     def _new_epoch(self) -> None:
         self.epoch_state = self.gen.get_state()
-        self.perm = torch.randperm(len(self.data.x_train), generator=self.gen)
+        self.perm = torch.randperm(len(self.data.x_train), generator=self.gen).to(self.device)
         self.pos = 0
 
     def next_batch(self) -> torch.Tensor:
@@ -187,8 +223,8 @@ class SupervisedTrainable:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(clone_state(state["opt"]))
-        self.gen.set_state(state["epoch_state"])
-        self.perm = torch.randperm(len(self.data.x_train), generator=self.gen)
-        self.epoch_state = state["epoch_state"].clone()
+        self.gen.set_state(state["epoch_state"].cpu())
+        self.perm = torch.randperm(len(self.data.x_train), generator=self.gen).to(self.device)
+        self.epoch_state = state["epoch_state"].cpu().clone()
         self.pos = int(state["pos"])
 

@@ -35,7 +35,7 @@ from torch import nn
 from .batched import NotVectorizable, population_type, register_batched
 from .errors import TrainableError
 from .executor import LocalExecutor, TrainJob, TrainResult, build_population, score_of
-from .supervised import SupervisedTrainable
+from .supervised import SupervisedTrainable, accuracy
 from .trainable import TrainableFactory, mode_of
 
 _ACTIVATIONS = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.ELU, nn.LeakyReLU,
@@ -223,6 +223,7 @@ class SupervisedPopulation:
         self.data = first.data
         self.batch = first.batch_size
         self.fast = _fast_path(first.model)
+        self.device = first.device
         self.names = [name for name, _ in first.model.named_parameters()]
         params_per_member = [list(m.model.parameters()) for m in members]
         self.params = [torch.stack([pm[i].detach() for pm in params_per_member]).requires_grad_()
@@ -236,7 +237,7 @@ class SupervisedPopulation:
                 has.append(b is not None)
                 col.append(torch.zeros_like(pm[i]) if b is None else b.detach())
             self.bufs.append(torch.stack(col))
-            self.has_buf.append(torch.tensor(has))
+            self.has_buf.append(torch.tensor(has, device=self.device))
         # data order: each member's current permutation and position
         self.perms = torch.stack([m.perm for m in members])
         self.pos = torch.tensor([m.pos for m in members])
@@ -267,11 +268,11 @@ class SupervisedPopulation:
         for i in wrap:  # a member starts a new shuffled epoch, as SupervisedTrainable does
             m = self.members[i]
             m.epoch_state = m.gen.get_state()
-            self.perms[i] = torch.randperm(self.n_train, generator=m.gen)
+            self.perms[i] = torch.randperm(self.n_train, generator=m.gen).to(self.device)
             self.pos[i] = 0
         offsets = self.pos[:, None] + torch.arange(self.batch)[None, :]
         self.pos += self.batch
-        return torch.gather(self.perms, 1, offsets)
+        return torch.gather(self.perms, 1, offsets.to(self.device))
 
     # -- training ---------------------------------------------------------------------------
 
@@ -302,7 +303,7 @@ class SupervisedPopulation:
         lr, mom, wd = settings[..., 0], settings[..., 1], settings[..., 2]
         x_all, y_all = self.data.x_train, self.data.y_train
         dt = self.params[0].dtype
-        lr_t, mom_t, wd_t = lr.to(dt), mom.to(dt), wd.to(dt)
+        lr_t, mom_t, wd_t = (t.to(device=self.device, dtype=dt) for t in (lr, mom, wd))
         use_wd = bool((wd != 0).any())
         shapes = [(-1,) + (1,) * (p.dim() - 1) for p in self.params]
         for k in range(len(lr)):
@@ -331,7 +332,7 @@ class SupervisedPopulation:
                     buf = self.bufs[j]
                     buf.mul_(m.view(shape)).add_(d_p)
                     p.addcmul_(lr_t[k].view(shape), buf, value=-1.0)
-                    self.has_buf[j] = self.has_buf[j] | (mom[k] != 0)
+                    self.has_buf[j] = self.has_buf[j] | (mom_t[k] != 0)
         self._last = (lr[-1], mom[-1], wd[-1])
 
     # -- evaluation -------------------------------------------------------------------------
@@ -361,14 +362,18 @@ class SupervisedPopulation:
         return self._layers(h, layers[first + 1:], i)
 
     def evaluate(self) -> list[float]:
+        """Every member on the validation set: one batched forward pass, and for accuracy one
+        batched comparison (one transfer of N values from the device)."""
         out = self._outputs(self.data.x_val)
         metric = self.members[0].metric
-        vals = []
-        for i in range(self.n):
-            o = out[i]
-            vals.append(float(metric(o, self.data.y_val)) if torch.isfinite(o).all()
-                        else float("nan"))
-        return vals
+        finite = torch.isfinite(out).flatten(1).all(1)
+        if metric is accuracy:
+            acc = (out.argmax(-1) == self.data.y_val).double().mean(-1)
+            acc = torch.where(finite, acc, torch.full_like(acc, math.nan))
+            return [float(v) for v in acc.cpu()]
+        ok = finite.cpu().tolist()
+        return [float(metric(out[i], self.data.y_val)) if ok[i] else float("nan")
+                for i in range(self.n)]
 
     def snapshot(self, i: int) -> list[torch.Tensor] | None:
         """Member i's parameters now (None when there is nothing to test)."""

@@ -39,6 +39,7 @@ class Task:
     presets: tuple[str, ...] = ()
     preset_settings: Callable[[str, int | None], dict[str, Any]] | None = None
     comparison: dict[str, Any] | None = None
+    on_device: bool = False  # make() takes device= (ExperimentConfig.device, resolved)
 
     def settings(self, preset: str | None = None, steps: int | None = None, *,
                  comparison: bool = False) -> dict[str, Any]:
@@ -104,17 +105,18 @@ TASKS: dict[str, Task] = {
                     "objective: validation accuracy (or macro F1)", _mnist1d, _space("mnist1d"),
                     "lambda", {"workers": 12, "steps": 1500, "ready_interval": 125,
                                "eval_interval": 25}, True,
-                    ("objective", "weight_decay", "full_train"), comparison=TABLE1),
+                    ("objective", "weight_decay", "full_train"), comparison=TABLE1,
+                    on_device=True),
     "mnist": Task("mnist", "MNIST from the four IDX files in --data-dir (no download), small "
                   "CNN, SGD momentum 0.9, batch 128; objective: validation accuracy (or macro F1)",
                   _mnist, _space("mnist1d"), "lambda",
                   {"workers": 12, "steps": 1500, "ready_interval": 125, "eval_interval": 25},
                   True, ("objective", "weight_decay", "full_train", "data_dir"),
-                  comparison=TABLE1),
+                  comparison=TABLE1, on_device=True),
     "nqm": Task("nqm", "noisy quadratic model, 10,000 dims, h_i = 1/i, exact expected loss "
                 "(min), momentum 0.9", _nqm, _space("nqm"), "lr",
                 {"workers": 16, "steps": 3000, "ready_interval": 50, "eval_interval": 10}, False,
-                ("dims",)),
+                ("dims",), on_device=True),
     "vmpo": _vmpo_task("vmpo", "Pendulum-v1", ", CPU-cheap"),
     "vmpo-ant": _vmpo_task("vmpo-ant", "Ant-v5", " MuJoCo"),
     "vmpo-humanoid": _vmpo_task("vmpo-humanoid", "Humanoid-v5", " MuJoCo"),

@@ -105,10 +105,10 @@ class MNISTTrainable(SupervisedTrainable):
 
     def __init__(self, seed: int, *, data_dir: str | None = None, batch_size: int = 128,
                  momentum: float = 0.9, weight_decay: float = 0.0, objective: str = "accuracy",
-                 full_train: bool = False) -> None:
+                 full_train: bool = False, device: str = "cpu") -> None:
         with torch.random.fork_rng(devices=[]):
             model = cnn()
         super().__init__(seed, model=model, data=load_mnist(data_dir), metric=objective,
                          batch_size=batch_size, momentum=momentum, weight_decay=weight_decay,
                          lr_param="lambda", lr_scale=batch_size / 256, full_train=full_train,
-                         eval_batch=2000)
+                         eval_batch=2000, device=device)

@@ -91,13 +91,15 @@ class MNIST1DTrainable(SupervisedTrainable):
     """One MLP on MNIST-1D. ``objective`` is ``accuracy`` (top-1) or ``f1`` (macro F1).
 
     Learning rate ``lambda * batch_size / 256`` (paper 4.1.1). ``dtype`` (default float32)
-    sets the precision of the network and data (float64 for exact-comparison tests).
+    sets the precision of the network and data (float64 for exact-comparison tests);
+    ``device`` where they live.
     """
 
     def __init__(self, seed: int, *, data: SupervisedData | None = None, hidden: int = 256,
                  batch_size: int = 128, momentum: float = 0.9, weight_decay: float = 0.0,
                  objective: str = "accuracy", full_train: bool = False,
-                 model: nn.Module | None = None, dtype: torch.dtype = torch.float32) -> None:
+                 model: nn.Module | None = None, dtype: torch.dtype = torch.float32,
+                 device: str = "cpu") -> None:
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {list(OBJECTIVES)}, got {objective!r}")
         data = load_data() if data is None else data
@@ -109,7 +111,7 @@ class MNIST1DTrainable(SupervisedTrainable):
         super().__init__(seed, model=model.to(dtype), data=data, metric=objective,
                          batch_size=batch_size, momentum=momentum, weight_decay=weight_decay,
                          lr_param="lambda", lr_scale=batch_size / 256, full_train=full_train,
-                         eval_batch=1 << 16)
+                         eval_batch=1 << 16, device=device)
 
 
 _CAST: dict[tuple[int, torch.dtype], SupervisedData] = {}

@@ -14,6 +14,10 @@ The update per step, with ``a = 1 - lr*h`` and ``s = lr^2 * Var(eps)``:
 ``E[x'^2] = a^2 Exx + 2 a beta Exv + beta^2 Evv + s``,
 ``E[v'^2] = (lr h)^2 Exx - 2 lr h beta Exv + beta^2 Evv + s``,
 ``E[x'v'] = -a lr h Exx + (a - lr h) beta Exv + beta^2 Evv + s``.
+
+The moments are float64 tensors on the run's device (``device``, :mod:`firepbt.devices`); the
+expected loss is summed in numpy on the CPU, so a member's value does not depend on the device
+or on whether it trained alone or batched.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..batched import NotVectorizable, register_batched
 from ..space import LogUniform, Space
@@ -35,63 +40,68 @@ class NQMTrainable:
     mode = "min"
 
     def __init__(self, seed: int, *, dims: int = 10_000, batch_size: int = 128,
-                 momentum: float = 0.9) -> None:
-        self.h = 1.0 / np.arange(1, dims + 1, dtype=np.float64)
+                 momentum: float = 0.9, device: str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.h = (1.0 / torch.arange(1, dims + 1, dtype=torch.float64)).to(self.device)
+        self.h_np = self.h.cpu().numpy()
         self.noise = self.h / batch_size
         self.beta = momentum
-        self.exx = np.ones(dims)
-        self.exv = np.zeros(dims)
-        self.evv = np.zeros(dims)
+        self.exx = torch.ones(dims, dtype=torch.float64, device=self.device)
+        self.exv = torch.zeros(dims, dtype=torch.float64, device=self.device)
+        self.evv = torch.zeros(dims, dtype=torch.float64, device=self.device)
         self.seed = seed
 
     def train(self, hparams: Mapping[str, Any], steps: int) -> None:
         lr = float(hparams["lr"])
-        b = self.beta
-        lh = lr * self.h
-        a = 1.0 - lh
-        s = lr * lr * self.noise
-        exx, exv, evv = self.exx, self.exv, self.evv
-        with np.errstate(over="ignore", invalid="ignore"):
-            for _ in range(steps):
-                nxx = a * a * exx + 2 * a * b * exv + b * b * evv + s
-                nvv = lh * lh * exx - 2 * lh * b * exv + b * b * evv + s
-                nxv = -a * lh * exx + (a - lh) * b * exv + b * b * evv + s
-                exx, exv, evv = nxx, nxv, nvv
-        self.exx, self.exv, self.evv = exx, exv, evv
+        self.exx, self.exv, self.evv = _steps(lr * self.h, lr * lr * self.noise, self.beta,
+                                              self.exx, self.exv, self.evv, steps)
 
     def evaluate(self) -> float:
         with np.errstate(over="ignore", invalid="ignore"):
-            value = float(0.5 * np.sum(self.h * self.exx))
+            value = float(0.5 * np.sum(self.h_np * self.exx.cpu().numpy()))
         return value if np.isfinite(value) else float("nan")
 
     def test(self) -> None:
         return None
 
     def state_dict(self) -> dict[str, Any]:
-        import torch
-
-        return {"exx": torch.from_numpy(self.exx.copy()), "exv": torch.from_numpy(self.exv.copy()),
-                "evv": torch.from_numpy(self.evv.copy())}
+        return {"exx": self.exx.cpu().clone(), "exv": self.exv.cpu().clone(),
+                "evv": self.evv.cpu().clone()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.exx = np.asarray(state["exx"], dtype=np.float64).copy()
-        self.exv = np.asarray(state["exv"], dtype=np.float64).copy()
-        self.evv = np.asarray(state["evv"], dtype=np.float64).copy()
+        def load(x: Any) -> torch.Tensor:
+            return torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x,
+                                   dtype=torch.float64).to(self.device).clone()
+
+        self.exx, self.exv, self.evv = load(state["exx"]), load(state["exv"]), load(state["evv"])
+
+
+def _steps(lh: torch.Tensor, s: torch.Tensor, b: float, exx: torch.Tensor, exv: torch.Tensor,
+           evv: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``steps`` updates of the moments (module doc) with ``lh = lr * h`` and ``s = lr^2 *
+    Var(eps)``; the same operations, in the same order, for one member or a batch of them."""
+    a = 1.0 - lh
+    for _ in range(steps):
+        nxx = a * a * exx + 2 * a * b * exv + b * b * evv + s
+        nvv = lh * lh * exx - 2 * lh * b * exv + b * b * evv + s
+        nxv = -a * lh * exx + (a - lh) * b * exv + b * b * evv + s
+        exx, exv, evv = nxx, nxv, nvv
+    return exx, exv, evv
 
 
 class NQMPopulation:
     """The batched NQM (:mod:`firepbt.batched`): the moments of N members as ``(N, dims)``
-    arrays, updated by the same operations, in the same order, as :meth:`NQMTrainable.train`
+    tensors, updated by the same operations, in the same order, as :meth:`NQMTrainable.train`
     (bitwise equal to the local executor). Settings per step: the learning rate."""
 
     @classmethod
     def check(cls, members: Sequence[NQMTrainable]) -> None:
         first = members[0]
         for m in members[1:]:
-            if len(m.h) != len(first.h) or m.beta != first.beta or \
-                    not np.array_equal(m.noise, first.noise):
-                raise NotVectorizable("all NQM members must have the same dims, batch size and "
-                                      "momentum")
+            if len(m.h) != len(first.h) or m.beta != first.beta or m.device != first.device \
+                    or not torch.equal(m.noise, first.noise):
+                raise NotVectorizable("all NQM members must have the same dims, batch size, "
+                                      "momentum and device")
 
     @staticmethod
     def settings(member: NQMTrainable, hparams: Mapping[str, Any]) -> tuple[float]:
@@ -101,31 +111,22 @@ class NQMPopulation:
         self.members = list(members)
         first = members[0]
         self.h, self.noise, self.beta = first.h, first.noise, first.beta
-        self.exx = np.stack([m.exx for m in members])
-        self.exv = np.stack([m.exv for m in members])
-        self.evv = np.stack([m.evv for m in members])
+        self.exx = torch.stack([m.exx for m in members])
+        self.exv = torch.stack([m.exv for m in members])
+        self.evv = torch.stack([m.evv for m in members])
 
-    def train(self, settings: Any) -> None:
-        b = self.beta
-        lr_np = np.asarray(settings[..., 0])  # (steps, N)
-        exx, exv, evv = self.exx, self.exv, self.evv
-        with np.errstate(over="ignore", invalid="ignore"):
-            k = 0
-            while k < len(lr_np):
-                same = k + 1
-                while same < len(lr_np) and np.array_equal(lr_np[same], lr_np[k]):
-                    same += 1
-                rate = lr_np[k][:, None]
-                lh = rate * self.h
-                a = 1.0 - lh
-                s = rate * rate * self.noise
-                for _ in range(same - k):
-                    nxx = a * a * exx + 2 * a * b * exv + b * b * evv + s
-                    nvv = lh * lh * exx - 2 * lh * b * exv + b * b * evv + s
-                    nxv = -a * lh * exx + (a - lh) * b * exv + b * b * evv + s
-                    exx, exv, evv = nxx, nxv, nvv
-                k = same
-        self.exx, self.exv, self.evv = exx, exv, evv
+    def train(self, settings: torch.Tensor) -> None:
+        lr = settings[..., 0].to(self.h.device)  # (steps, N)
+        k = 0
+        while k < len(lr):  # runs of steps with the same learning rates
+            same = k + 1
+            while same < len(lr) and torch.equal(lr[same], lr[k]):
+                same += 1
+            rate = lr[k][:, None]
+            self.exx, self.exv, self.evv = _steps(rate * self.h, rate * rate * self.noise,
+                                                  self.beta, self.exx, self.exv, self.evv,
+                                                  same - k)
+            k = same
 
     def evaluate(self) -> list[float]:
         self.write_back()
@@ -139,7 +140,7 @@ class NQMPopulation:
 
     def write_back(self) -> None:
         for i, m in enumerate(self.members):
-            m.exx, m.exv, m.evv = self.exx[i].copy(), self.exv[i].copy(), self.evv[i].copy()
+            m.exx, m.exv, m.evv = self.exx[i].clone(), self.exv[i].clone(), self.evv[i].clone()
 
 
 register_batched(NQMTrainable, NQMPopulation)
