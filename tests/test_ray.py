@@ -113,7 +113,9 @@ def test_sigkill_of_an_actor_mid_round_loses_nothing(tmp_path):
     assert s.finished and (tmp_path / "killed").exists()
     evals, decisions = records(tmp_path / "ray")
     failures = [d for d in decisions if d.kind == "worker_failure"]
-    assert len(failures) == 1 and failures[0].worker == 5 and failures[0].error == "actor_died"
+    # 2 CPUs: 2 actors, members dealt round-robin; worker 5's actor also held 1, 3 and 7
+    assert sorted(f.worker for f in failures) == [1, 3, 5, 7]
+    assert {f.error for f in failures} == {"actor_died"}
     ref_evals, ref_decisions = records(tmp_path / "ref")
     assert evals == ref_evals and without_failures(decisions) == ref_decisions
 
@@ -165,3 +167,38 @@ def test_trainable_error_survives_pickling():
 
     e = pickle.loads(pickle.dumps(TrainableError(3, 120, "Traceback ...\nValueError: x")))
     assert (e.worker, e.step) == (3, 120) and "ValueError: x" in str(e)
+
+
+def test_actors_are_sized_by_the_cpus_not_the_members():
+    from firepbt.ray_executor import RayExecutor
+
+    ex = RayExecutor(faulty(0, "none", 10**9, "/nonexistent"))
+    ex.setup({w: w for w in range(8)})
+    try:
+        pids = ray.get([h.pid.remote() for h in ex.hosts])
+        assert ex.n_actors == 2 and len(set(pids)) == 2  # 2 CPUs: 2 processes for 8 members
+        assert ex.home == {w: w % 2 for w in range(8)}
+    finally:
+        ex.hosts and [ray.kill(h) for h in ex.hosts]
+
+
+def test_states_cross_the_driver_only_at_checkpoints(tmp_path, monkeypatch):
+    from firepbt.ray_executor import RayExecutor
+
+    calls = []
+    original = RayExecutor.states
+
+    def counted(self):
+        calls.append(1)
+        return original(self)
+
+    monkeypatch.setattr(RayExecutor, "states", counted)
+    make = faulty(0, "none", 10**9, tmp_path / "m")
+    c = ExperimentConfig(**{**cfg("ray").to_dict(), "checkpoint_interval": 2})  # 4 rounds
+    run(c, tmp_path / "ray", factory=make, space=SPACE)
+    assert len(calls) == 3  # at the start, then after rounds 2 and 4 only
+    run(cfg("local"), tmp_path / "local", factory=make, space=SPACE)
+    assert records(tmp_path / "ray") == records(tmp_path / "local")
+    st = Store.open(tmp_path / "ray")
+    assert [r.round for r in st.rounds() if r.checkpoint is not None] == [2, 4]
+    st.close()

@@ -372,3 +372,37 @@ def test_busy_cores_reads_the_machine():
         assert busy is None
     else:
         assert busy is not None and -0.01 <= busy <= (os.cpu_count() or 1) + 0.01
+
+
+def test_a_checkpoint_interval_loses_at_most_that_many_rounds_and_resume_is_exact(tmp_path):
+    """Checkpoints every 3 rounds: a run stopped after round 5 (checkpoint at 3) resumes from
+    round 3, trains 4 and 5 again, and ends exactly as an uninterrupted run with a checkpoint
+    every round."""
+    from firepbt.store import Store
+
+    base = dict(task="nqm", method="fire", workers=12, steps=500, ready_interval=50,
+                eval_interval=10, seed=2, task_options={"dims": 200}, executor="local")
+    run(ExperimentConfig(**base), tmp_path / "every", progress=False)
+    cfg = ExperimentConfig(**base, checkpoint_interval=3)
+    run(cfg, tmp_path / "part", progress=False, max_rounds=5)
+    st = Store.open(tmp_path / "part", readonly=True)
+    assert [r.round for r in st.rounds()] == [1, 2, 3, 4, 5]
+    assert [r.round for r in st.rounds() if r.checkpoint] == [3]
+    st.close()
+    resume(tmp_path / "part", progress=False)
+    a, b = Store.open(tmp_path / "every", readonly=True), Store.open(tmp_path / "part",
+                                                                       readonly=True)
+    assert a.evaluations() == b.evaluations() and a.decisions() == b.decisions()
+    assert [r.round for r in b.rounds() if r.checkpoint] == [3, 6, 9, 10]
+    assert sorted(p.name for p in (tmp_path / "part" / "checkpoints").glob("*.pt")) == [
+        "round-000009.pt", "round-000010.pt"]  # the last two kept
+    a.close()
+    b.close()
+    # killed before its first checkpoint: starts again
+    run(cfg, tmp_path / "early", progress=False, max_rounds=2)
+    resume(tmp_path / "early", progress=False)
+    c = Store.open(tmp_path / "early", readonly=True)
+    a = Store.open(tmp_path / "every", readonly=True)
+    assert a.evaluations() == c.evaluations()
+    a.close()
+    c.close()

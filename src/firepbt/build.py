@@ -52,7 +52,8 @@ def make_executor(config: ExperimentConfig, factory: TrainableFactory,
         from .ray_executor import RayExecutor
 
         return RayExecutor(factory, address=ray_address,
-                           gpus_per_worker=config.gpus_per_worker)
+                           gpus_per_worker=config.gpus_per_worker,
+                           cpus_per_actor=float(config.threads or 1))
     from .vectorized import VectorizedExecutor
 
     return VectorizedExecutor(factory)

@@ -99,6 +99,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="PyTorch threads while training in this process (default: the cores "
                    "not busy when the run starts, unless OMP_NUM_THREADS is set; 0: PyTorch's "
                    "own setting)")
+    r.add_argument("--checkpoint-interval", type=_positive_int("checkpoint_interval"),
+                   default=1, help="rounds between checkpoints of the members' states "
+                   "(default 1); a crash loses at most that many rounds, which resume trains "
+                   "again; on Ray, how often the states cross the driver")
     r.add_argument("--gpus-per-worker", type=float, default=0.0,
                    help="with --executor ray: GPUs each actor declares (fractions allowed, e.g. "
                    "0.25 puts four members on a GPU; default 0)")
@@ -275,7 +279,8 @@ def _config_from_args(args: argparse.Namespace) -> ExperimentConfig:
                                                 d.get("min_steps_before_eval"), 0)),
         n_subpopulations=_first(args.subpopulations, d.get("n_subpopulations")),
         task_options=options, schedule=schedule, executor=args.executor, threads=args.threads,
-        device=args.device, gpus_per_worker=args.gpus_per_worker)
+        device=args.device, gpus_per_worker=args.gpus_per_worker,
+        checkpoint_interval=args.checkpoint_interval)
 
 
 def _min_steps(value: Any) -> int | tuple[int, ...]:

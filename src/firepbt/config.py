@@ -31,7 +31,11 @@ class ExperimentConfig:
     times), N exactly N, 0 PyTorch's own setting. Ray actors use one thread per CPU they
     declare; ``firepbt compare`` runs one single-threaded run per core. ``device``: where the
     built-in tasks train (:mod:`firepbt.devices`: auto, cpu, cuda, cuda:N);
-    ``gpus_per_worker`` the GPUs each Ray actor declares (e.g. 0.25: four members per GPU).
+    ``gpus_per_worker`` the GPUs each Ray actor declares (e.g. 0.25: four actors per GPU).
+    ``checkpoint_interval``: the members' states are checkpointed every that many rounds (and
+    after the last); a crash loses at most that many rounds, which ``resume`` trains again
+    (exactly, for deterministic trainables). On Ray this is how often the states cross the
+    driver.
     """
 
     task: str
@@ -53,6 +57,7 @@ class ExperimentConfig:
     threads: int | None = None
     device: str = "auto"
     gpus_per_worker: float = 0.0
+    checkpoint_interval: int = 1
 
     def __post_init__(self) -> None:
         for rule in FIELD_RULES:  # each field on its own (declared below the class)
@@ -228,6 +233,8 @@ FIELD_RULES: tuple[FieldRule, ...] = (
     FieldRule("device", "device"),
     FieldRule("gpus_per_worker", "number", 0, math.inf, high_open=True, low_closed=True,
               note="Ray: GPUs each actor declares, fractions allowed"),
+    FieldRule("checkpoint_interval", "int", 1,
+              note="rounds between checkpoints; a crash loses at most that many"),
 )
 """Each field's own constraint. What relates fields (multiples of intervals, workers that
 truncation can select in, a FIRE layout in which every sub-population evolves -

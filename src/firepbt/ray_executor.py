@@ -1,19 +1,34 @@
-"""Run the workers as long-lived Ray actors, one per worker slot (``pip install firepbt[ray]``).
+"""Run the population on Ray: actors sized by the cluster's resources, each holding several
+members (``pip install firepbt[ray]``).
 
-The round is dispatched to the actors at once, or - when actors share CPUs - one job per
-cluster CPU at a time, so that they do not thrash; each trains its job with the same code as
-the local executor. Copies (exploit, evaluator assignment, evaluator success) move weights from
-actor to actor through Ray's object store - ``dest.set_state.remote(source.get_state.remote())``
-- never through files; only the driver writes the store.
+**Actors per resource, not per member.** The executor starts as many long-lived actors as the
+cluster's CPUs allow (one CPU each by default, ``cpus_per_actor``), and no more than there are
+members; with ``gpus_per_worker`` each actor also declares that share of a GPU, and no more
+actors start than the cluster's GPUs hold. Members are dealt to the actors round-robin (worker
+``w`` lives in actor ``w % n_actors``); an actor trains its members' jobs of a round one after
+another, with the same code as the local executor. So N members cost as many interpreter
+start-ups and torch imports as there are CPUs, not N.
 
-Faults: the states at the last round boundary are kept in the object store. If an actor (or
-its node) dies mid-round, a new actor is started for that worker from that state and the job
-is run again - the local executor's determinism makes the result identical. If the trainable
-raises, the error is recorded with the worker, the step and the original traceback, the worker
-is restored from that state and the job retried; after ``max_failures`` failures in a round the
-worker is *retired* for the round: it reports NaN evaluations (a diverged member, never ranked
-above a finite one), so truncation selection refills it by exploitation at the next decision,
-and the round never hangs. Failures are recorded in the store as ``worker_failure`` events.
+**Copies.** Between two members of one actor a copy stays inside it; between actors the state
+goes actor to actor through Ray's object store (``dest.set_state(w, source.get_state(v))``),
+never through the driver or files. Calls on one actor run in the order they were made, so the
+decisions of a round apply in order.
+
+**Checkpoints.** Only the driver writes the store. It gathers the members' states for a
+checkpoint every ``checkpoint_interval`` rounds (``ExperimentConfig.checkpoint_interval``,
+default 1); between checkpoints no state crosses the driver. The trade-off: a driver crash
+loses at most that many rounds (``resume`` retrains them, exactly).
+
+**Faults.** If an actor (or its node) dies mid-round, a new actor is started for its members
+(on any node with room), they are restored from the states of the round's start and their jobs
+run again - the local executor's determinism makes the result identical. Those states come
+from the object store, or - when the dead node held them - from the driver's copy of the last
+checkpoint when that was taken at the round's start (always with ``checkpoint_interval=1``);
+otherwise the run stops with a one-line error and ``firepbt resume`` continues it from the last
+checkpoint. If a trainable raises, the error is recorded with the worker, the step and the
+original traceback, the member is restored and its job retried; after ``max_failures``
+failures in a round it is *retired* for the round (NaN evaluations: truncation selection
+refills it by exploitation). Failures are recorded in the store as ``worker_failure`` events.
 """
 
 from __future__ import annotations
@@ -21,12 +36,13 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, StoreError, TrainableError
 from .executor import TrainJob, TrainResult, run_job
 from .records import WorkerFailure
-from .trainable import TrainableFactory, clone_state, mode_of, reseed_of, test_of
+from .trainable import TrainableFactory, clone_state, copy_into, mode_of, reseed_of, test_of
 
 
 def _require_ray() -> Any:
@@ -37,66 +53,101 @@ def _require_ray() -> Any:
     return ray
 
 
-class _Worker:
-    """One worker slot: a trainable living in its own process."""
+@dataclass(frozen=True)
+class _JobError:
+    """A job whose trainable raised (returned by the actor, so its other jobs go on)."""
 
-    def __init__(self, factory: TrainableFactory, seed: int, threads: int) -> None:
+    worker: int
+    step: int
+    traceback_text: str
+
+
+class _Host:
+    """One actor: the members dealt to it, trained one after another."""
+
+    def __init__(self, factory: TrainableFactory, threads: int) -> None:
         import torch
 
         torch.set_num_threads(max(1, threads))
-        self.trainable = factory(seed)
-        self.mode = mode_of(self.trainable)
+        self.factory = factory
+        self.members: dict[int, Any] = {}
+        self.mode = "max"
 
-    def get_mode(self) -> str:
-        return self.mode
+    def build(self, seeds: Mapping[int, int]) -> list[str]:
+        """Make the members (the modes they declare, for the driver to check)."""
+        for w, s in sorted(seeds.items()):
+            self.members[int(w)] = self.factory(int(s))
+        modes = sorted({mode_of(t) for t in self.members.values()})
+        self.mode = modes[0]
+        return modes
 
     def pid(self) -> int:
         return os.getpid()
 
-    def run_job(self, job: TrainJob, best: float) -> TrainResult:
-        return run_job(self.trainable, job, [best], self.mode)
+    def run_jobs(self, jobs: Sequence[TrainJob], best: float) -> list[TrainResult | _JobError]:
+        out: list[TrainResult | _JobError] = []
+        for job in jobs:
+            try:
+                out.append(run_job(self.members[job.worker], job, [best], self.mode))
+            except TrainableError as exc:  # this member only; a ConfigError stops the run
+                out.append(_JobError(job.worker, exc.step, exc.traceback_text))
+        return out
 
-    def get_state(self) -> dict[str, Any]:
-        return self.trainable.state_dict()
+    def get_state(self, worker: int) -> dict[str, Any]:
+        return self.members[worker].state_dict()
 
-    def set_state(self, state: Mapping[str, Any], seed: int | None = None) -> None:
+    def get_states(self, workers: Sequence[int]) -> dict[int, dict[str, Any]]:
+        return {w: self.members[w].state_dict() for w in workers}
+
+    def set_state(self, worker: int, state: Mapping[str, Any], seed: int | None = None) -> None:
         """Load an independent copy of ``state`` (then a new data stream from ``seed``)."""
-        self.trainable.load_state_dict(clone_state(state))
+        self.members[worker].load_state_dict(clone_state(state))
         if seed is not None:
-            reseed_of(self.trainable, seed)
+            reseed_of(self.members[worker], seed)
 
-    def test(self) -> float | None:
-        return test_of(self.trainable)
+    def set_states(self, workers: Sequence[int], *states: Mapping[str, Any]) -> None:
+        """Load ``states[i]`` into ``workers[i]`` (states as separate arguments: Ray resolves
+        ObjectRefs only at the top level)."""
+        for w, s in zip(workers, states, strict=True):
+            self.members[int(w)].load_state_dict(clone_state(s))
+
+    def copy_local(self, source: int, dest: int, seed: int | None = None) -> None:
+        copy_into(self.members[source], self.members[dest], seed)
+
+    def test(self, worker: int) -> float | None:
+        return test_of(self.members[worker])
 
 
 class RayExecutor:
-    """Workers as Ray actors (see module doc).
+    """The population on Ray actors (see module doc).
 
     Args:
         factory: ``seed -> Trainable``; shipped to the actors (must be picklable by Ray).
         address: a running cluster (``ray://...`` or ``host:port``); default ``RAY_ADDRESS``,
             else a local Ray instance is started with ``num_cpus``.
-        cpus_per_worker, gpus_per_worker: resources each actor declares. The actors live for
-            the whole experiment, so all of them must fit at once: by default each declares
-            ``min(1, cluster CPUs / workers)`` CPUs; an explicit request larger than the
-            cluster is refused with an error rather than left waiting.
+        cpus_per_actor: CPUs each actor declares (and its torch threads); default 1.
+        gpus_per_worker: GPUs each actor declares (fractions allowed); default 0.
+        max_actors: at most this many actors (default: as many as the resources allow).
         max_failures: trainable errors tolerated per worker and round before it is retired.
     """
 
     def __init__(self, factory: TrainableFactory, *, address: str | None = None,
-                 num_cpus: int | None = None, cpus_per_worker: float | None = None,
-                 gpus_per_worker: float = 0.0, max_failures: int = 2) -> None:
+                 num_cpus: int | None = None, cpus_per_actor: float = 1.0,
+                 gpus_per_worker: float = 0.0, max_actors: int | None = None,
+                 max_failures: int = 2) -> None:
         self.factory = factory
         self.address = address if address is not None else os.environ.get("RAY_ADDRESS")
         self.num_cpus = num_cpus
-        self.cpus_per_worker = cpus_per_worker
-        self._cpus = 1.0
-        self._in_flight = 1
+        self.cpus_per_actor = cpus_per_actor
         self.gpus_per_worker = gpus_per_worker
+        self.max_actors = max_actors
         self.max_failures = max_failures
-        self.actors: dict[int, Any] = {}
+        self.hosts: list[Any] = []
+        self.home: dict[int, int] = {}  # worker -> index of the actor holding it
         self.seeds: dict[int, int] = {}
-        self.boundary: dict[int, Any] = {}  # ObjectRefs of the states at the last round end
+        self.boundary: dict[int, Any] = {}  # ObjectRefs of the states at the round's start
+        self.saved: dict[int, Any] = {}  # the driver's copy of the last checkpoint's states
+        self.saved_current = False  # whether ``saved`` is the state at the round's start
         self.failures: list[WorkerFailure] = []
         self.mode = "max"
         self._started_ray = False
@@ -115,115 +166,192 @@ class RayExecutor:
                 self._started_ray = True
         return ray
 
-    def _new_actor(self, worker: int) -> Any:
+    @property
+    def n_actors(self) -> int:
+        return len(self.hosts)
+
+    def _plan(self, n_members: int) -> int:
+        """How many actors the cluster's resources allow (at least one, at most one per
+        member); an explicit request the cluster cannot hold is refused."""
         ray = _require_ray()
-        cls = ray.remote(_Worker).options(num_cpus=self._cpus, num_gpus=self.gpus_per_worker,
-                                          max_restarts=0)
-        return cls.remote(self.factory, self.seeds[worker], int(max(1, self._cpus)))
+        total = ray.cluster_resources()
+        cpus, gpus = float(total.get("CPU", 1.0)), float(total.get("GPU", 0.0))
+        if self.cpus_per_actor <= 0 or self.cpus_per_actor > cpus + 1e-9:
+            raise ConfigError("cpus_per_actor", f"in (0, {cpus:g}] (the cluster's CPUs)",
+                              self.cpus_per_actor)
+        n = int(cpus // self.cpus_per_actor + 1e-9)
+        if self.gpus_per_worker > 0:
+            if self.gpus_per_worker > gpus + 1e-9:
+                raise ConfigError("gpus_per_worker", f"at most {gpus:g} (the cluster's GPUs)",
+                                  self.gpus_per_worker)
+            n = min(n, int(gpus / self.gpus_per_worker + 1e-9))
+        if self.max_actors is not None:
+            n = min(n, self.max_actors)
+        return max(1, min(n, n_members))
+
+    def _start_host(self, index: int) -> Any:
+        """A new actor for the members dealt to ``index``, built from their seeds."""
+        ray = _require_ray()
+        cls = ray.remote(_Host).options(num_cpus=self.cpus_per_actor,
+                                        num_gpus=self.gpus_per_worker, max_restarts=0)
+        host = cls.remote(self.factory, int(max(1, self.cpus_per_actor)))
+        mine = {w: self.seeds[w] for w, i in self.home.items() if i == index}
+        return host, host.build.remote(mine)
 
     def setup(self, seeds: Mapping[int, int]) -> None:
         ray = self._init_ray()
         self.seeds = {int(w): int(s) for w, s in seeds.items()}
-        from .errors import ConfigError
-
-        total = ray.cluster_resources()
-        n = len(self.seeds)
-        cpus = float(total.get("CPU", 1.0))
-        self._cpus = (self.cpus_per_worker if self.cpus_per_worker is not None
-                      else min(1.0, cpus / n))
-        # actors sharing CPUs would all train at once and thrash: keep one job per CPU in flight
-        self._in_flight = max(1, int(cpus)) if self._cpus < 1 else n
-        if self._cpus * n > cpus + 1e-9:
-            raise ConfigError("cpus_per_worker", f"at most {cpus / n:.3g} for {n} long-lived "
-                              f"actors on a cluster of {cpus:g} CPUs", self._cpus)
-        gpus = float(total.get("GPU", 0.0))
-        if self.gpus_per_worker * n > gpus + 1e-9:
-            raise ConfigError("gpus_per_worker", f"at most {gpus / n:.3g} for {n} actors on a "
-                              f"cluster of {gpus:g} GPUs", self.gpus_per_worker)
-        self.actors = {w: self._new_actor(w) for w in sorted(self.seeds)}
-        modes = set(ray.get([a.get_mode.remote() for a in self.actors.values()]))
+        n = self._plan(len(self.seeds))
+        self.home = {w: i % n for i, w in enumerate(sorted(self.seeds))}
+        started = [self._start_host(i) for i in range(n)]
+        self.hosts = [h for h, _ in started]
+        modes = {m for ms in ray.get([b for _, b in started]) for m in ms}
         if len(modes) != 1:
             raise ValueError(f"all trainables must share one mode, got {sorted(modes)}")
         self.mode = modes.pop()
-        self.boundary = {w: a.get_state.remote() for w, a in self.actors.items()}
+        self.states()  # the first round's start, held by the driver (see Faults)
 
     def close(self) -> None:
         ray = _require_ray()
-        for a in self.actors.values():
+        for h in self.hosts:
             try:
-                ray.kill(a)
+                ray.kill(h)
             except Exception:  # noqa: BLE001 - already gone
                 pass
-        self.actors = {}
+        self.hosts = []
         if self._started_ray:
             ray.shutdown()
             self._started_ray = False
 
     # -- the executor contract -----------------------------------------------------------------
 
+    def _members(self, index: int) -> list[int]:
+        return sorted(w for w, i in self.home.items() if i == index)
+
     def train_round(self, jobs: Sequence[TrainJob], best_score: float,
                     progress: Callable[[int], None] | None = None) -> list[TrainResult]:
         ray = _require_ray()
         from ray.exceptions import RayActorError, RayTaskError
 
-        queue = list(jobs)
-        pending: dict[Any, TrainJob] = {}
+        by_host: dict[int, list[TrainJob]] = {}
+        for j in jobs:
+            by_host.setdefault(self.home[j.worker], []).append(j)
+        pending: dict[Any, tuple[int, list[TrainJob]]] = {}
+
+        def submit(index: int, todo: list[TrainJob]) -> None:
+            pending[self.hosts[index].run_jobs.remote(todo, best_score)] = (index, todo)
+
+        for index, todo in by_host.items():
+            submit(index, todo)
         tries = {j.worker: 0 for j in jobs}
         results: dict[int, TrainResult] = {}
-        while queue or pending:
-            while queue and len(pending) < self._in_flight:
-                j = queue.pop(0)
-                pending[self.actors[j.worker].run_job.remote(j, best_score)] = j
+        while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
-            ref = ready[0]
-            job = pending.pop(ref)
-            w = job.worker
+            index, todo = pending.pop(ready[0])
             try:
-                results[w] = ray.get(ref)
-                if progress is not None:
-                    progress(sum(n for _, n in job.pieces))
+                out = ray.get(ready[0])
+            except RayActorError as exc:  # the process or its node died: new actor, same jobs
+                for j in todo:
+                    self.failures.append(WorkerFailure(
+                        j.worker, j.start, "actor_died", str(exc)[:2000],
+                        "restarted from the state at the round's start"))
+                self._restart(index)
+                submit(index, todo)
                 continue
-            except RayActorError as exc:  # the process or its node died: new actor, same job
-                self.failures.append(WorkerFailure(w, job.start, "actor_died", str(exc)[:2000],
-                                                   "restarted from the round checkpoint"))
-                self.actors[w] = self._new_actor(w)
-            except RayTaskError as exc:  # the trainable raised
-                tries[w] += 1
+            except RayTaskError as exc:
                 cause = exc.cause if getattr(exc, "cause", None) is not None else exc
                 if isinstance(cause, ConfigError):  # a broken contract: retrying cannot help
                     raise cause from None
-                step = getattr(cause, "step", job.start)
-                text = getattr(cause, "traceback_text", None) or str(exc)
+                raise
+            again = []
+            for job, res in zip(todo, out, strict=True):
+                if isinstance(res, TrainResult):
+                    results[job.worker] = res
+                    if progress is not None:
+                        progress(sum(n for _, n in job.pieces))
+                    continue
+                w = job.worker
+                tries[w] += 1
                 retire = tries[w] > self.max_failures
                 self.failures.append(WorkerFailure(
-                    w, int(step), "trainable_error", text[-4000:],
+                    w, int(res.step), "trainable_error", res.traceback_text[-4000:],
                     "retired for the round (NaN evaluations)" if retire
-                    else "restored from the round checkpoint and retried"))
+                    else "restored from the state at the round's start and retried"))
+                self.hosts[index].set_state.remote(w, self._start_state(w))
                 if retire:
-                    self.actors[w].set_state.remote(self.boundary[w])
                     results[w] = _retired(job)
-                    continue
-            self.actors[w].set_state.remote(self.boundary[w])
-            queue.insert(0, job)
+                else:
+                    again.append(job)
+            if again:
+                submit(index, again)
         return [results[j.worker] for j in jobs]
 
+    def _start_state(self, worker: int) -> Any:
+        """The member's state at the round's start: the driver's copy when the last checkpoint
+        was taken then, else the object store's."""
+        return self.saved[worker] if self.saved_current else self.boundary[worker]
+
+    def _restart(self, index: int) -> None:
+        """A new actor for a dead one's members, restored to the round's start."""
+        ray = _require_ray()
+        from ray.exceptions import RayError
+
+        members = self._members(index)
+        if self.saved_current:
+            states = [self.saved[w] for w in members]
+        else:
+            try:
+                states = ray.get([self.boundary[w] for w in members])
+            except RayError:  # the states lived on the dead node
+                raise StoreError(
+                    "a Ray node died and took the members' states since the last checkpoint "
+                    "with it; 'firepbt resume STORE' continues from that checkpoint") from None
+        host, built = self._start_host(index)
+        ray.get(built)
+        ray.get(host.set_states.remote(members, *states))
+        self.hosts[index] = host
+
     def copy(self, source: int, dest: int, seed: int | None = None) -> None:
-        self.actors[dest].set_state.remote(self.actors[source].get_state.remote(), seed)
+        src, dst = self.home[source], self.home[dest]
+        if src == dst:
+            self.hosts[dst].copy_local.remote(source, dest, seed)
+        else:
+            self.hosts[dst].set_state.remote(dest, self.hosts[src].get_state.remote(source), seed)
+
+    def mark_round(self) -> None:
+        """The round's decisions are applied: the states now are the next round's start (kept
+        in the object store, not fetched)."""
+        self.boundary = {w: self.hosts[i].get_state.remote(w) for w, i in self.home.items()}
+        self.saved_current = False
 
     def states(self) -> dict[int, dict[str, Any]]:
+        """Every member's state, gathered to the driver (for a checkpoint)."""
         ray = _require_ray()
-        self.boundary = {w: a.get_state.remote() for w, a in self.actors.items()}
-        return dict(zip(self.boundary, ray.get(list(self.boundary.values())), strict=True))
+        refs = {i: self.hosts[i].get_states.remote(self._members(i))
+                for i in range(self.n_actors)}
+        out: dict[int, dict[str, Any]] = {}
+        for got in ray.get(list(refs.values())):
+            out.update(got)
+        self.saved = out
+        self.saved_current = True  # the round's start states, held by the driver
+        self.boundary = {}
+        return dict(sorted(out.items()))
 
     def load_states(self, states: Mapping[int, Mapping[str, Any]]) -> None:
         ray = _require_ray()
         refs = {int(w): ray.put(dict(s)) for w, s in states.items()}
-        ray.get([self.actors[w].set_state.remote(r) for w, r in refs.items()])
-        self.boundary.update(refs)
+        calls = []
+        for i in range(self.n_actors):
+            mine = [w for w in self._members(i) if w in refs]
+            calls.append(self.hosts[i].set_states.remote(mine, *[refs[w] for w in mine]))
+        ray.get(calls)
+        self.boundary = {}
+        self.saved = {int(w): dict(s) for w, s in states.items()}
+        self.saved_current = True
 
     def test(self, worker: int) -> float | None:
         ray = _require_ray()
-        return ray.get(self.actors[worker].test.remote())
+        return ray.get(self.hosts[self.home[worker]].test.remote(worker))
 
     def take_failures(self) -> list[WorkerFailure]:
         out, self.failures = self.failures, []

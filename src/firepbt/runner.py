@@ -109,7 +109,8 @@ class Runner:
         the ``firepbt`` logger), and the rounds after it are discarded and trained again."""
         self.store.check_integrity()
         rows = [r for r in self.store.rounds() if r.checkpoint is not None]
-        if self.store.last_round() is None:
+        if self.store.last_round() is None or (not rows and self.config.checkpoint_interval > 1):
+            # nothing committed yet, or killed before the first checkpoint: start again
             self.store.discard_after(0)
             self.start_new()
             return
@@ -206,10 +207,16 @@ class Runner:
         # step, i.e. before the last round's copies are applied
         final = self._final(results) if r == cfg.rounds else None
         self._apply(decisions, r)
-        checkpoint = self.store.write_checkpoint(r, self.executor.states())
-        if not self._checkpoint_verified:  # what this run writes, it must be able to read back
-            self.store.read_checkpoint(checkpoint)
-            self._checkpoint_verified = True
+        checkpoint = None
+        if r % cfg.checkpoint_interval == 0 or r == cfg.rounds:
+            checkpoint = self.store.write_checkpoint(r, self.executor.states())
+            if not self._checkpoint_verified:  # what this run writes, it must read back
+                self.store.read_checkpoint(checkpoint)
+                self._checkpoint_verified = True
+        else:
+            mark = getattr(self.executor, "mark_round", None)
+            if mark is not None:  # executors that keep the round's start states themselves
+                mark()
         row = RoundRow(r, step, time.time(), sum(x.train_seconds for x in results),
                        sum(x.eval_seconds for x in results), decide_seconds,
                        self.controller.state_dict(), self._runner_state(), checkpoint)
