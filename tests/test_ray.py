@@ -202,3 +202,98 @@ def test_states_cross_the_driver_only_at_checkpoints(tmp_path, monkeypatch):
     st = Store.open(tmp_path / "ray")
     assert [r.round for r in st.rounds() if r.checkpoint is not None] == [2, 4]
     st.close()
+
+
+def test_actors_train_a_batched_family_as_one_model_with_the_local_results(tmp_path):
+    from firepbt.ray_executor import RayExecutor
+
+    c = ExperimentConfig(task="nqm", method="fire", workers=12, steps=200, ready_interval=50,
+                         eval_interval=10, seed=3, task_options={"dims": 300})
+    run(ExperimentConfig(**{**c.to_dict(), "executor": "local"}), tmp_path / "local")
+    run(ExperimentConfig(**{**c.to_dict(), "executor": "ray"}), tmp_path / "ray")
+    assert records(tmp_path / "ray") == records(tmp_path / "local")  # the NQM: bitwise
+    ex = RayExecutor(lambda s: NQMTrainable(s, dims=50), max_actors=1)
+    ex.setup({w: w for w in range(6)})
+    try:
+        assert ex.n_actors == 1 and ray.get(ex.hosts[0].batched.remote())
+    finally:
+        [ray.kill(h) for h in ex.hosts]
+
+
+class Flaky:
+    """A batched family (w -> 1 at rate lr) whose member with ``bad`` raises from step 60."""
+
+    mode = "max"
+
+    def __init__(self, seed, bad):
+        self.w, self.bad, self.steps = (seed % 7) / 10, bad, 0
+
+    def train(self, hparams, steps):
+        if self.bad and self.steps + steps > 60:
+            raise ValueError("this member always fails")
+        for _ in range(steps):
+            self.w += hparams["lr"] * (1.0 - self.w)
+        self.steps += steps
+
+    def evaluate(self):
+        return self.w
+
+    def state_dict(self):
+        return {"w": self.w, "steps": self.steps}
+
+    def load_state_dict(self, state):
+        self.w, self.steps = float(state["w"]), int(state["steps"])
+
+
+class FlakyPopulation:
+    @classmethod
+    def check(cls, members):
+        pass
+
+    @staticmethod
+    def settings(member, hparams):
+        return (float(hparams["lr"]),)
+
+    def __init__(self, members):
+        self.members = list(members)
+
+    def train(self, settings):
+        for m in self.members:  # the batched model fails as a whole
+            if m.bad and m.steps + len(settings) > 60:
+                raise ValueError("a member of the batch fails")
+        self.new = [(m.w, m.steps) for m in self.members]
+        for lr_row in settings[..., 0]:
+            self.new = [(w + float(lr) * (1.0 - w), s + 1)
+                        for (w, s), lr in zip(self.new, lr_row, strict=True)]
+
+    def evaluate(self):
+        return [w for w, _s in self.new]
+
+    def snapshot(self, i):
+        return None
+
+    def test_at(self, i, snapshot):
+        return None
+
+    def write_back(self):
+        for m, (w, s) in zip(self.members, self.new, strict=True):
+            m.w, m.steps = w, s
+
+
+def test_a_failing_member_of_a_batched_actor_is_found_and_retired_alone(tmp_path):
+    from firepbt.batched import register_batched
+    from firepbt.space import LogUniform, Space
+
+    bad_seed = worker_seeds(3, 8)[5]
+
+    def make(seed):
+        register_batched(Flaky, FlakyPopulation)  # in the actor's process
+        return Flaky(seed, seed == bad_seed)
+
+    s = run(cfg("ray"), tmp_path / "ray", factory=make,
+            space=Space({"lr": LogUniform(1e-3, 1e-1)}))
+    assert s.finished
+    evals, decisions = records(tmp_path / "ray")
+    failed = {d.worker for d in decisions if d.kind == "worker_failure"}
+    assert failed == {5}
+    assert all(not math.isnan(v) for _r, w, _s, v in evals if w != 5)

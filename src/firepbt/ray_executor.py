@@ -7,7 +7,10 @@ members; with ``gpus_per_worker`` each actor also declares that share of a GPU, 
 actors start than the cluster's GPUs hold. Members are dealt to the actors round-robin (worker
 ``w`` lives in actor ``w % n_actors``); an actor trains its members' jobs of a round one after
 another, with the same code as the local executor. So N members cost as many interpreter
-start-ups and torch imports as there are CPUs, not N.
+start-ups and torch imports as there are CPUs, not N. Where the members' family declares a
+batched population (:mod:`firepbt.batched`: the built-in supervised tasks, the NQM), an actor
+trains its members as one batched model instead (``batched=True``, the default): on a GPU
+node with ``gpus_per_worker=1``, one actor holds the whole population as one model.
 
 **Copies.** Between two members of one actor a copy stays inside it; between actors the state
 goes actor to actor through Ray's object store (``dest.set_state(w, source.get_state(v))``),
@@ -40,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError, StoreError, TrainableError
-from .executor import TrainJob, TrainResult, run_job
+from .executor import TrainJob, TrainResult, build_population, run_job
 from .records import WorkerFailure
 from .trainable import TrainableFactory, clone_state, copy_into, mode_of, reseed_of, test_of
 
@@ -71,20 +74,44 @@ class _Host:
         torch.set_num_threads(max(1, threads))
         self.factory = factory
         self.members: dict[int, Any] = {}
+        self.vec: Any = None
         self.mode = "max"
 
-    def build(self, seeds: Mapping[int, int]) -> list[str]:
-        """Make the members (the modes they declare, for the driver to check)."""
-        for w, s in sorted(seeds.items()):
-            self.members[int(w)] = self.factory(int(s))
+    def build(self, seeds: Mapping[int, int], batched: bool = True) -> list[str]:
+        """Make the members (the modes they declare, for the driver to check); with
+        ``batched``, train them as one batched population when their family declares one
+        (:mod:`firepbt.batched`)."""
+        seeds = {int(w): int(s) for w, s in seeds.items()}
+        self.vec = None
+        if batched:
+            from .batched import NotVectorizable
+            from .vectorized import VectorizedExecutor
+
+            vec = VectorizedExecutor(self.factory)
+            try:
+                vec.setup(seeds)
+                self.vec = vec
+            except NotVectorizable:
+                pass
+            self.members = dict(vec.trainables)  # built either way
+        else:
+            self.members = build_population(self.factory, seeds)
         modes = sorted({mode_of(t) for t in self.members.values()})
         self.mode = modes[0]
         return modes
+
+    def batched(self) -> bool:
+        return self.vec is not None
 
     def pid(self) -> int:
         return os.getpid()
 
     def run_jobs(self, jobs: Sequence[TrainJob], best: float) -> list[TrainResult | _JobError]:
+        if self.vec is not None and len(jobs) > 1:
+            try:  # the batched model writes back only when the round succeeds
+                return list(self.vec.train_round(jobs, best))
+            except TrainableError:
+                pass  # find the failing member: one after another
         out: list[TrainResult | _JobError] = []
         for job in jobs:
             try:
@@ -129,12 +156,16 @@ class RayExecutor:
         gpus_per_worker: GPUs each actor declares (fractions allowed); default 0.
         max_actors: at most this many actors (default: as many as the resources allow).
         max_failures: trainable errors tolerated per worker and round before it is retired.
+        batched: each actor trains its members as one batched population when their family
+            declares one (:mod:`firepbt.batched`; results then equal the vectorized
+            executor's), else one after another. With ``gpus_per_worker=1`` on one GPU, the
+            whole population is one batched model on one GPU actor.
     """
 
     def __init__(self, factory: TrainableFactory, *, address: str | None = None,
                  num_cpus: int | None = None, cpus_per_actor: float = 1.0,
                  gpus_per_worker: float = 0.0, max_actors: int | None = None,
-                 max_failures: int = 2) -> None:
+                 max_failures: int = 2, batched: bool = True) -> None:
         self.factory = factory
         self.address = address if address is not None else os.environ.get("RAY_ADDRESS")
         self.num_cpus = num_cpus
@@ -142,6 +173,7 @@ class RayExecutor:
         self.gpus_per_worker = gpus_per_worker
         self.max_actors = max_actors
         self.max_failures = max_failures
+        self.batched = batched
         self.hosts: list[Any] = []
         self.home: dict[int, int] = {}  # worker -> index of the actor holding it
         self.seeds: dict[int, int] = {}
@@ -196,7 +228,7 @@ class RayExecutor:
                                         num_gpus=self.gpus_per_worker, max_restarts=0)
         host = cls.remote(self.factory, int(max(1, self.cpus_per_actor)))
         mine = {w: self.seeds[w] for w, i in self.home.items() if i == index}
-        return host, host.build.remote(mine)
+        return host, host.build.remote(mine, self.batched)
 
     def setup(self, seeds: Mapping[int, int]) -> None:
         ray = self._init_ray()

@@ -482,8 +482,13 @@ def subpopulation_fitness(members: Mapping[int, MemberState], ids: Sequence[int]
         return {m: float(members[m].latest) for m in ids  # type: ignore[arg-type]
                 if members[m].latest is not None}
     phi = [m for m in ids if m in eval_curve_of]
-    return {m: float(sum(best_score_diff(eval_curve_of[m], eval_curve_of[k])
-                         for k in phi if k != m)) for m in phi}
+    # best_score_diff is antisymmetric (exactly, tested): each pair is compared once
+    diff: dict[tuple[int, int], float] = {}
+    for i, m in enumerate(phi):
+        for k in phi[i + 1:]:
+            d = best_score_diff(eval_curve_of[m], eval_curve_of[k])
+            diff[m, k], diff[k, m] = d, -d
+    return {m: float(sum(diff[m, k] for k in phi if k != m)) for m in phi}
 
 
 def choose_parent(members: Mapping[int, MemberState], evaluators: Mapping[int, EvaluatorState],
