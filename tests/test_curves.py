@@ -288,3 +288,16 @@ def test_compare_gives_the_numbers_of_overlap_binom_test_and_best_score_diff():
         assert c.overlap == (ov is not None) and c.n == (0 if ov is None else ov.n)
         assert c.p == binom_test(a, b) and c.diff == best_score_diff(a, b)
         assert 0 <= c.k <= c.n
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.floats(-5, 5), min_size=1, max_size=30),
+       st.lists(st.floats(-5, 5), min_size=1, max_size=30), st.floats(-10, 10), st.floats(0, 10))
+def test_the_penalised_overlaps_at_once_equal_one_at_a_time(sh, sl, lo, width):
+    """The vectorised delta search finds exactly the overlaps the per-delta function finds."""
+    from firepbt.curves import _N_DELTAS, _overlap_smoothed, _overlaps_penalised
+
+    sh, sl = np.array(sh), np.array(sl)
+    deltas = np.linspace(lo, lo + width, _N_DELTAS)
+    _, at_once = _overlaps_penalised(sh, sl, deltas)
+    assert at_once == [_overlap_smoothed(sh - d, sl) for d in deltas]

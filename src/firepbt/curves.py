@@ -254,8 +254,8 @@ def _best_score_diff_arrays(ya: np.ndarray, sa: np.ndarray, yb: np.ndarray,
     lo = min(float(yh.min() - yl.max()), float(sh[0] - sl.max()))
     hi = max(float(yh.min() - yl.min()), float(sh[0] - sl[0]))
     best = 0.0
-    for delta in np.linspace(lo, hi, _N_DELTAS):
-        ov = _overlap_smoothed(sh - delta, sl)
+    for delta, ov in zip(*_overlaps_penalised(sh, sl, np.linspace(lo, hi, _N_DELTAS)),
+                         strict=True):
         if ov is None:
             continue
         score = float((yh[ov.r:ov.r + ov.n] - delta).max() - yl[ov.s:ov.s + ov.n].max())
@@ -263,6 +263,42 @@ def _best_score_diff_arrays(ya: np.ndarray, sa: np.ndarray, yb: np.ndarray,
     if best == 0.0:
         return 0.0
     return best if a_higher else -best
+
+
+def _overlaps_penalised(sh: np.ndarray, sl: np.ndarray, deltas: np.ndarray
+                        ) -> tuple[np.ndarray, list[Overlap | None]]:
+    """``_overlap_smoothed(sh - delta, sl)`` for every delta at once: the same operations on
+    the same values, row by row (so the same overlaps, exactly; tested), without a Python
+    call per delta."""
+    if len(sh) == 0 or len(sl) == 0:
+        return deltas, [None] * len(deltas)
+    shd = sh[None, :] - deltas[:, None]  # (deltas, points): sh - delta, elementwise
+    sl_abs = float(np.abs(sl).max())
+    tol = 1e-9 * np.maximum(np.maximum(1.0, np.abs(shd).max(axis=1)), sl_abs)
+    start = shd[:, 0]
+    level = np.abs(start - sl[0]) <= tol
+    higher = start > sl[0]
+    # first index where the lower curve reaches the higher start (or the other way round)
+    reach_l = sl[None, :] >= (start - tol)[:, None]
+    reach_h = shd >= (sl[0] - tol)[:, None]
+    out: list[Overlap | None] = []
+    for i in range(len(deltas)):
+        if level[i]:
+            r, s = 0, 0
+        elif higher[i]:
+            hits = np.nonzero(reach_l[i])[0]
+            if hits.size == 0:
+                out.append(None)
+                continue
+            r, s = 0, int(hits[0])
+        else:
+            hits = np.nonzero(reach_h[i])[0]
+            if hits.size == 0:
+                out.append(None)
+                continue
+            r, s = int(hits[0]), 0
+        out.append(Overlap(r, s, min(len(sh) - r, len(sl) - s)))
+    return deltas, out
 
 
 def best_score_diff(eta: Curve, kappa: Curve) -> float:
