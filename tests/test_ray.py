@@ -221,15 +221,17 @@ def test_actors_train_a_batched_family_as_one_model_with_the_local_results(tmp_p
 
 
 class Flaky:
-    """A batched family (w -> 1 at rate lr) whose member with ``bad`` raises from step 60."""
+    """A batched family (w -> 1 at rate lr) whose member with ``bad`` raises from step 60;
+    with ``once`` (a marker file), only the batched model fails, once, after advancing every
+    member's state part of the way (as a batched model that dies mid-round leaves it)."""
 
     mode = "max"
 
-    def __init__(self, seed, bad):
-        self.w, self.bad, self.steps = (seed % 7) / 10, bad, 0
+    def __init__(self, seed, bad, once=None):
+        self.w, self.bad, self.steps, self.once = (seed % 7) / 10, bad, 0, once
 
     def train(self, hparams, steps):
-        if self.bad and self.steps + steps > 60:
+        if self.bad and self.once is None and self.steps + steps > 60:
             raise ValueError("this member always fails")
         for _ in range(steps):
             self.w += hparams["lr"] * (1.0 - self.w)
@@ -256,12 +258,18 @@ class FlakyPopulation:
 
     def __init__(self, members):
         self.members = list(members)
+        self.new = [(m.w, m.steps) for m in self.members]
 
     def train(self, settings):
         for m in self.members:  # the batched model fails as a whole
             if m.bad and m.steps + len(settings) > 60:
-                raise ValueError("a member of the batch fails")
-        self.new = [(m.w, m.steps) for m in self.members]
+                if m.once is None:
+                    raise ValueError("a member of the batch fails")
+                if not Path(m.once).exists():
+                    Path(m.once).write_text("x")
+                    for other in self.members:
+                        other.w += 1.0  # partly advanced
+                    raise ValueError("the batched model fails once")
         for lr_row in settings[..., 0]:
             self.new = [(w + float(lr) * (1.0 - w), s + 1)
                         for (w, s), lr in zip(self.new, lr_row, strict=True)]
@@ -297,3 +305,25 @@ def test_a_failing_member_of_a_batched_actor_is_found_and_retired_alone(tmp_path
     failed = {d.worker for d in decisions if d.kind == "worker_failure"}
     assert failed == {5}
     assert all(not math.isnan(v) for _r, w, _s, v in evals if w != 5)
+
+
+def test_a_batched_model_that_fails_mid_round_is_retried_from_the_rounds_start(tmp_path):
+    from firepbt.batched import register_batched
+    from firepbt.space import LogUniform, Space
+
+    bad_seed = worker_seeds(3, 8)[5]
+    once = str(tmp_path / "once")
+
+    def make(seed):
+        register_batched(Flaky, FlakyPopulation)
+        return Flaky(seed, seed == bad_seed, once)
+
+    space = Space({"lr": LogUniform(1e-3, 1e-1)})
+    run(cfg("ray"), tmp_path / "ray", factory=make, space=space)
+    assert Path(once).exists()  # the batched model did fail
+    run(cfg("local"), tmp_path / "local", factory=lambda s: Flaky(s, False), space=space)
+    evals, decisions = records(tmp_path / "ray")
+    ref_evals, ref_decisions = records(tmp_path / "local")
+    diff = [(a, b) for a, b in zip(ref_evals, evals, strict=True) if a != b]
+    assert diff == []
+    assert ref_decisions == [d for d in decisions if d.kind != "worker_failure"]

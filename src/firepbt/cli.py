@@ -105,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
                    "again; on Ray, how often the states cross the driver")
     r.add_argument("--gpus-per-worker", type=float, default=0.0,
                    help="with --executor ray: GPUs each actor declares (fractions allowed, e.g. "
-                   "0.25 puts four members on a GPU; default 0)")
+                   "0.25 puts four actors, each holding several members, on a GPU; default 0)")
     r.add_argument("--device", default="auto",
                    help="where built-in tasks train: auto (default: CUDA when available), cpu, "
                    "cuda or cuda:N")
@@ -623,13 +623,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
     task = get_task(args.task)
     # the task's comparison settings ('firepbt tasks'), or its preset's, unless given
     d = task.settings(args.preset, args.steps, comparison=True)
+    if not task.on_device and args.device not in ("auto", "cpu"):
+        raise ConfigError("device", f"cpu or auto for task {task.name!r} (it trains on the "
+                          "CPU)", args.device)
     workers = _first(args.workers, d["workers"])
     specs = plan(args.task, args.methods, args.seeds, workers, args.fire_workers or [workers],
                  d["steps"], _first(args.ready_interval, d["ready_interval"]),
                  _first(args.eval_interval, d["eval_interval"]),
                  _first(args.max_eval_steps, d.get("max_eval_steps")),
                  _min_steps(_first(args.min_steps_before_eval, d.get("min_steps_before_eval"),
-                                   0)), d.get("n_subpopulations"), resolve_device(args.device))
+                                   0)), d.get("n_subpopulations"),
+                 resolve_device(args.device) if task.on_device or args.device != "auto"
+                 else "cpu")
     for s in specs:  # validate every run before starting any
         s.config()
     t0 = time.time()

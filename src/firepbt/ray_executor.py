@@ -13,8 +13,9 @@ trains its members as one batched model instead (``batched=True``, the default):
 node with ``gpus_per_worker=1``, one actor holds the whole population as one model.
 
 **Copies.** Between two members of one actor a copy stays inside it; between actors the state
-goes actor to actor through Ray's object store (``dest.set_state(w, source.get_state(v))``),
-never through the driver or files. Calls on one actor run in the order they were made, so the
+goes actor to actor through Ray's object store (``dest.set_state(w, source.get_state(v))``,
+states with CPU tensors), not through files (Ray passes objects under 100 KiB through their
+owner, the driver). Calls on one actor run in the order they were made, so the
 decisions of a round apply in order.
 
 **Checkpoints.** Only the driver writes the store. It gathers the members' states for a
@@ -22,9 +23,12 @@ checkpoint every ``checkpoint_interval`` rounds (``ExperimentConfig.checkpoint_i
 default 1); between checkpoints no state crosses the driver. The trade-off: a driver crash
 loses at most that many rounds (``resume`` retrains them, exactly).
 
-**Faults.** If an actor (or its node) dies mid-round, a new actor is started for its members
-(on any node with room), they are restored from the states of the round's start and their jobs
-run again - the local executor's determinism makes the result identical. Those states come
+**Faults.** If an actor (or its node) dies mid-round, its members are restored from the
+states of the round's start - in a new actor when the cluster has room for one within
+``restart_timeout`` seconds, else dealt to the surviving actors (a lost node's CPUs are gone) -
+and every job of theirs that round runs again; the local executor's determinism makes the
+result identical. A batched model that raises leaves its members partly trained: they are
+restored the same way and trained one after another, which finds the failing member. Those states come
 from the object store, or - when the dead node held them - from the driver's copy of the last
 checkpoint when that was taken at the round's start (always with ``checkpoint_interval=1``);
 otherwise the run stops with a one-line error and ``firepbt resume`` continues it from the last
@@ -45,7 +49,15 @@ from typing import Any
 from .errors import ConfigError, StoreError, TrainableError
 from .executor import TrainJob, TrainResult, build_population, run_job
 from .records import WorkerFailure
-from .trainable import TrainableFactory, clone_state, copy_into, mode_of, reseed_of, test_of
+from .trainable import (
+    TrainableFactory,
+    clone_state,
+    copy_into,
+    cpu_state,
+    mode_of,
+    reseed_of,
+    test_of,
+)
 
 
 def _require_ray() -> Any:
@@ -78,24 +90,25 @@ class _Host:
         self.mode = "max"
 
     def build(self, seeds: Mapping[int, int], batched: bool = True) -> list[str]:
-        """Make the members (the modes they declare, for the driver to check); with
+        """Make (more) members (the modes they declare, for the driver to check); with
         ``batched``, train them as one batched population when their family declares one
         (:mod:`firepbt.batched`)."""
         seeds = {int(w): int(s) for w, s in seeds.items()}
+        self.members.update(build_population(self.factory, seeds))
         self.vec = None
-        if batched:
-            from .batched import NotVectorizable
+        if batched and len(self.members) > 1:
+            from .batched import NotVectorizable, population_type
             from .vectorized import VectorizedExecutor
 
-            vec = VectorizedExecutor(self.factory)
             try:
-                vec.setup(seeds)
-                self.vec = vec
+                pop = population_type(list(self.members.values()))
             except NotVectorizable:
-                pass
-            self.members = dict(vec.trainables)  # built either way
-        else:
-            self.members = build_population(self.factory, seeds)
+                pop = None
+            if pop is not None:
+                vec = VectorizedExecutor(self.factory)
+                vec.trainables, vec.population = self.members, pop
+                vec.mode = mode_of(next(iter(self.members.values())))
+                self.vec = vec
         modes = sorted({mode_of(t) for t in self.members.values()})
         self.mode = modes[0]
         return modes
@@ -106,12 +119,15 @@ class _Host:
     def pid(self) -> int:
         return os.getpid()
 
-    def run_jobs(self, jobs: Sequence[TrainJob], best: float) -> list[TrainResult | _JobError]:
-        if self.vec is not None and len(jobs) > 1:
-            try:  # the batched model writes back only when the round succeeds
+    def run_jobs(self, jobs: Sequence[TrainJob], best: float, one_by_one: bool = False
+                 ) -> list[TrainResult | _JobError] | str:
+        """The jobs' results; ``"batch_failed"`` when the batched model raised (the members'
+        states may be partly advanced: the driver restores them and asks again, one by one)."""
+        if self.vec is not None and len(jobs) > 1 and not one_by_one:
+            try:
                 return list(self.vec.train_round(jobs, best))
             except TrainableError:
-                pass  # find the failing member: one after another
+                return "batch_failed"
         out: list[TrainResult | _JobError] = []
         for job in jobs:
             try:
@@ -121,10 +137,11 @@ class _Host:
         return out
 
     def get_state(self, worker: int) -> dict[str, Any]:
-        return self.members[worker].state_dict()
+        """The member's state with CPU tensors (it may go to a machine without a GPU)."""
+        return cpu_state(self.members[worker].state_dict())
 
     def get_states(self, workers: Sequence[int]) -> dict[int, dict[str, Any]]:
-        return {w: self.members[w].state_dict() for w in workers}
+        return {w: cpu_state(self.members[w].state_dict()) for w in workers}
 
     def set_state(self, worker: int, state: Mapping[str, Any], seed: int | None = None) -> None:
         """Load an independent copy of ``state`` (then a new data stream from ``seed``)."""
@@ -157,15 +174,18 @@ class RayExecutor:
         max_actors: at most this many actors (default: as many as the resources allow).
         max_failures: trainable errors tolerated per worker and round before it is retired.
         batched: each actor trains its members as one batched population when their family
-            declares one (:mod:`firepbt.batched`; results then equal the vectorized
-            executor's), else one after another. With ``gpus_per_worker=1`` on one GPU, the
+            declares one (:mod:`firepbt.batched`; results then equal the local executor's up
+            to floating-point rounding, bitwise for the NQM), else one after another. With ``gpus_per_worker=1`` on one GPU, the
             whole population is one batched model on one GPU actor.
+        restart_timeout: seconds to wait for room for a dead actor's replacement before its
+            members are dealt to the surviving actors.
     """
 
     def __init__(self, factory: TrainableFactory, *, address: str | None = None,
                  num_cpus: int | None = None, cpus_per_actor: float = 1.0,
                  gpus_per_worker: float = 0.0, max_actors: int | None = None,
-                 max_failures: int = 2, batched: bool = True) -> None:
+                 max_failures: int = 2, batched: bool = True,
+                 restart_timeout: float = 20.0) -> None:
         self.factory = factory
         self.address = address if address is not None else os.environ.get("RAY_ADDRESS")
         self.num_cpus = num_cpus
@@ -174,6 +194,7 @@ class RayExecutor:
         self.max_actors = max_actors
         self.max_failures = max_failures
         self.batched = batched
+        self.restart_timeout = restart_timeout
         self.hosts: list[Any] = []
         self.home: dict[int, int] = {}  # worker -> index of the actor holding it
         self.seeds: dict[int, int] = {}
@@ -200,7 +221,8 @@ class RayExecutor:
 
     @property
     def n_actors(self) -> int:
-        return len(self.hosts)
+        """Actors alive (a dead one whose members went to the survivors is None in hosts)."""
+        return sum(h is not None for h in self.hosts)
 
     def _plan(self, n_members: int) -> int:
         """How many actors the cluster's resources allow (at least one, at most one per
@@ -246,6 +268,8 @@ class RayExecutor:
     def close(self) -> None:
         ray = _require_ray()
         for h in self.hosts:
+            if h is None:
+                continue
             try:
                 ray.kill(h)
             except Exception:  # noqa: BLE001 - already gone
@@ -265,16 +289,22 @@ class RayExecutor:
         ray = _require_ray()
         from ray.exceptions import RayActorError, RayTaskError
 
-        by_host: dict[int, list[TrainJob]] = {}
-        for j in jobs:
-            by_host.setdefault(self.home[j.worker], []).append(j)
         pending: dict[Any, tuple[int, list[TrainJob]]] = {}
 
-        def submit(index: int, todo: list[TrainJob]) -> None:
-            pending[self.hosts[index].run_jobs.remote(todo, best_score)] = (index, todo)
+        def submit(todo: list[TrainJob], one_by_one: bool = False) -> None:
+            by_host: dict[int, list[TrainJob]] = {}
+            for j in todo:
+                by_host.setdefault(self.home[j.worker], []).append(j)
+            for index, mine in sorted(by_host.items()):
+                ref = self.hosts[index].run_jobs.remote(mine, best_score, one_by_one)
+                pending[ref] = (index, mine)
 
-        for index, todo in by_host.items():
-            submit(index, todo)
+        def restore(todo: list[TrainJob]) -> None:
+            for j in todo:
+                self.hosts[self.home[j.worker]].set_state.remote(j.worker,
+                                                                 self._start_state(j.worker))
+
+        submit(list(jobs))
         tries = {j.worker: 0 for j in jobs}
         results: dict[int, TrainResult] = {}
         while pending:
@@ -282,19 +312,31 @@ class RayExecutor:
             index, todo = pending.pop(ready[0])
             try:
                 out = ray.get(ready[0])
-            except RayActorError as exc:  # the process or its node died: new actor, same jobs
-                for j in todo:
+            except RayActorError as exc:  # the process or its node died
+                # every member the actor held restarts from the round's start, so every job
+                # of theirs this round runs again, finished ones included
+                lost = set(self._members(index))
+                rerun = [j for j in jobs if j.worker in lost]
+                for j in rerun:
+                    results.pop(j.worker, None)
                     self.failures.append(WorkerFailure(
                         j.worker, j.start, "actor_died", str(exc)[:2000],
                         "restarted from the state at the round's start"))
+                for ref, (i2, _mine) in list(pending.items()):  # its other calls died with it
+                    if i2 == index:
+                        pending.pop(ref)
                 self._restart(index)
-                submit(index, todo)
+                submit(rerun, one_by_one=True)
                 continue
             except RayTaskError as exc:
                 cause = exc.cause if getattr(exc, "cause", None) is not None else exc
                 if isinstance(cause, ConfigError):  # a broken contract: retrying cannot help
                     raise cause from None
                 raise
+            if out == "batch_failed":  # find the failing member, from the round's start
+                restore(todo)
+                submit(todo, one_by_one=True)
+                continue
             again = []
             for job, res in zip(todo, out, strict=True):
                 if isinstance(res, TrainResult):
@@ -309,13 +351,13 @@ class RayExecutor:
                     w, int(res.step), "trainable_error", res.traceback_text[-4000:],
                     "retired for the round (NaN evaluations)" if retire
                     else "restored from the state at the round's start and retried"))
-                self.hosts[index].set_state.remote(w, self._start_state(w))
+                restore([job])
                 if retire:
                     results[w] = _retired(job)
                 else:
                     again.append(job)
             if again:
-                submit(index, again)
+                submit(again, one_by_one=True)
         return [results[j.worker] for j in jobs]
 
     def _start_state(self, worker: int) -> Any:
@@ -324,7 +366,9 @@ class RayExecutor:
         return self.saved[worker] if self.saved_current else self.boundary[worker]
 
     def _restart(self, index: int) -> None:
-        """A new actor for a dead one's members, restored to the round's start."""
+        """The dead actor ``index``'s members, restored to the round's start: in a new actor
+        when the cluster has room for one within ``restart_timeout`` seconds, else dealt to
+        the surviving actors (a lost node's CPUs are gone)."""
         ray = _require_ray()
         from ray.exceptions import RayError
 
@@ -339,9 +383,29 @@ class RayExecutor:
                     "a Ray node died and took the members' states since the last checkpoint "
                     "with it; 'firepbt resume STORE' continues from that checkpoint") from None
         host, built = self._start_host(index)
-        ray.get(built)
-        ray.get(host.set_states.remote(members, *states))
-        self.hosts[index] = host
+        ready, _ = ray.wait([built], timeout=self.restart_timeout)
+        if ready:
+            ray.get(built)
+            ray.get(host.set_states.remote(members, *states))
+            self.hosts[index] = host
+            return
+        ray.kill(host)  # no room: the survivors take the members
+        self.hosts[index] = None
+        survivors = [i for i, h in enumerate(self.hosts) if h is not None]
+        if not survivors:
+            raise StoreError("every Ray actor is gone; 'firepbt resume STORE' continues from "
+                             "the last checkpoint")
+        calls = []
+        for k, w in enumerate(members):
+            self.home[w] = survivors[k % len(survivors)]
+        for i in survivors:
+            mine = [w for w in members if self.home[w] == i]
+            if mine:
+                ray.get(self.hosts[i].build.remote({w: self.seeds[w] for w in mine},
+                                                   self.batched))
+                calls.append(self.hosts[i].set_states.remote(
+                    mine, *[states[members.index(w)] for w in mine]))
+        ray.get(calls)
 
     def copy(self, source: int, dest: int, seed: int | None = None) -> None:
         src, dst = self.home[source], self.home[dest]
@@ -359,8 +423,8 @@ class RayExecutor:
     def states(self) -> dict[int, dict[str, Any]]:
         """Every member's state, gathered to the driver (for a checkpoint)."""
         ray = _require_ray()
-        refs = {i: self.hosts[i].get_states.remote(self._members(i))
-                for i in range(self.n_actors)}
+        refs = {i: h.get_states.remote(self._members(i))
+                for i, h in enumerate(self.hosts) if h is not None}
         out: dict[int, dict[str, Any]] = {}
         for got in ray.get(list(refs.values())):
             out.update(got)
@@ -373,9 +437,11 @@ class RayExecutor:
         ray = _require_ray()
         refs = {int(w): ray.put(dict(s)) for w, s in states.items()}
         calls = []
-        for i in range(self.n_actors):
+        for i, h in enumerate(self.hosts):
+            if h is None:
+                continue
             mine = [w for w in self._members(i) if w in refs]
-            calls.append(self.hosts[i].set_states.remote(mine, *[refs[w] for w in mine]))
+            calls.append(h.set_states.remote(mine, *[refs[w] for w in mine]))
         ray.get(calls)
         self.boundary = {}
         self.saved = {int(w): dict(s) for w, s in states.items()}

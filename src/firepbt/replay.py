@@ -71,8 +71,9 @@ def replay_store(path: str, *, factory: TrainableFactory | None = None,
     4.1). For an experiment run on your own trainable, give the ``factory`` it was run with
     (``seed -> Trainable``; to replay on more data, a factory that builds it so): its
     ``evaluate()`` and ``test()`` after the last step are the result. ``device``: where a
-    built-in task retrains (default: the stored configuration's; a device is no part of the
-    result's identity, as the same seed gives the same network and batches on every device)."""
+    built-in task retrains (default: the stored configuration's; the same seed gives the same
+    initial network and batches on every device, while the arithmetic of a GPU, e.g. TF32
+    convolutions, may round differently)."""
     from .tasks import TASKS
 
     st = Store.open(path)

@@ -97,7 +97,9 @@ class Runner:
         self._setup_executor(len(specs))
         self.store.set_meta("initial_runner_state", json.dumps(self._runner_state()))
         self.store.set_meta("mode", self.executor.mode)
-        self.store.set_meta("device", resolve_device(self.config.device))
+        # Ray actors resolve the device where they run (the driver may have no GPU)
+        self.store.set_meta("device", self.config.device if self.config.executor == "ray"
+                            else resolve_device(self.config.device))
         if self.config.method == "random":
             self.store.set_meta("random_schedule", random_schedule_words(
                 self.config, self.schedule_param))

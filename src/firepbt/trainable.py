@@ -53,6 +53,27 @@ class Trainable(Protocol):
 TrainableFactory = Callable[[int], Trainable]
 
 
+def cpu_state(obj: Any) -> Any:
+    """The same state with every tensor on the CPU (tensors already there are not copied):
+    what crosses processes and machines, which may have no GPU."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj if obj.device.type == "cpu" else obj.detach().cpu()
+    if isinstance(obj, dict):
+        out = {k: cpu_state(v) for k, v in obj.items()}
+        if isinstance(obj, OrderedDict):
+            out = OrderedDict(out)
+            if hasattr(obj, "_metadata"):
+                out._metadata = copy.deepcopy(obj._metadata)  # type: ignore[attr-defined]
+        return out
+    if isinstance(obj, list):
+        return [cpu_state(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(cpu_state(v) for v in obj)
+    return obj
+
+
 def clone_state(obj: Any) -> Any:
     """An independent deep copy of a state: tensors cloned (detached), numpy arrays copied,
     containers rebuilt, anything else deep-copied. Nothing of the result is shared with ``obj``.

@@ -344,7 +344,10 @@ class SupervisedPopulation:
                 return torch.cat([self._forward_shared(x[i:i + chunk])
                                   for i in range(0, len(x), chunk)], dim=1)
             params = {n: p.detach() for n, p in zip(self.names, self.params, strict=True)}
-            return self._out(params, self.buffers, x)
+            # all members at once on a chunk of the inputs: activations grow with N x chunk
+            chunk = max(1, 8 * self.members[0].eval_batch // self.n)
+            return torch.cat([self._out(params, self.buffers, x[i:i + chunk])
+                              for i in range(0, len(x), chunk)], dim=1)
 
     def _forward_shared(self, x: torch.Tensor) -> torch.Tensor:
         """Fast path on inputs shared by all members: x is (B, in). The first Linear layer of
