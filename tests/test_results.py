@@ -131,3 +131,40 @@ def test_the_summary_names_random_search_schedule(tmp_path, monkeypatch, capsys)
                                eval_interval=10), tmp_path / "c", factory=toy_factory.make,
               space=space, progress=False)
     assert pbt.random_schedule is None
+
+
+def test_a_trainable_that_fails_leaves_nothing_or_says_why_it_stopped(tmp_path, capsys):
+    """Failing in the first round: no store is left (nothing was committed). Failing later:
+    the store keeps its rounds and status says what stopped it."""
+    from firepbt.errors import TrainableError
+
+    class Breaks:
+        def __init__(self, seed, at=0):
+            self.w, self.steps, self.at = 0.0, 0, at
+
+        def train(self, hparams, steps):
+            if self.steps + steps > self.at:
+                raise KeyError("lr")
+            self.steps += steps
+
+        def evaluate(self):
+            return self.w
+
+        def state_dict(self):
+            return {"w": self.w, "steps": self.steps}
+
+        def load_state_dict(self, state):
+            self.w, self.steps = state["w"], state["steps"]
+
+    space = Space({"wd": LogUniform(1e-4, 1e-2)})
+    cfg = ExperimentConfig(task="toy", method="pbt", workers=4, steps=40, ready_interval=10,
+                           eval_interval=10, executor="local")
+    with pytest.raises(TrainableError):
+        run(cfg, tmp_path / "first", factory=Breaks, space=space, progress=False)
+    assert not (tmp_path / "first").exists()
+    with pytest.raises(TrainableError):
+        run(cfg, tmp_path / "later", factory=lambda s: Breaks(s, at=20), space=space,
+            progress=False)
+    assert main(["status", str(tmp_path / "later")]) == 0
+    out = capsys.readouterr().out
+    assert "stopped by an error in round 3: TrainableError" in out and "KeyError" in out

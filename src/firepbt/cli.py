@@ -422,6 +422,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
     if config.executor != "ray":  # an absent device: one line, before anything is printed
         resolve_device(config.device)
+    if config.factors is not None:  # names of the task's hyperparameters, checked now too
+        from .tasks import get_task
+
+        get_task(config.task).space.with_factors(config.factors)
     store: Any = args.store if args.store is not None else _default_store(config)
     _check_new_store(store)
     print(f"firepbt: {config.method} on {config.task}, {config.workers} workers x "
@@ -468,6 +472,7 @@ def status_dict(path: str) -> dict[str, Any]:
         cfg = ExperimentConfig.from_dict(st.config)
         s = summarize(st)
         rounds = st.rounds()
+        last_error = json.loads(st.meta("last_error") or "null")
     finally:
         st.close()
     return {
@@ -485,6 +490,7 @@ def status_dict(path: str) -> dict[str, Any]:
         "decide_seconds": sum(r.decide_seconds for r in rounds),
         "activity": None if s.activity is None else s.activity.to_dict(),
         "random_schedule": s.random_schedule,
+        "last_error": last_error,
     }
 
 
@@ -496,6 +502,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     state = d["state"]
     if state == "running":
         state = f"running, pid {d['writer_pid']}"
+    elif state == "stopped" and d["last_error"]:
+        e = d["last_error"]
+        state = (f"stopped by an error in round {e['round']}: {e['error']}; fix it, then "
+                 "'firepbt resume' continues")
     elif state == "stopped":
         state = "stopped: 'firepbt resume' continues it"
     print(f"{d['store']}: {d['method']} on {d['task']}, {d['workers']} workers, seed {d['seed']}")
@@ -504,7 +514,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     has_test = b["test_score"] is not None or t["test_score"] is not None
     if b["member"] is not None:
         test = "" if b["test_score"] is None else f", test {b['test_score']:.4f}"
-        print(f"best member: worker {b['member']}, score {b['score']:.4f}{test}, "
+        what = "validation" if has_test else "objective"
+        print(f"best member: worker {b['member']}, {what} {b['score']:.4f}{test}, "
               f"hyperparameters {_fmt(b['hparams'])}")
     if t["member"] is not None:
         where = f"{t['score']:.4f} (worker {t['member']}, step {t['step']})"
@@ -575,7 +586,9 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     print(f"worker {worker}: weights descend through")
     for link in links:
         via = "initial network" if link.via is None else f"{link.via} from worker {link.received_from}"
-        print(f"  worker {link.worker}, steps {link.start}-{link.stop} ({via})")
+        held = (f"steps {link.start}-{link.stop}" if link.stop > link.start else
+                f"at step {link.start} only, passed on by a later copy of that round")
+        print(f"  worker {link.worker}, {held} ({via})")
     print("schedule (hyperparameters x steps):")
     for seg in sched.segments:
         print(f"  {_fmt(seg.hparams)} x {seg.steps}")

@@ -196,7 +196,8 @@ def _mean_std(xs: list[float]) -> tuple[float, float]:
     arr = np.array([x for x in xs if x is not None and math.isfinite(x)], dtype=float)
     if arr.size == 0:
         return math.nan, math.nan
-    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+    # one run has no spread: NaN (the table shows the value alone)
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else math.nan
 
 
 def run_measures(store: Path) -> dict[str, Any]:
@@ -249,8 +250,8 @@ def _fmt(ms: tuple[float, float], percent: bool) -> str:
     if math.isnan(m):
         return "n/a"
     if percent:
-        return f"{m * 100:.2f} ± {s * 100:.2f}"
-    return f"{m:.4g} ± {s:.2g}"
+        return f"{m * 100:.2f}" + ("" if math.isnan(s) else f" ± {s * 100:.2f}")
+    return f"{m:.4g}" + ("" if math.isnan(s) else f" ± {s:.2g}")
 
 
 def markdown(rows: Sequence[dict[str, Any]], percent: bool = True) -> str:

@@ -229,18 +229,30 @@ def experiment_data(path: str | Path) -> ExperimentData:
             str(st.path), cfg.to_dict(), param, summary.steps_done, summary.finished,
             summary.best_worker, summary.best_value, summary.best_test, top, replay,
             tuple(best_sched), tuple(bands), tuple(best_so_far), top_at_step, tuple(events),
-            tuple(lineage_rows), pair, compute, counts, mode, resolved_settings(cfg), activity(st),
+            tuple(lineage_rows), pair, compute, counts, mode, _used(resolved_settings(cfg), st),
+            activity(st),
             tuple(segments), summary.best_hparams)
     finally:
         st.close()
+
+
+def _used(settings: dict[str, Any], st: Store) -> dict[str, Any]:
+    """The resolved settings with what ``auto`` chose at run time (executor, device)."""
+    out = dict(settings)
+    for key in ("executor", "device"):
+        used = st.meta(key)
+        if used and used != out.get(key):
+            out[key] = f"{used} ({out.get(key)})"
+    return out
 
 
 def _evidence(d: StopEvaluator | EvaluatorSuccess) -> str:
     """What decided an evaluator's stop or success, as the controller computed it."""
     c = d.comparison
     if c is not None:
-        above = f"above at {c.k} of {c.n} overlapping points" if c.overlap else "no overlap"
-        return (f"{above}, p={c.p:.3g}, score diff {c.diff:.4g}, T={d.trained_steps}")
+        above = (f"above at {c.k} of {c.n} overlapping points, " if c.overlap else
+                 "" if isinstance(d, StopEvaluator) else "curves apart (no overlap), ")
+        return f"{above}p={c.p:.3g}, score diff {c.diff:.4g}, T={d.trained_steps}"
     p = "n/a" if d.p_value is None else f"{d.p_value:.3g}"
     diff = "" if d.score_diff is None else f", score diff {d.score_diff:.4g}"
     return f"p={p}{diff}, T={d.trained_steps}"
@@ -429,7 +441,7 @@ def _finish(fig, ax, path: Path, title: str, xlabel: str, ylabel: str,  # type: 
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=11)
     ax.grid(alpha=0.3)
-    if legend:
+    if legend and ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -462,10 +474,15 @@ def figure1(data: ComparisonData, path: Path,
 def figure4a(data: ExperimentData, path: Path) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 3.8))
+    end = data.steps_done
     for band in data.bands:
-        line, = ax.plot(band.steps, band.median, drawstyle="steps-post",
-                        label=f"P{band.subpopulation + 1} median")
-        ax.fill_between(band.steps, band.low, band.high, step="post", alpha=0.2,
+        # each value holds for its round: the last one up to the last step
+        steps = [*band.steps, end] if band.steps and end > band.steps[-1] else list(band.steps)
+        extend = len(steps) - len(band.steps)
+        line, = ax.plot(steps, [*band.median, *band.median[-1:] * extend],
+                        drawstyle="steps-post", label=f"P{band.subpopulation + 1} median")
+        ax.fill_between(steps, [*band.low, *band.low[-1:] * extend],
+                        [*band.high, *band.high[-1:] * extend], step="post", alpha=0.2,
                         color=line.get_color())
     xs, ys = _step_xy(data.best_schedule)
     ax.plot(xs, ys, color="black", lw=1.5, ls="--", label="winning schedule")
@@ -715,16 +732,22 @@ def render_comparison(data: ComparisonData, out_dir: Path) -> Path:
         parts += [_img(figure1(data, out_dir / "figure1.png"),
                        "Per method, the schedule behind its best seed's top score (random "
                        "search: the hand-tuned schedule scaled by its sampled value)."),
-                  _img(figure4b(data.best_so_far, out_dir / "figure4b.png", data.mode, what))]
+                  _img(figure4b(data.best_so_far, out_dir / "figure4b.png", data.mode, what),
+                       f"Per method, the best {what} reached by each step: the median over "
+                       "seeds, the range shaded.")]
     fire_runs = [r for r in data.runs if r.startswith("fire")]
     if fire_runs:
         exp = experiment_data(Path(data.folder) / "runs" / fire_runs[0])
         parts.append(f"<h2>One FIRE PBT run: {html.escape(fire_runs[0])}</h2><div "
                      "class='story'>" + "".join(f"<p>{html.escape(x)}</p>" for x in story(exp))
                      + "</div>")
-        parts.append(_img(figure4a(exp, out_dir / "figure4a.png")))
+        parts.append(_img(figure4a(exp, out_dir / "figure4a.png"),
+                          f"Each sub-population's {exp.param} over training (median and 10-90%),"
+                          " the winning schedule dashed, evaluator successes circled."))
         if exp.curve_pair is not None:
-            parts.append(_img(figure3(exp.curve_pair, out_dir / "figure3.png", exp.mode)))
+            parts.append(_img(figure3(exp.curve_pair, out_dir / "figure3.png", exp.mode),
+                              "An evaluator's curve against its target's, up to the success "
+                              "with the longest evaluation."))
     parts.append("<h2>Best schedules</h2><p class='note'>Per method, the schedule behind its "
                  "best seed's top score.</p>")
     for label, segs in data.best_segments.items():

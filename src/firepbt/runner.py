@@ -11,6 +11,7 @@ uninterrupted run would.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -95,6 +96,8 @@ class Runner:
         specs = self.controller.start()
         self.workers = {s.worker: _worker_state(s) for s in specs}
         self._setup_executor(len(specs))
+        self.store.set_meta("executor", type(self.executor).__name__.replace(
+            "Executor", "").lower() or "custom")  # what "auto" chose
         self.store.set_meta("initial_runner_state", json.dumps(self._runner_state()))
         self.store.set_meta("mode", self.executor.mode)
         # Ray actors resolve the device where they run (the driver may have no GPU)
@@ -149,6 +152,8 @@ class Runner:
     def run(self, max_rounds: int | None = None) -> Summary:
         cfg = self.config
         done_here = 0
+        if self.store.meta("last_error") not in (None, "null"):
+            self.store.set_meta("last_error", "null")  # tried again
         with training_threads(cfg.threads, cfg.executor != "ray"):
             while self.round < cfg.rounds:
                 if max_rounds is not None and done_here >= max_rounds:
@@ -334,10 +339,13 @@ def run(config: ExperimentConfig, store: str | Path, *, factory: TrainableFactor
                         ray_address=ray_address)
         runner.start_new()
         return runner.run(max_rounds)
-    except (ConfigError, StoreError):
-        # refused before its first round was committed (e.g. a state a checkpoint cannot hold):
-        # the store this call created holds nothing worth keeping
+    except Exception as exc:
+        # failed before its first round was committed (a refused setting or state, a trainable
+        # that raises at once): the store this call created holds nothing worth keeping;
+        # after that, the store keeps its rounds and says what stopped it
         committed = st.last_round() is not None
+        if committed and not isinstance(exc, (ConfigError, StoreError)):
+            _record_error(st, exc)
         if runner is not None:
             runner.executor.close()
             runner = None
@@ -380,12 +388,30 @@ def resume(store: str | Path, *, factory: TrainableFactory | None = None,
         if bar is not None:
             runner.progress = bar
         return runner.run(max_rounds)
+    except Exception as exc:
+        if not isinstance(exc, (ConfigError, StoreError)):  # refusals write nothing
+            _record_error(st, exc)
+        raise
     finally:
         if bar is not None:
             bar.stop()
         if runner is not None:
             runner.executor.close()
         st.close()
+
+
+def _record_error(st: Store, exc: BaseException) -> None:
+    """Say in the store what stopped a run (``status`` shows it; a successful resume clears
+    it)."""
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    cause = [ln for ln in (getattr(exc, "traceback_text", "") or "").splitlines() if ln.strip()]
+    if cause:  # a trainable's error: its own exception line
+        first = f"{first.rstrip(':')}: {cause[-1].strip()[:300]}"
+    last = st.last_round()
+    with contextlib.suppress(Exception):  # a damaged store cannot take it: the error stands
+        st.set_meta("last_error", json.dumps({
+            "round": None if last is None else last.round + 1,
+            "error": f"{type(exc).__name__}: {first}"}))
 
 
 def _bar(progress: ProgressFn | bool | None, total: int, start: int) -> Any:

@@ -74,10 +74,12 @@ _CACHE: dict[str, SupervisedData] = {}
 
 def load_mnist(data_dir: str | os.PathLike[str] | None = None) -> SupervisedData:
     """Train / validation / test tensors (images scaled to [0, 1], shape N x 1 x 28 x 28)."""
-    folder = Path(data_dir or os.environ.get("FIREPBT_MNIST_DIR", ""))
-    if not str(folder) or not folder.is_dir():
+    given = data_dir or os.environ.get("FIREPBT_MNIST_DIR", "")
+    folder = Path(given)
+    if not given or not folder.is_dir():
         raise ConfigError("data_dir", "a folder with the four MNIST IDX files "
-                          "(--data-dir or FIREPBT_MNIST_DIR)", str(data_dir))
+                          "(--data-dir or FIREPBT_MNIST_DIR)",
+                          str(given) if given else "neither (no folder given)")
     key = str(folder.resolve())
     if key not in _CACHE:
         arr = {k: read_idx(_find(folder, stem)) for k, stem in FILES.items()}
