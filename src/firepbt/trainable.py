@@ -53,25 +53,34 @@ class Trainable(Protocol):
 TrainableFactory = Callable[[int], Trainable]
 
 
-def cpu_state(obj: Any) -> Any:
-    """The same state with every tensor on the CPU (tensors already there are not copied):
-    what crosses processes and machines, which may have no GPU."""
-    import torch
-
-    if isinstance(obj, torch.Tensor):
-        return obj if obj.device.type == "cpu" else obj.detach().cpu()
+def _rebuilt(obj: Any, leaf: Callable[[Any], Any]) -> Any:
+    """``obj`` with its containers rebuilt (dicts, module state dicts with their version
+    metadata, lists, tuples) and ``leaf`` applied to everything else."""
     if isinstance(obj, dict):
-        out = {k: cpu_state(v) for k, v in obj.items()}
-        if isinstance(obj, OrderedDict):
+        out = {k: _rebuilt(v, leaf) for k, v in obj.items()}
+        if isinstance(obj, OrderedDict):  # module state dicts keep their version metadata
             out = OrderedDict(out)
             if hasattr(obj, "_metadata"):
                 out._metadata = copy.deepcopy(obj._metadata)  # type: ignore[attr-defined]
         return out
     if isinstance(obj, list):
-        return [cpu_state(v) for v in obj]
+        return [_rebuilt(v, leaf) for v in obj]
     if isinstance(obj, tuple):
-        return tuple(cpu_state(v) for v in obj)
-    return obj
+        return tuple(_rebuilt(v, leaf) for v in obj)
+    return leaf(obj)
+
+
+def cpu_state(obj: Any) -> Any:
+    """The same state with every tensor on the CPU (tensors already there are not copied):
+    what crosses processes and machines, which may have no GPU."""
+    import torch
+
+    def leaf(x: Any) -> Any:
+        if isinstance(x, torch.Tensor) and x.device.type != "cpu":
+            return x.detach().cpu()
+        return x
+
+    return _rebuilt(obj, leaf)
 
 
 def clone_state(obj: Any) -> Any:
@@ -81,22 +90,14 @@ def clone_state(obj: Any) -> Any:
     import numpy as np
     import torch
 
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().clone()
-    if isinstance(obj, np.ndarray):
-        return obj.copy()
-    if isinstance(obj, dict):
-        out = {k: clone_state(v) for k, v in obj.items()}
-        if isinstance(obj, OrderedDict):  # module state dicts keep their version metadata
-            out = OrderedDict(out)
-            if hasattr(obj, "_metadata"):
-                out._metadata = copy.deepcopy(obj._metadata)  # type: ignore[attr-defined]
-        return out
-    if isinstance(obj, list):
-        return [clone_state(v) for v in obj]
-    if isinstance(obj, tuple):
-        return tuple(clone_state(v) for v in obj)
-    return copy.deepcopy(obj)
+    def leaf(x: Any) -> Any:
+        if isinstance(x, torch.Tensor):
+            return x.detach().clone()
+        if isinstance(x, np.ndarray):
+            return x.copy()
+        return copy.deepcopy(x)
+
+    return _rebuilt(obj, leaf)
 
 
 def copy_into(source: Any, dest: Any, seed: int | None) -> None:
