@@ -253,12 +253,25 @@ def _best_score_diff_arrays(ya: np.ndarray, sa: np.ndarray, yb: np.ndarray,
     # and the two starts level).
     lo = min(float(yh.min() - yl.max()), float(sh[0] - sl.max()))
     hi = max(float(yh.min() - yl.min()), float(sh[0] - sl[0]))
+    # maxima of the sections from running maxima: max(x - delta) == max(x) - delta exactly
+    # (rounding is monotone), and a section starts at 0 or runs to the end but for one case
+    pre_h, suf_h = np.maximum.accumulate(yh), np.maximum.accumulate(yh[::-1])[::-1]
+    pre_l, suf_l = np.maximum.accumulate(yl), np.maximum.accumulate(yl[::-1])[::-1]
+
+    def section_max(y: np.ndarray, pre: np.ndarray, suf: np.ndarray, start: int, n: int) -> float:
+        if start == 0:
+            return float(pre[n - 1])
+        if start + n == len(y):
+            return float(suf[start])
+        return float(y[start:start + n].max())
+
     best = 0.0
     for delta, ov in zip(*_overlaps_penalised(sh, sl, np.linspace(lo, hi, _N_DELTAS)),
                          strict=True):
         if ov is None:
             continue
-        score = float((yh[ov.r:ov.r + ov.n] - delta).max() - yl[ov.s:ov.s + ov.n].max())
+        high = np.float64(section_max(yh, pre_h, suf_h, ov.r, ov.n)) - delta
+        score = float(high - section_max(yl, pre_l, suf_l, ov.s, ov.n))
         best = max(best, score)
     if best == 0.0:
         return 0.0
