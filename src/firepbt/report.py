@@ -33,11 +33,9 @@ from .records import AssignEvaluator, EvaluatorSuccess, StopEvaluator
 from .results import (
     Activity,
     TopPoint,
-    activity,
     best_effort_workers,
     resolved_settings,
     summarize,
-    top_measures,
 )
 from .store import Store
 
@@ -145,7 +143,7 @@ def experiment_data(path: str | Path) -> ExperimentData:
         initial = json.loads(st.meta("initial_runner_state") or '{"workers": {}}')
         param = _param_of(cfg, initial)
         candidates = best_effort_workers(cfg)
-        top = top_measures(st, candidates)
+        top = summary.top
         replay = json.loads(st.meta("replay") or "null")
 
         # best schedule: the one behind the top validation score
@@ -230,7 +228,7 @@ def experiment_data(path: str | Path) -> ExperimentData:
             summary.best_worker, summary.best_value, summary.best_test, top, replay,
             tuple(best_sched), tuple(bands), tuple(best_so_far), top_at_step, tuple(events),
             tuple(lineage_rows), pair, compute, counts, mode, _used(resolved_settings(cfg), st),
-            activity(st),
+            summary.activity,
             tuple(segments), summary.best_hparams)
     finally:
         st.close()

@@ -94,6 +94,13 @@ class Summary:
     mode: str = "max"
     random_schedule: str | None = None  # random search: what its members followed, in words
 
+    @property
+    def top(self) -> TopPoint | None:
+        """The ``top_*`` fields as a :class:`TopPoint` (None before the first evaluation)."""
+        if self.top_worker is None or self.top_step is None or self.top_value is None:
+            return None
+        return TopPoint(self.top_worker, self.top_step, self.top_value, self.top_test)
+
 
 def best_effort_workers(config: ExperimentConfig) -> list[int]:
     """The workers whose networks count as the experiment's result: every worker for PBT and
