@@ -90,6 +90,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=8)
     p.add_argument("--sizes", type=int, nargs="+", default=[200, 1000])
     p.add_argument("--checkpoint-interval", type=int, default=1)
+    p.add_argument("--methods", nargs="+", default=["pbt", "fire"], choices=["pbt", "fire"])
     args = p.parse_args()
     import ray
 
@@ -101,7 +102,7 @@ def main() -> None:
           f"{'apply':>8s} {'commit':>8s} {'other':>8s} {'share of a 1 s round':>21s}")
     with tempfile.TemporaryDirectory() as d:
         for n in args.sizes:
-            for method in ("pbt", "fire"):
+            for method in args.methods:
                 r = one(method, n, args.rounds, args.checkpoint_interval, Path(d))
                 share = r["round"] / (1000.0 + r["round"])
                 print(f"{method:6s} {n:7d} {r['round']:8.1f} {r['train_round']:8.1f} "

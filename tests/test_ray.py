@@ -182,26 +182,97 @@ def test_actors_are_sized_by_the_cpus_not_the_members():
         ex.hosts and [ray.kill(h) for h in ex.hosts]
 
 
-def test_states_cross_the_driver_only_at_checkpoints(tmp_path, monkeypatch):
+@pytest.mark.parametrize("writes", ["actors", "driver"])
+def test_checkpoints_are_written_beside_the_driver_and_resume_exactly(tmp_path, monkeypatch,
+                                                                       writes):
+    """The actors write their members' states (they see the store's folder here); where they
+    could not, the driver gathers them in a background thread. Either way no state is gathered
+    on the driver's main thread, the checkpoint is bound after its round, and a run stopped
+    between checkpoints resumes to the local executor's results and states."""
+    import threading
+
     from firepbt.ray_executor import RayExecutor
+    from firepbt.runner import resume
 
-    calls = []
-    original = RayExecutor.states
+    if writes == "driver":
+        monkeypatch.setattr(RayExecutor, "_actors_write", lambda self, store: False)
+    gathered, writers = [], []
+    states, write = RayExecutor.states, Store.write_checkpoint
+    monkeypatch.setattr(RayExecutor, "states", lambda self: gathered.append(1) or states(self))
 
-    def counted(self):
-        calls.append(1)
-        return original(self)
+    def spy(self, r, s):
+        writers.append(threading.current_thread().name)
+        return write(self, r, s)
 
-    monkeypatch.setattr(RayExecutor, "states", counted)
+    monkeypatch.setattr(Store, "write_checkpoint", spy)
     make = faulty(0, "none", 10**9, tmp_path / "m")
     c = ExperimentConfig(**{**cfg("ray").to_dict(), "checkpoint_interval": 2})  # 4 rounds
-    run(c, tmp_path / "ray", factory=make, space=SPACE)
-    assert len(calls) == 3  # at the start, then after rounds 2 and 4 only
-    run(cfg("local"), tmp_path / "local", factory=make, space=SPACE)
-    assert records(tmp_path / "ray") == records(tmp_path / "local")
-    st = Store.open(tmp_path / "ray")
-    assert [r.round for r in st.rounds() if r.checkpoint is not None] == [2, 4]
+    part = run(c, tmp_path / "ray", factory=make, space=SPACE, max_rounds=3)
+    assert not part.finished
+    st = Store.open(tmp_path / "ray", readonly=True)
+    assert [(r.round, r.checkpoint is not None) for r in st.rounds()] == [
+        (1, False), (2, True), (3, False)]
     st.close()
+    resume(tmp_path / "ray", factory=make, space=SPACE)  # from round 2: rounds 3, 4 again
+    monkeypatch.undo()
+    run(ExperimentConfig(**{**c.to_dict(), "executor": "local"}), tmp_path / "local",
+        factory=make, space=SPACE)
+    assert records(tmp_path / "ray") == records(tmp_path / "local")
+    assert gathered == []
+    ray_st, local_st = Store.open(tmp_path / "ray"), Store.open(tmp_path / "local")
+    name = ray_st.last_round().checkpoint
+    assert [r.round for r in ray_st.rounds() if r.checkpoint is not None] == [2, 4]
+    if writes == "actors":  # one part per actor, nothing written by the driver
+        assert name.endswith(".parts") and writers == []
+        assert sorted(p.name for p in (tmp_path / "ray" / "checkpoints" / name).iterdir()) == [
+            "manifest.json", "part-000.pt", "part-001.pt"]
+    else:
+        assert name.endswith(".pt") and writers and set(writers) != {"MainThread"}
+    got, want = ray_st.read_checkpoint(name), local_st.read_checkpoint(
+        local_st.last_round().checkpoint)
+    assert sorted(got) == sorted(want)
+    for w in want:
+        assert want[w].keys() == got[w].keys()
+        assert all(torch_equal(want[w][k], got[w][k]) for k in want[w])
+    ray_st.close()
+    local_st.close()
+
+
+def torch_equal(a, b):
+    import torch
+
+    return torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b
+
+
+def test_a_rounds_copies_sent_together_equal_copies_one_by_one():
+    """Copies whose sources received weights earlier in the round, across and within actors:
+    sent in waves they leave every member as copying one by one on the local executor does
+    (states, and the data streams the seeds give)."""
+    from firepbt.executor import LocalExecutor, TrainJob
+    from firepbt.ray_executor import RayExecutor
+
+    make = faulty(0, "none", 10**9, "/nonexistent")
+    seeds = {w: 100 + w for w in range(6)}
+    ex, local = RayExecutor(make), LocalExecutor(make)
+    ex.setup(seeds)
+    local.setup(seeds)
+    try:
+        jobs = [TrainJob(w, 0, (({"lr": 0.1 + 0.1 * w}, 7),), 5) for w in range(6)]
+        ex.train_round(jobs, -math.inf)  # the members now differ
+        local.train_round(jobs, -math.inf)
+        copies = [(0, 1, 11), (1, 2, 12), (2, 4, None), (3, 0, 13), (0, 5, 14), (5, 3, 15),
+                  (4, 0, 16)]  # workers w live in actor w % 2
+        ex.copy_many(copies)
+        for source, dest, seed in copies:
+            local.copy(source, dest, seed)
+        got, want = ex.states(), local.states()
+        for w in range(6):
+            assert all(torch_equal(want[w][k], got[w][k]) for k in want[w]), w
+        more = [TrainJob(w, 7, (({"lr": 0.2}, 5),), 5) for w in range(6)]
+        assert ([r.evaluations for r in ex.train_round(more, -math.inf)]
+                == [r.evaluations for r in local.train_round(more, -math.inf)])
+    finally:
+        ex.close()
 
 
 def test_actors_train_a_batched_family_as_one_model_with_the_local_results(tmp_path):

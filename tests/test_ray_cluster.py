@@ -84,10 +84,12 @@ CFG = dict(task="nodefault", method="fire", workers=12, steps=300, ready_interva
            eval_interval=10, seed=5)
 
 
-@pytest.mark.parametrize("max_actors", [2, None])
-def test_losing_a_worker_node_mid_round_changes_nothing(cluster, tmp_path, max_actors):
+@pytest.mark.parametrize(("max_actors", "writes"), [(2, "auto"), (None, "driver")])
+def test_losing_a_worker_node_mid_round_changes_nothing(cluster, tmp_path, max_actors, writes):
     """With room (2 actors on 3 CPUs) the dead node's actor restarts on the free CPU; with the
-    default sizing (3 actors on 3 CPUs) there is none, and its members go to the survivors."""
+    default sizing (3 actors on 3 CPUs) there is none, and its members go to the survivors.
+    The round's start comes from the checkpoint's parts the actors wrote (auto: they see the
+    store's folder) or from the states the driver gathered for it."""
     from firepbt.ray_executor import RayExecutor
 
     c, _ = cluster
@@ -112,7 +114,8 @@ def test_losing_a_worker_node_mid_round_changes_nothing(cluster, tmp_path, max_a
     killer.start()
     cfg = ExperimentConfig(**CFG, executor="ray")
     st = Store.create(tmp_path / "ray", cfg.to_dict())
-    ex = RayExecutor(make, address=c.address, max_actors=max_actors, restart_timeout=5)
+    ex = RayExecutor(make, address=c.address, max_actors=max_actors, restart_timeout=5,
+                     checkpoint_writes=writes)
     runner = Runner(cfg, make, SPACE, st, executor=ex)
     runner.start_new()
     summary = runner.run()

@@ -132,3 +132,62 @@ def test_one_writer_and_readers_that_never_write(backend, tmp_path):
     again = backend.open(tmp_path / "s")  # the writer closed: a new one may open it
     again.check_integrity()
     again.close()
+
+
+def _parts_round(store, r, *, attach=True):
+    """Round r committed without a checkpoint, then one written in two parts (as two Ray
+    actors write theirs) sealed and bound to it."""
+    from firepbt.store import write_states
+
+    row = RoundRow(r, 100 * r, 1000.0 + r, 0.5, 0.25, 0.01, {"c": r}, {"workers": {}}, None)
+    store.commit_round(row, [(0, 100 * r, 0.1 * r)], [], [], None)
+    folder = store.parts_folder(r)
+    digests = {"part-000.pt": write_states(folder / "part-000.pt",
+                                           {0: {"w": torch.full((2,), float(r))}}),
+               "part-001.pt": write_states(folder / "part-001.pt", {1: {"w": torch.ones(1)}})}
+    name = store.seal_parts(r, digests)
+    if attach:
+        store.attach_checkpoint(r, name)
+    return name
+
+
+def test_a_checkpoint_written_in_parts_and_bound_later_reads_back(backend, tmp_path):
+    st = backend.create(tmp_path / "s", CONFIG)
+    _round(st, 1)
+    name = _parts_round(st, 2)
+    assert st.last_round().checkpoint == name
+    got = st.read_checkpoint(name)
+    assert sorted(got) == [0, 1] and torch.equal(got[0]["w"], torch.full((2,), 2.0))
+    with pytest.raises(StoreError, match="not committed"):
+        st.attach_checkpoint(7, name)
+    st.close()
+    again = backend.open(tmp_path / "s", readonly=True)  # the binding is durable
+    assert again.last_round().checkpoint == name and sorted(again.read_checkpoint(name)) == [0, 1]
+    again.close()
+
+
+def test_a_damaged_or_missing_part_is_refused_naming_it(backend, tmp_path):
+    st = backend.create(tmp_path / "s", CONFIG)
+    name = _parts_round(st, 1)
+    part = tmp_path / "s" / "checkpoints" / name / "part-001.pt"
+    part.write_bytes(part.read_bytes()[:-7] + b"garbage")
+    with pytest.raises(StoreError, match="part-001.pt"):
+        st.read_checkpoint(name)
+    part.unlink()
+    with pytest.raises(StoreError, match="missing its part part-001.pt"):
+        st.read_checkpoint(name)
+    st.close()
+
+
+def test_old_checkpoints_are_pruned_but_one_still_being_written_is_kept(backend, tmp_path):
+    from firepbt.store import KEEP_CHECKPOINTS
+
+    st = backend.create(tmp_path / "s", CONFIG)
+    names = [_parts_round(st, r) for r in range(1, KEEP_CHECKPOINTS + 2)]
+    later = _parts_round(st, KEEP_CHECKPOINTS + 2, attach=False)  # bound after a later commit
+    _round(st, KEEP_CHECKPOINTS + 3)  # its commit prunes: the unbound, newer one stays
+    folder = tmp_path / "s" / "checkpoints"
+    assert not (folder / names[0]).exists() and (folder / later / "manifest.json").exists()
+    st.discard_after(1)  # the discarded rounds' checkpoints go with them
+    assert sorted(p.name for p in folder.iterdir()) == []
+    st.close()

@@ -5,7 +5,15 @@ Contract (the runner calls, in this order): ``setup(seeds)`` once; then per roun
 destination gets an independent copy of the source's state, then a new data stream from
 ``seed``, see :mod:`firepbt.trainable`); ``states()`` and
 ``load_states()`` at round boundaries for checkpoints. An executor never decides and never
-writes the store.
+writes the store's database.
+
+Optional, for executors whose members live in other processes (the Ray executor):
+``copy_many(copies)`` takes a round's copies at once (applied in order);
+``begin_checkpoint(store, round)`` starts writing the checkpoint itself (into the store's
+folder, :meth:`~firepbt.store.Store.parts_folder`, or through
+:meth:`~firepbt.store.Store.write_checkpoint` from a background thread) and returns a function
+that waits for it and returns its name, which the runner binds to the round when the next
+round's training is done; ``mark_round()`` after a round without a checkpoint.
 """
 
 from __future__ import annotations

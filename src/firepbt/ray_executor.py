@@ -13,26 +13,36 @@ trains its members as one batched model instead (``batched=True``, the default):
 node with ``gpus_per_worker=1``, one actor holds the whole population as one model.
 
 **Copies.** Between two members of one actor a copy stays inside it; between actors the state
-goes actor to actor through Ray's object store (``dest.set_state(w, source.get_state(v))``,
-states with CPU tensors), not through files (Ray passes objects under 100 KiB through their
-owner, the driver). Calls on one actor run in the order they were made, so the
-decisions of a round apply in order.
+goes actor to actor through Ray's object store (states with CPU tensors), not through files.
+A round's copies are sent in *waves* (:meth:`RayExecutor.copy_many`): one export call per
+source actor and one call per destination actor, a new wave only where a copy reads a member
+that received weights earlier in the same wave; calls on one actor run in the order they were
+made, so the decisions of a round apply in order, with a few calls per actor instead of two
+per copy.
 
-**Checkpoints.** Only the driver writes the store. It gathers the members' states for a
-checkpoint every ``checkpoint_interval`` rounds (``ExperimentConfig.checkpoint_interval``,
-default 1); between checkpoints no state crosses the driver. The trade-off: a driver crash
-loses at most that many rounds (``resume`` retrains them, exactly).
+**Checkpoints without the driver in the way.** Every ``checkpoint_interval`` rounds
+(``ExperimentConfig.checkpoint_interval``, default 1) each actor writes its own members'
+states into the store's checkpoint folder (``round-NNNNNN.parts/part-KKK.pt``, see
+:mod:`firepbt.store`) when the actors see that folder (one machine, or a shared filesystem:
+checked once with a probe file; ``checkpoint_writes="auto"``); the driver then only seals the
+parts' digests into a manifest. Where the actors cannot see it, the driver gathers the states
+in a background thread and writes the checkpoint itself (``"driver"``). Either way the
+checkpoint is written while the next round trains and bound to its round when that round's
+training is done (:meth:`~firepbt.store.Store.attach_checkpoint`), and between checkpoints no
+state crosses the driver. The store stays the single source of truth: ``resume`` continues from
+the last bound checkpoint, exactly. The trade-off: a driver crash loses the rounds since the
+last bound checkpoint - at most ``checkpoint_interval`` + 1 rounds.
 
 **Faults.** If an actor (or its node) dies mid-round, its members are restored from the
 states of the round's start - in a new actor when the cluster has room for one within
 ``restart_timeout`` seconds, else dealt to the surviving actors (a lost node's CPUs are gone) -
 and every job of theirs that round runs again; the local executor's determinism makes the
 result identical. A batched model that raises leaves its members partly trained: they are
-restored the same way and trained one after another, which finds the failing member. Those states come
-from the object store, or - when the dead node held them - from the driver's copy of the last
-checkpoint when that was taken at the round's start (always with ``checkpoint_interval=1``);
-otherwise the run stops with a one-line error and ``firepbt resume`` continues it from the last
-checkpoint. If a trainable raises, the error is recorded with the worker, the step and the
+restored the same way and trained one after another, which finds the failing member. Those
+states come from the checkpoint taken at the round's start (its parts on disk, or the states
+the driver gathered) or, between checkpoints, from the object store; when a dead node took the
+only copy with it, the run stops with a one-line error and ``firepbt resume`` continues it from
+the last checkpoint. If a trainable raises, the error is recorded with the worker, the step and the
 original traceback, the member is restored and its job retried; after ``max_failures``
 failures in a round it is *retired* for the round (NaN evaluations: truncation selection
 refills it by exploitation). Failures are recorded in the store as ``worker_failure`` events.
@@ -42,13 +52,17 @@ from __future__ import annotations
 
 import math
 import os
+import secrets
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, StoreError, TrainableError
 from .executor import TrainJob, TrainResult, build_population, run_job
 from .records import WorkerFailure
+from .store import ExperimentStore, read_states, write_states
 from .trainable import (
     TrainableFactory,
     clone_state,
@@ -158,6 +172,29 @@ class _Host:
     def copy_local(self, source: int, dest: int, seed: int | None = None) -> None:
         copy_into(self.members[source], self.members[dest], seed)
 
+    def apply_copies(self, ops: Sequence[tuple[int, int, int | None, int | None]],
+                     sources: Sequence[int], *exports: Mapping[int, Any]) -> None:
+        """One wave of copies into this actor's members, in order: ``(source, dest, seed,
+        None)`` between two of its members, ``(source, dest, seed, k)`` from the states that
+        actor ``k`` exported (``exports[sources.index(k)]``; ObjectRefs passed as separate
+        arguments, which Ray resolves)."""
+        got = dict(zip(sources, exports, strict=True))
+        for source, dest, seed, k in ops:
+            if k is None:
+                copy_into(self.members[source], self.members[dest], seed)
+                continue
+            self.members[dest].load_state_dict(clone_state(got[k][source]))
+            if seed is not None:
+                reseed_of(self.members[dest], seed)
+
+    def write_part(self, path: str, workers: Sequence[int]) -> str:
+        """Write these members' states as one part of a checkpoint; its SHA-256."""
+        return write_states(Path(path), {w: self.members[w].state_dict() for w in workers})
+
+    def sees(self, path: str) -> bool:
+        """Whether this actor sees the file (the driver's probe of a shared filesystem)."""
+        return Path(path).is_file()
+
     def test(self, worker: int) -> float | None:
         return test_of(self.members[worker])
 
@@ -179,13 +216,19 @@ class RayExecutor:
             whole population is one batched model on one GPU actor.
         restart_timeout: seconds to wait for room for a dead actor's replacement before its
             members are dealt to the surviving actors.
+        checkpoint_writes: who writes the members' states at a checkpoint: ``"actors"`` (each
+            its members, into the store's folder), ``"driver"`` (gathered in a background
+            thread), or ``"auto"`` (the actors when they all see the store's folder).
     """
 
     def __init__(self, factory: TrainableFactory, *, address: str | None = None,
                  num_cpus: int | None = None, cpus_per_actor: float = 1.0,
                  gpus_per_worker: float = 0.0, max_actors: int | None = None,
                  max_failures: int = 2, batched: bool = True,
-                 restart_timeout: float = 20.0) -> None:
+                 restart_timeout: float = 20.0, checkpoint_writes: str = "auto") -> None:
+        if checkpoint_writes not in ("auto", "actors", "driver"):
+            raise ConfigError("checkpoint_writes", "'auto', 'actors' or 'driver'",
+                              checkpoint_writes)
         self.factory = factory
         self.address = address if address is not None else os.environ.get("RAY_ADDRESS")
         self.num_cpus = num_cpus
@@ -198,9 +241,11 @@ class RayExecutor:
         self.hosts: list[Any] = []
         self.home: dict[int, int] = {}  # worker -> index of the actor holding it
         self.seeds: dict[int, int] = {}
-        self.boundary: dict[int, Any] = {}  # ObjectRefs of the states at the round's start
-        self.saved: dict[int, Any] = {}  # the driver's copy of the last checkpoint's states
-        self.saved_current = False  # whether ``saved`` is the state at the round's start
+        self.checkpoint_writes = checkpoint_writes
+        self._shared: dict[Path, bool] = {}  # store folder -> whether every actor sees it
+        self._writer: ThreadPoolExecutor | None = None  # the driver's checkpoint writes
+        # the states at the round's start, where they can be had: (workers, fetch) pairs
+        self.boundary: list[tuple[tuple[int, ...], Callable[[], Mapping[int, Any]]]] = []
         self.failures: list[WorkerFailure] = []
         self.mode = "max"
         self._started_ray = False
@@ -263,7 +308,7 @@ class RayExecutor:
         if len(modes) != 1:
             raise ValueError(f"all trainables must share one mode, got {sorted(modes)}")
         self.mode = modes.pop()
-        self.states()  # the first round's start, held by the driver (see Faults)
+        self.mark_round()  # the first round's start (see Faults)
 
     def close(self) -> None:
         ray = _require_ray()
@@ -275,6 +320,9 @@ class RayExecutor:
             except Exception:  # noqa: BLE001 - already gone
                 pass
         self.hosts = []
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
         if self._started_ray:
             ray.shutdown()
             self._started_ray = False
@@ -300,9 +348,12 @@ class RayExecutor:
                 pending[ref] = (index, mine)
 
         def restore(todo: list[TrainJob]) -> None:
+            states = self._round_start_states([j.worker for j in todo])
+            by_host: dict[int, list[int]] = {}
             for j in todo:
-                self.hosts[self.home[j.worker]].set_state.remote(j.worker,
-                                                                 self._start_state(j.worker))
+                by_host.setdefault(self.home[j.worker], []).append(j.worker)
+            for index, ws in sorted(by_host.items()):
+                self.hosts[index].set_states.remote(ws, *[states[w] for w in ws])
 
         submit(list(jobs))
         tries = {j.worker: 0 for j in jobs}
@@ -360,28 +411,35 @@ class RayExecutor:
                 submit(again, one_by_one=True)
         return [results[j.worker] for j in jobs]
 
-    def _start_state(self, worker: int) -> Any:
-        """The member's state at the round's start: the driver's copy when the last checkpoint
-        was taken then, else the object store's."""
-        return self.saved[worker] if self.saved_current else self.boundary[worker]
+    def _round_start_states(self, workers: Sequence[int]) -> dict[int, Any]:
+        """The members' states at the round's start, fetched to the driver (a failure's path
+        only): from the checkpoint taken then, or from the object store."""
+        from ray.exceptions import RayError
+
+        wanted: set[int] = set(workers)
+        out: dict[int, Any] = {}
+        for covered, fetch in self.boundary:
+            if wanted.isdisjoint(covered):
+                continue
+            try:
+                got = fetch()
+            except (RayError, StoreError):  # the states lived on a dead node
+                raise StoreError(
+                    "a Ray node died and took the members' states since the last checkpoint "
+                    "with it; 'firepbt resume STORE' continues from that checkpoint") from None
+            out.update({w: got[w] for w in covered if w in wanted})
+        return out
 
     def _restart(self, index: int) -> None:
         """The dead actor ``index``'s members, restored to the round's start: in a new actor
         when the cluster has room for one within ``restart_timeout`` seconds, else dealt to
         the surviving actors (a lost node's CPUs are gone)."""
         ray = _require_ray()
-        from ray.exceptions import RayError
 
         members = self._members(index)
-        if self.saved_current:
-            states = [self.saved[w] for w in members]
-        else:
-            try:
-                states = ray.get([self.boundary[w] for w in members])
-            except RayError:  # the states lived on the dead node
-                raise StoreError(
-                    "a Ray node died and took the members' states since the last checkpoint "
-                    "with it; 'firepbt resume STORE' continues from that checkpoint") from None
+        start = self._round_start_states(members)
+        states = [start[w] for w in members]
+        self._shared.clear()  # a new actor may run where the store's folder is not seen
         host, built = self._start_host(index)
         ready, _ = ray.wait([built], timeout=self.restart_timeout)
         if ready:
@@ -414,23 +472,98 @@ class RayExecutor:
         else:
             self.hosts[dst].set_state.remote(dest, self.hosts[src].get_state.remote(source), seed)
 
+    def copy_many(self, copies: Sequence[tuple[int, int, int | None]]) -> None:
+        """``copy(source, dest, seed)`` for each, in order, in waves (module doc, Copies)."""
+        for wave in _waves(copies):
+            exports: dict[int, list[int]] = {}
+            for source, dest, _seed in wave:
+                i = self.home[source]
+                if i != self.home[dest] and source not in exports.setdefault(i, []):
+                    exports[i].append(source)
+            refs = {i: self.hosts[i].get_states.remote(ws) for i, ws in sorted(exports.items())}
+            ops: dict[int, list[tuple[int, int, int | None, int | None]]] = {}
+            for source, dest, seed in wave:
+                i, j = self.home[source], self.home[dest]
+                ops.setdefault(j, []).append((source, dest, seed, None if i == j else i))
+            for j, mine in sorted(ops.items()):
+                sources = sorted({k for *_, k in mine if k is not None})
+                self.hosts[j].apply_copies.remote(mine, sources, *[refs[k] for k in sources])
+
     def mark_round(self) -> None:
         """The round's decisions are applied: the states now are the next round's start (kept
-        in the object store, not fetched)."""
-        self.boundary = {w: self.hosts[i].get_state.remote(w) for w, i in self.home.items()}
-        self.saved_current = False
+        in the object store, one object per actor, not fetched)."""
+        ray = _require_ray()
+        self.boundary = []
+        for i, h in enumerate(self.hosts):
+            if h is not None:
+                ref = h.get_states.remote(self._members(i))
+                self.boundary.append((tuple(self._members(i)), lambda ref=ref: ray.get(ref)))
+
+    def begin_checkpoint(self, store: ExperimentStore, round_index: int
+                         ) -> Callable[[], str]:
+        """Start writing the members' states as round ``round_index``'s checkpoint (module
+        doc, Checkpoints) and return a function that waits for it and returns its name (for
+        :meth:`~firepbt.store.Store.attach_checkpoint`). Call it after the round's copies: the
+        actors write before they train the next round's jobs."""
+        ray = _require_ray()
+        alive = [(i, h) for i, h in enumerate(self.hosts) if h is not None]
+        if self._actors_write(store):
+            folder = store.parts_folder(round_index)
+            parts = {i: (f"part-{i:03d}.pt", tuple(self._members(i))) for i, _ in alive}
+            refs = {i: h.write_part.remote(str(folder / parts[i][0]), parts[i][1])
+                    for i, h in alive}
+
+            def part_states(i: int) -> Mapping[int, Any]:
+                ray.get(refs[i])  # written (raises when the actor died before it was)
+                return read_states(folder / parts[i][0])
+
+            self.boundary = [(parts[i][1], lambda i=i: part_states(i)) for i, _ in alive]
+
+            def sealed() -> str:
+                digests = ray.get([refs[i] for i, _ in alive])
+                return store.seal_parts(round_index, {parts[i][0]: d for (i, _), d in
+                                                      zip(alive, digests, strict=True)})
+            return sealed
+        refs = [h.get_states.remote(self._members(i)) for i, h in alive]
+        states: dict[int, Any] = {}
+
+        def gathered() -> str:
+            for got in ray.get(refs):
+                states.update(got)
+            return store.write_checkpoint(round_index, dict(sorted(states.items())))
+
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        future = self._writer.submit(gathered)
+        # a failure's path takes the round's start from the states gathered for the checkpoint
+        self.boundary = [(tuple(sorted(self.home)), lambda: (future.result(), states)[1])]
+        return future.result
+
+    def _actors_write(self, store: ExperimentStore) -> bool:
+        """Whether the actors write the checkpoint's parts: asked for, or (auto) every actor
+        sees a probe file the driver wrote into the store's checkpoint folder."""
+        if self.checkpoint_writes != "auto":
+            return self.checkpoint_writes == "actors"
+        folder = Path(store.path) / "checkpoints"
+        if folder not in self._shared:
+            ray = _require_ray()
+            probe = folder / f".probe-{secrets.token_hex(8)}"
+            probe.write_text("firepbt")
+            try:
+                seen = ray.get([h.sees.remote(str(probe)) for h in self.hosts if h is not None])
+            finally:
+                probe.unlink(missing_ok=True)
+            self._shared[folder] = all(seen)
+        return self._shared[folder]
 
     def states(self) -> dict[int, dict[str, Any]]:
-        """Every member's state, gathered to the driver (for a checkpoint)."""
+        """Every member's state, gathered to the driver."""
         ray = _require_ray()
-        refs = {i: h.get_states.remote(self._members(i))
-                for i, h in enumerate(self.hosts) if h is not None}
+        refs = [h.get_states.remote(self._members(i))
+                for i, h in enumerate(self.hosts) if h is not None]
         out: dict[int, dict[str, Any]] = {}
-        for got in ray.get(list(refs.values())):
+        for got in ray.get(refs):
             out.update(got)
-        self.saved = out
-        self.saved_current = True  # the round's start states, held by the driver
-        self.boundary = {}
         return dict(sorted(out.items()))
 
     def load_states(self, states: Mapping[int, Mapping[str, Any]]) -> None:
@@ -443,9 +576,8 @@ class RayExecutor:
             mine = [w for w in self._members(i) if w in refs]
             calls.append(h.set_states.remote(mine, *[refs[w] for w in mine]))
         ray.get(calls)
-        self.boundary = {}
-        self.saved = {int(w): dict(s) for w, s in states.items()}
-        self.saved_current = True
+        held = {int(w): dict(s) for w, s in states.items()}
+        self.boundary = [(tuple(sorted(held)), lambda: held)]
 
     def test(self, worker: int) -> float | None:
         ray = _require_ray()
@@ -454,6 +586,21 @@ class RayExecutor:
     def take_failures(self) -> list[WorkerFailure]:
         out, self.failures = self.failures, []
         return out
+
+
+def _waves(copies: Sequence[tuple[int, int, int | None]]
+           ) -> list[list[tuple[int, int, int | None]]]:
+    """Split copies, kept in order, into waves in which no copy reads a member that received
+    weights earlier in the same wave (so a wave can read every source at its start)."""
+    waves: list[list[tuple[int, int, int | None]]] = []
+    written: set[int] = set()
+    for source, dest, seed in copies:
+        if not waves or source in written:
+            waves.append([])
+            written = set()
+        waves[-1].append((source, dest, seed))
+        written.add(dest)
+    return waves
 
 
 def _retired(job: TrainJob) -> TrainResult:

@@ -7,8 +7,9 @@ lineage never recompute it. ``kind`` names the decision in the store.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 from .curves import Comparison
@@ -148,10 +149,27 @@ _KINDS: dict[str, type] = {
 
 
 def decision_to_dict(d: Decision) -> dict[str, Any]:
-    out = asdict(d)
+    """A decision as plain data (what ``dataclasses.asdict`` gives, without its deep copies:
+    the result is written out at once); fitness keys as strings."""
+    out = _plain(d)
     if isinstance(d, FitnessRecord):
         out["fitness"] = {str(k): v for k, v in d.fitness.items()}
     return out
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+def _plain(x: Any) -> Any:
+    if is_dataclass(x) and not isinstance(x, type):
+        return {k: _plain(getattr(x, k)) for k in _field_names(type(x))}
+    if isinstance(x, Mapping):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_plain(v) for v in x)
+    return x
 
 
 def decision_from_dict(data: Mapping[str, Any]) -> Decision:

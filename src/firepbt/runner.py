@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -73,6 +74,8 @@ class Runner:
         self.best_score = -math.inf
         self.round = 0
         self._checkpoint_verified = False
+        # a checkpoint being written while the next round trains: (round, wait -> its name)
+        self._pending: tuple[int, Callable[[], str]] | None = None
 
     # -- set-up --------------------------------------------------------------------------
 
@@ -114,8 +117,8 @@ class Runner:
         the ``firepbt`` logger), and the rounds after it are discarded and trained again."""
         self.store.check_integrity()
         rows = [r for r in self.store.rounds() if r.checkpoint is not None]
-        if self.store.last_round() is None or (not rows and self.config.checkpoint_interval > 1):
-            # nothing committed yet, or killed before the first checkpoint: start again
+        if self.store.last_round() is None or not rows:
+            # nothing committed yet, or killed before the first checkpoint was bound: start again
             self.store.discard_after(0)
             self.start_new()
             return
@@ -155,14 +158,43 @@ class Runner:
         if self.store.meta("last_error") not in (None, "null"):
             self.store.set_meta("last_error", "null")  # tried again
         with training_threads(cfg.threads, cfg.executor != "ray"):
-            while self.round < cfg.rounds:
-                if max_rounds is not None and done_here >= max_rounds:
-                    break
-                self._round(self.round + 1)
-                done_here += 1
+            try:
+                while self.round < cfg.rounds:
+                    if max_rounds is not None and done_here >= max_rounds:
+                        break
+                    self._round(self.round + 1)
+                    done_here += 1
+            finally:
+                self._bind_checkpoint(failing=sys.exc_info()[0] is not None)
             if self.round >= cfg.rounds and self.store.meta("final") is None:
                 self._finish()
         return summarize(self.store)
+
+    def _bind_checkpoint(self, failing: bool = False) -> None:
+        """Bind the checkpoint that was being written (executors with ``begin_checkpoint``) to
+        its round; the first one this run writes is read back. While a run is failing, a
+        checkpoint that cannot be finished is left unbound (resume goes back to the one
+        before) rather than hiding the failure."""
+        if self._pending is None:
+            return
+        r, wait = self._pending
+        self._pending = None
+        try:
+            name = wait()
+        except Exception:
+            if failing:
+                logging.getLogger("firepbt").warning(
+                    "the checkpoint of round %d was not finished; resume continues from the one "
+                    "before", r)
+                return
+            raise
+        self.store.attach_checkpoint(r, name)
+        self._verify(name)
+
+    def _verify(self, checkpoint: str) -> None:
+        if not self._checkpoint_verified:  # what this run writes, it must read back
+            self.store.read_checkpoint(checkpoint)
+            self._checkpoint_verified = True
 
     def _jobs(self, r: int) -> list[TrainJob]:
         cfg = self.config
@@ -194,6 +226,7 @@ class Runner:
                               {"advance": n / max(1, len(jobs)), "round": r})
 
         results = self.executor.train_round(jobs, self.best_score, tick)
+        self._bind_checkpoint()  # the last round's, written before this round trained
         mode = self.executor.mode
         observations = {res.worker: [(s, score_of(v, mode)) for s, v in res.evaluations]
                         for res in results}
@@ -216,10 +249,12 @@ class Runner:
         self._apply(decisions, r)
         checkpoint = None
         if r % cfg.checkpoint_interval == 0 or r == cfg.rounds:
-            checkpoint = self.store.write_checkpoint(r, self.executor.states())
-            if not self._checkpoint_verified:  # what this run writes, it must read back
-                self.store.read_checkpoint(checkpoint)
-                self._checkpoint_verified = True
+            begin = getattr(self.executor, "begin_checkpoint", None)
+            if begin is not None:  # written while the next round trains, bound then
+                self._pending = (r, begin(self.store, r))
+            else:
+                checkpoint = self.store.write_checkpoint(r, self.executor.states())
+                self._verify(checkpoint)
         else:
             mark = getattr(self.executor, "mark_round", None)
             if mark is not None:  # executors that keep the round's start states themselves
@@ -236,6 +271,8 @@ class Runner:
         self.store.commit_round(row, evals, tests, decisions,
                                 meta=None if final is None else {"final": json.dumps(final)})
         self.round = r
+        if r == cfg.rounds:
+            self._bind_checkpoint()
         if self.progress is not None:
             self.progress(step, cfg.steps, {"round": r, "best": self.best_score,
                                             "done": True})
@@ -243,20 +280,26 @@ class Runner:
     def _apply(self, decisions: list[Decision], r: int) -> None:
         """Apply the decisions in order; every weight copy gives the receiving worker an
         independent copy of the state and a data stream of its own (:func:`copy_seed`)."""
-        ex = self.executor
         seed = self.config.seed
+        copies: list[tuple[int, int, int]] = []
         for i, d in enumerate(decisions):
             if isinstance(d, Exploit):
-                ex.copy(d.source, d.worker, copy_seed(seed, r, i))
+                copies.append((d.source, d.worker, copy_seed(seed, r, i)))
                 self.workers[d.worker]["hparams"] = dict(d.new_hparams)
             elif isinstance(d, AssignEvaluator):
-                ex.copy(d.parent, d.evaluator, copy_seed(seed, r, i))
+                copies.append((d.parent, d.evaluator, copy_seed(seed, r, i)))
                 self.workers[d.evaluator].update(hparams=dict(d.hparams), active=True)
             elif isinstance(d, EvaluatorSuccess):
-                ex.copy(d.evaluator, d.target, copy_seed(seed, r, i))
+                copies.append((d.evaluator, d.target, copy_seed(seed, r, i)))
                 self.workers[d.evaluator]["active"] = False
             elif isinstance(d, StopEvaluator):
                 self.workers[d.evaluator]["active"] = False
+        many = getattr(self.executor, "copy_many", None)
+        if many is not None:  # executors that send a round's copies together
+            many(copies)
+        else:
+            for source, dest, copy_s in copies:
+                self.executor.copy(source, dest, copy_s)
 
     def _final(self, results: list[Any]) -> dict[str, Any] | None:
         """The final best-effort member: the best candidate by its evaluation at the last step,

@@ -4,11 +4,17 @@ Layout of a store folder ``PATH``::
 
     PATH/experiment.sqlite    config, evaluations, decisions, completed rounds
     PATH/checkpoints/round-NNNNNN.pt   worker states after the last completed round(s)
+    PATH/checkpoints/round-NNNNNN.parts/   the same, written in parts by several processes
+        part-KKK.pt ...                    (the Ray actors, each its members' states) and
+        manifest.json                      sealed by the driver: each part's SHA-256
 
 A round is committed atomically: its checkpoint file is written (to a temporary name, flushed
 to disk with ``fsync``, then renamed), then one SQLite transaction records its evaluations,
 decisions, the round row and the checkpoint's SHA-256 digest. ``resume`` continues from the last
-round row; anything after it is discarded. Non-finite values round-trip exactly (NaN is stored
+round row with a checkpoint; anything after it is discarded (and trained again, exactly). A
+checkpoint may also be bound to its round after the round was committed
+(:meth:`Store.attach_checkpoint`: the Ray executor's actors write it while the next round
+trains). Non-finite values round-trip exactly (NaN is stored
 as NULL in the value columns, which are never NULL otherwise; +-inf are native REALs).
 
 Integrity (what a crash, a second process or a damaged file cannot do silently):
@@ -42,6 +48,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping
@@ -56,6 +63,8 @@ SCHEMA_VERSION = 1
 DB_NAME = "experiment.sqlite"
 LOCK_NAME = "writer.lock"
 KEEP_CHECKPOINTS = 2
+PARTS_SUFFIX = ".parts"  # a checkpoint written in parts (a folder, see Store.parts_folder)
+MANIFEST = "manifest.json"
 _DIGESTS = "CREATE TABLE IF NOT EXISTS checkpoint_digests (name TEXT PRIMARY KEY, sha256 TEXT NOT NULL)"
 
 _SCHEMA = """
@@ -112,7 +121,11 @@ class ExperimentStore(Protocol):
     returns a name; ``commit_round(row, evaluations, tests, decisions, meta)`` then records the
     round **atomically**: after it returns, the round row, its evaluations, tests, decisions
     (in order), the ``meta`` entries and the checkpoint's binding are all visible; if it raises,
-    none of them is. ``discard_after(r)`` removes every round after ``r`` with its records (and
+    none of them is. ``attach_checkpoint(round, name)`` binds a checkpoint written after its
+    round was committed (with its digest, atomically). A checkpoint may be written in parts by
+    other processes: ``parts_folder(round)`` is the (emptied) folder they write their parts
+    into with :func:`write_states`, ``seal_parts(round, {part: sha256})`` records them and
+    returns the checkpoint's name; ``read_checkpoint`` reads either kind. ``discard_after(r)`` removes every round after ``r`` with its records (and
     the meta derived from the end of a run: ``final``, ``replay``).
 
     Reading: ``config``, ``meta(key)``, ``rounds()`` / ``last_round()`` in round order,
@@ -147,6 +160,12 @@ class ExperimentStore(Protocol):
     def write_checkpoint(self, round_index: int, states: Mapping[int, Any]) -> str: ...
 
     def read_checkpoint(self, name: str) -> dict[int, Any]: ...
+
+    def parts_folder(self, round_index: int) -> Path: ...
+
+    def seal_parts(self, round_index: int, digests: Mapping[str, str]) -> str: ...
+
+    def attach_checkpoint(self, round_index: int, name: str) -> None: ...
 
     def commit_round(self, row: RoundRow, evaluations: Iterable[tuple[int, int, float]],
                      tests: Iterable[tuple[int, int, float]], decisions: Iterable[Decision],
@@ -270,8 +289,9 @@ class Store:
         if not readonly:
             with conn:
                 conn.execute(_DIGESTS)  # stores made before checkpoints had digests
-            for tmp in (root / "checkpoints").glob("*.tmp"):  # a write that was killed
-                tmp.unlink(missing_ok=True)
+            for pattern in ("*.tmp", "*/*.tmp"):  # writes that were killed
+                for tmp in (root / "checkpoints").glob(pattern):
+                    tmp.unlink(missing_ok=True)
         return cls(root, conn, lock)
 
     def check_integrity(self) -> None:
@@ -341,46 +361,95 @@ class Store:
 
     def write_checkpoint(self, round_index: int, states: Mapping[int, Any]) -> str:
         """Write the workers' states durably (temporary file, ``fsync``, rename); the digest is
-        recorded by the :meth:`commit_round` that names it. States must hold only what ``_encode`` accepts (module doc)."""
-        import torch
-
-        data = {}
-        for k, v in states.items():
-            data[str(k)] = _encode(v, f"state of worker {k}")
+        recorded by the :meth:`commit_round` (or :meth:`attach_checkpoint`) that names it.
+        States must hold only what ``_encode`` accepts (module doc). Thread-safe with respect to
+        the database: it touches only the checkpoint folder."""
         name = f"round-{round_index:06d}.pt"
-        final = self.checkpoint_path(name)
-        tmp = final.with_suffix(".tmp")
-        torch.save(data, tmp)
+        self._pending_digests[name] = write_states(self.checkpoint_path(name), states)
+        return name
+
+    def parts_folder(self, round_index: int) -> Path:
+        """An empty folder for a checkpoint written in parts by several processes (the Ray
+        actors, each its own members' states, with :func:`write_states`), then sealed by
+        :meth:`seal_parts`. Anything left there by an earlier, unfinished attempt is removed."""
+        folder = self.checkpoint_path(f"round-{round_index:06d}{PARTS_SUFFIX}")
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir()
+        _fsync(folder.parent)
+        return folder
+
+    def seal_parts(self, round_index: int, digests: Mapping[str, str]) -> str:
+        """Close a checkpoint written in parts: its manifest (each part's file name and
+        SHA-256) is written durably, and the manifest's digest is recorded by the
+        :meth:`commit_round` or :meth:`attach_checkpoint` that names the checkpoint. Returns
+        its name."""
+        name = f"round-{round_index:06d}{PARTS_SUFFIX}"
+        manifest = self.checkpoint_path(name) / MANIFEST
+        tmp = manifest.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"parts": dict(sorted(digests.items()))}, indent=1))
         _fsync(tmp)
-        self._pending_digests[name] = _digest(tmp)
-        os.replace(tmp, final)
-        _fsync(final.parent)
+        os.replace(tmp, manifest)
+        _fsync(manifest.parent)
+        self._pending_digests[name] = _digest(manifest)
         return name
 
     def read_checkpoint(self, name: str) -> dict[int, Any]:
-        """The states of a checkpoint, checked against the digest recorded with its round.
-        Raises a one-line :class:`StoreError` when it is missing, damaged or stale."""
-        import pickle
-
-        import torch
-
+        """The states of a checkpoint, checked against the digest recorded with its round (for
+        one written in parts: the manifest's, then each part against the manifest). Raises a
+        one-line :class:`StoreError` when it is missing, damaged or stale."""
         path = self.checkpoint_path(name)
-        if not path.is_file():
+        parts = name.endswith(PARTS_SUFFIX)
+        head = path / MANIFEST if parts else path
+        if not head.is_file():
             raise StoreError(f"checkpoint {name} of store {str(self.path)!r} is missing")
         row = None
         with contextlib.suppress(sqlite3.OperationalError):  # older stores: no digests
             row = self.conn.execute("SELECT sha256 FROM checkpoint_digests WHERE name=?",
                                     (name,)).fetchone()
-        if row is not None and _digest(path) != row[0]:
+        if row is not None and _digest(head) != row[0]:
             raise StoreError(f"checkpoint {name} of store {str(self.path)!r} does not match the "
                              "digest recorded for its round (damaged, or another round's file)")
+        if not parts:
+            return self._load(name, path)
         try:
-            data = torch.load(path, weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            listed = json.loads(head.read_text())["parts"]
+        except (ValueError, KeyError, TypeError):
+            raise StoreError(f"checkpoint {name} of store {str(self.path)!r} has an unreadable "
+                             "manifest") from None
+        out: dict[int, Any] = {}
+        for part, sha in sorted(listed.items()):
+            file = path / part
+            if not file.is_file():
+                raise StoreError(f"checkpoint {name} of store {str(self.path)!r} is missing its "
+                                 f"part {part}")
+            if _digest(file) != sha:
+                raise StoreError(f"checkpoint {name} of store {str(self.path)!r}: part {part} "
+                                 "does not match its manifest (damaged)")
+            out.update(self._load(f"{name}/{part}", file))
+        return out
+
+    def _load(self, name: str, path: Path) -> dict[int, Any]:
+        try:
+            return read_states(path)
+        except StoreError as exc:
             raise StoreError(f"checkpoint {name} of store {str(self.path)!r} is unreadable "
-                             f"({first})") from None
-        return {int(k): _decode(v) for k, v in data.items()}
+                             f"({exc})") from None
+
+    def attach_checkpoint(self, round_index: int, name: str) -> None:
+        """Bind a checkpoint written after its round was committed (the Ray executor writes
+        them while the next round trains) to that round, atomically with its digest. Until it
+        is bound, ``resume`` continues from the checkpoint before."""
+        with self.conn:
+            if name in self._pending_digests:
+                self.conn.execute("INSERT OR REPLACE INTO checkpoint_digests VALUES (?, ?)",
+                                  (name, self._pending_digests.pop(name)))
+            cur = self.conn.execute("UPDATE rounds SET checkpoint=? WHERE round=?",
+                                    (name, round_index))
+            if cur.rowcount != 1:
+                raise StoreError(f"round {round_index} of store {str(self.path)!r} is not "
+                                 "committed; its checkpoint cannot be attached")
+        self._prune_checkpoints()
 
     def commit_round(self, row: RoundRow, evaluations: Iterable[tuple[int, int, float]],
                      tests: Iterable[tuple[int, int, float]], decisions: Iterable[Decision],
@@ -416,6 +485,9 @@ class Store:
                 self.conn.execute(f"DELETE FROM {table} WHERE round > ?", (round_index,))
             if gone:
                 self.conn.execute("DELETE FROM meta WHERE key IN ('final', 'replay')")
+        for f in (self.path / "checkpoints").glob("round-*"):  # those rounds' checkpoints
+            if _round_of(f.name) > round_index:
+                _remove(f)
 
     def set_meta(self, key: str, value: str) -> None:
         with self.conn:
@@ -426,16 +498,68 @@ class Store:
         return None if row is None else row[0]
 
     def _prune_checkpoints(self) -> None:
-        keep = {r[0] for r in self.conn.execute(
+        """Keep the last ``KEEP_CHECKPOINTS`` bound checkpoints and anything newer (a
+        checkpoint still being written, bound after its round); remove the older ones."""
+        keep = [r[0] for r in self.conn.execute(
             "SELECT checkpoint FROM rounds WHERE checkpoint IS NOT NULL ORDER BY round DESC LIMIT ?",
-            (KEEP_CHECKPOINTS,))}
-        for f in (self.path / "checkpoints").glob("round-*.pt"):
-            if f.name not in keep:
-                f.unlink(missing_ok=True)
+            (KEEP_CHECKPOINTS,))]
+        if not keep:
+            return
+        oldest = min(_round_of(k) for k in keep)
+        for f in (self.path / "checkpoints").glob("round-*"):
+            if f.name not in keep and _round_of(f.name) <= oldest:
+                _remove(f)
         with self.conn:
             self.conn.execute("DELETE FROM checkpoint_digests WHERE name NOT IN (SELECT "
                               "checkpoint FROM rounds WHERE checkpoint IS NOT NULL ORDER BY round "
                               "DESC LIMIT ?)", (KEEP_CHECKPOINTS,))
+
+
+def _round_of(name: str) -> int:
+    """The round of a checkpoint's name (``round-000012.pt``, ``round-000012.parts``)."""
+    try:
+        return int(name.split("-", 1)[1].split(".", 1)[0])
+    except (IndexError, ValueError):
+        return -1
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def write_states(path: Path, states: Mapping[int, Any]) -> str:
+    """Write workers' states to ``path`` durably (temporary file, ``fsync``, rename) and return
+    the file's SHA-256. What a checkpoint (or one part of it) is: ``{str(worker): state}``,
+    states encoded by ``_encode`` (CPU tensors, numbers, strings, containers; refused
+    otherwise, naming the key). Runs in the driver or in a Ray actor."""
+    import torch
+
+    data = {str(k): _encode(v, f"state of worker {k}") for k, v in states.items()}
+    path = Path(path)
+    tmp = path.with_suffix(".tmp")
+    torch.save(data, tmp)
+    _fsync(tmp)
+    digest = _digest(tmp)
+    os.replace(tmp, path)
+    _fsync(path.parent)
+    return digest
+
+
+def read_states(path: Path) -> dict[int, Any]:
+    """The states :func:`write_states` wrote (``torch.load(weights_only=True)``: data only);
+    a file that cannot be read raises :class:`StoreError` with the reason's first line."""
+    import pickle
+
+    import torch
+
+    try:
+        data = torch.load(path, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise StoreError((str(exc).strip().splitlines() or [type(exc).__name__])[0]) from None
+    return {int(k): _decode(v) for k, v in data.items()}
 
 
 def _unfinished(root: Path) -> bool:
