@@ -1,7 +1,7 @@
 """FIRE PBT controller cost: decision time per round as a fraction of the round's training.
 
 The controller is fed fabricated curves (noisy saturating curves, 5 evaluations per round as
-with ready 125 / eval 25) for a whole 48-round run at 22, 50 and 200 workers, and every
+with ready 125 / eval 25) for a whole 48-round run at 22, 50, 200 and 1,000 workers, and every
 ``decide`` is timed. The round's training time is measured in the same run: one MNIST-1D MLP
 step and one validation evaluation on one thread, times the workers' steps and evaluations of
 a round (all workers on one core: the fraction for a machine with C cores is C times higher).
@@ -50,7 +50,7 @@ def simulate(workers: int, seed: int = 0) -> list[float]:
         step = r * READY
         first = 0 if r == 1 else step - READY + EVAL
         active = [w for w in range(fire.n_members)] + [
-            e for e, ev in fire.evaluators.items() if ev["active"]]
+            e for e, ev in fire.evaluators.items() if ev.active]
         obs = {}
         for w in active:
             pts = []
@@ -76,7 +76,7 @@ def main() -> None:
           "fabricated curves; training time of a round measured on one core")
     print(f"{'workers':>8s}{'split':>12s}{'decide mean ms':>16s}{'max ms':>9s}"
           f"{'round train s':>15s}{'fraction':>10s}")
-    for workers in (22, 50, 200):
+    for workers in (22, 50, 200, 1000):
         fire = FirePBT(SPACE, ready_interval=READY, workers=workers)
         times = simulate(workers)
         train = round_training_seconds(workers)

@@ -333,3 +333,100 @@ def test_the_fast_penalty_search_gives_the_plain_searchs_numbers(ya, yb, gap):
     sb = smooth(Curve(np.arange(len(yb)) * 10 + 5, yb))
     if _overlap_smoothed(sa, sb) is None:
         assert _best_score_diff_arrays(ya, sa, yb, sb) == _penalised_reference(ya, sa, yb, sb)
+
+
+# -- many comparisons at once: the numbers of one at a time, bit for bit --------------------
+
+def _bits(x: float) -> str:
+    return float(x).hex()  # tells -0.0 from 0.0, unlike ==
+
+
+@st.composite
+def curve_sets(draw, max_curves=7):
+    """Curves that meet every branch of a comparison: 0 to 25 points at shared or irregular
+    steps; a few levels and moves, so equal starts, ties, overlapping curves and curves apart
+    (the penalty search); near copies (starts level within the rounding tolerance); flat
+    curves; non-finite points (floored per pair), curves with no finite value; magnitudes from
+    subnormal (linspace's zero-step branch) to beyond the arrays' bound (compared one pair at a
+    time)."""
+    scale = draw(st.sampled_from([1.0, 1.0, 1e-3, 1e-310, 1e-322, 1e150, 1e305]))
+    out = []
+    for _ in range(draw(st.integers(1, max_curves))):
+        if out and draw(st.integers(0, 4)) == 0:
+            c = out[-1]
+            out.append(Curve(c.steps, c.values * (1 + draw(st.sampled_from([1e-15, 1e-11])))))
+            continue
+        n = draw(st.integers(0, 25))
+        gap = draw(st.sampled_from([1, 5, 0]))  # 0: irregular steps
+        gaps = [gap] * n if gap else draw(st.lists(st.integers(1, 9), min_size=n, max_size=n))
+        steps = draw(st.sampled_from([0, 5, 40])) + np.cumsum([0, *gaps[1:]])[:n]
+        moves = draw(st.lists(st.sampled_from([0.0, 0.01, 0.1, -0.05, 0.5]) | st.floats(-1, 1),
+                              min_size=n, max_size=n))
+        values = scale * (draw(st.sampled_from([0.0, 0.5, 0.6, 3.0])) + np.cumsum(moves))
+        if n and draw(st.integers(0, 3)) == 0:
+            for i in draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=2)):
+                values[i] = draw(st.sampled_from([math.nan, math.inf, -math.inf]))
+        out.append(Curve(np.asarray(steps, dtype=np.int64), values))
+    return out
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # smoothing values near 1e305 overflows
+@settings(max_examples=200, deadline=None)
+@given(curve_sets())
+def test_pairwise_best_score_diff_gives_best_score_diffs_bit_for_bit(curves):
+    from firepbt.curves import pairwise_best_score_diff
+
+    got = pairwise_best_score_diff(curves)
+    assert got.shape == (len(curves), len(curves))
+    for i in range(len(curves)):
+        assert _bits(got[i, i]) == _bits(0.0)
+        for j in range(i + 1, len(curves)):
+            want = best_score_diff(curves[i], curves[j])
+            assert _bits(got[i, j]) == _bits(want)
+            assert _bits(got[j, i]) == _bits(-want)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@settings(max_examples=150, deadline=None)
+@given(curve_sets(max_curves=5))
+def test_compare_many_gives_compares_bit_for_bit(curves):
+    from firepbt.curves import compare, compare_many
+
+    pairs = [(a, b) for a in curves for b in curves]  # both orders, and a curve with itself
+    for got, (a, b) in zip(compare_many(pairs), pairs, strict=True):
+        want = compare(a, b)
+        assert (got.overlap, got.k, got.n, _bits(got.p), _bits(got.diff)) == (
+            want.overlap, want.k, want.n, _bits(want.p), _bits(want.diff))
+        assert type(got.k) is int and type(got.n) is int and type(got.diff) is float
+    assert compare_many([]) == []
+
+
+def test_rows_of_linspace_are_numpys_linspace_row_by_row():
+    from firepbt.curves import _N_DELTAS, _linspace_rows
+
+    # a span of 10 subnormal units, whose step rounds to 0, takes numpy's other formula;
+    # np.linspace over arrays would take it for every row, the rows here must not
+    lo = np.array([0.0, -1.5, 1e-323, 3e-320, 2.0, -0.0])
+    hi = np.array([1.0, 2.5, 6e-323, 5e-320, 2.0, 0.0])
+    rows = _linspace_rows(lo, hi, _N_DELTAS)
+    for row, a, b in zip(rows, lo, hi, strict=True):
+        assert [_bits(x) for x in row] == [_bits(x) for x in np.linspace(a, b, _N_DELTAS)]
+
+
+def test_the_eigendecomposition_cache_is_shared_by_a_step_pattern_and_changes_no_fit(
+        monkeypatch):
+    from firepbt import curves as module
+
+    rng = np.random.default_rng(6)
+    a = Curve(STEPS, rng.normal(size=len(STEPS)))
+    b = Curve(STEPS * 2 + 1000, rng.normal(size=len(STEPS)))  # the same normalised steps
+    module._smooth_cached.cache_clear()
+    module._correlation_eigen_cached.cache_clear()
+    fit_a, fit_b = smooth(a), smooth(b)
+    info = module._correlation_eigen_cached.cache_info()
+    assert (info.misses, info.hits) == (1, 1)
+    module._smooth_cached.cache_clear()
+    monkeypatch.setattr(module, "_EIGEN_CACHE_POINTS", 0)  # every decomposition afresh
+    np.testing.assert_array_equal(smooth(a), fit_a)
+    np.testing.assert_array_equal(smooth(b), fit_b)
+    assert module._correlation_eigen_cached.cache_info().hits == 1

@@ -489,3 +489,61 @@ def test_controller_invariants_on_random_curves(layout, seed, nan_rate):
                                                    if ev.active}
     # every sub-population of an accepted layout evolves
     assert evolved == set(range(n_sub))
+
+
+# -- the steps as functions, on fabricated curves and comparisons -------------------------------
+
+@pytest.mark.parametrize("seed", range(4))
+def test_parent_fitness_is_the_sum_of_best_score_diffs_in_the_order_of_phi(seed):
+    # The fitness of 3.1.2 as first written, pair by pair with best_score_diff and summed in
+    # the order of Φ: the all-pairs computation must give its floats exactly (float.hex tells
+    # -0.0 from 0.0 as well; with 21 terms, any other order of the sums changes some of them).
+    # The curves rise at several rates from several levels (overlapping and apart), two share
+    # their values, one has a NaN point; members 12 and 15 are outside Φ.
+    from firepbt.controllers.fire import MemberState, subpopulation_fitness
+    from firepbt.curves import Curve, best_score_diff
+
+    rng = np.random.default_rng(seed)
+    ids = list(range(10, 34))
+    curves = {}
+    for m in ids:
+        n = int(rng.integers(2, 9))
+        x = np.arange(n) * EVAL + READY * int(rng.integers(1, 4))
+        level = rng.choice([0.5, 0.6, 0.9])
+        curves[m] = Curve(x, level + rng.uniform(0, 0.3) * (1 - np.exp(-np.arange(n) / 3))
+                          + rng.normal(0, 0.004, n))
+    curves[13] = curves[11]
+    nan_values = curves[14].values.copy()
+    nan_values[1] = np.nan
+    curves[14] = Curve(curves[14].steps, nan_values)
+    eval_curve_of = {m: c for m, c in curves.items() if m not in (12, 15)}
+    members = {m: MemberState(1, {"lr": 0.1}) for m in ids}
+    got = subpopulation_fitness(members, ids, False, eval_curve_of)
+    phi = [m for m in ids if m in eval_curve_of]
+    diff = {}
+    for i, m in enumerate(phi):
+        for k in phi[i + 1:]:
+            d = best_score_diff(eval_curve_of[m], eval_curve_of[k])
+            diff[m, k], diff[k, m] = d, -d
+    want = {m: float(sum(diff[m, k] for k in phi if k != m)) for m in phi}
+    assert list(got) == phi
+    assert {m: v.hex() for m, v in got.items()} == {m: v.hex() for m, v in want.items()}
+
+
+def test_judge_follows_the_criteria_of_section_3_2():
+    from firepbt.controllers.fire import judge
+    from firepbt.curves import Comparison
+
+    # p_stat 0.01, max_eval_steps 300: the bar for not_significant is p_stat + 1 - T / 300
+    cases = [
+        (Comparison(True, 9, 10, 0.001, 0.05), 100, "success"),
+        (Comparison(False, 0, 0, 0.0, 0.05), 100, "success"),  # wholly above, and better
+        (Comparison(False, 0, 0, 1.0, 0.0), 200, "continue"),
+        (Comparison(False, 0, 0, 1.0, 0.0), 301, "no_overlap"),
+        (Comparison(True, 5, 10, 0.6, 0.01), 100, "continue"),  # 0.6 <= 0.01 + 2/3
+        (Comparison(True, 5, 10, 0.6, 0.01), 250, "not_significant"),  # 0.6 > 0.01 + 1/6
+        (Comparison(True, 10, 10, 0.001, -0.01), 300, "continue"),
+        (Comparison(True, 10, 10, 0.001, -0.01), 301, "not_better"),  # open detail 3
+    ]
+    for c, t_steps, verdict in cases:
+        assert judge(c, t_steps, 0.01, 300) == verdict, (c, t_steps)

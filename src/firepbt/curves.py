@@ -9,6 +9,10 @@ value of both curves (``min - max(range, 1)`` of their finite values), so a dive
 can never look better than a finite one, and the replacement shifts with the curves (adding a
 constant to both leaves every result unchanged). When neither curve has a finite value there is
 no evidence: ``best_score_diff`` returns 0.0 and ``binom_test`` returns 1.0.
+
+Many comparisons at once (all pairs of a sub-population's evaluators, every evaluator against
+its target): :func:`pairwise_best_score_diff` and :func:`compare_many` give the numbers of
+:func:`best_score_diff` and :func:`compare` bit for bit, from array operations over the pairs.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from scipy import stats
 
 from .errors import ConfigError
 
-__all__ = ["Curve", "smooth", "best_score_diff", "binom_test", "overlap"]
+__all__ = ["Curve", "smooth", "best_score_diff", "binom_test", "overlap", "compare",
+           "compare_many", "pairwise_best_score_diff"]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -110,6 +115,30 @@ def _smooth_cached(steps_bytes: bytes, values_bytes: bytes) -> np.ndarray:
     return out
 
 
+def _correlation_eigen(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The Matérn correlation matrices at normalised steps ``t``, one per lengthscale,
+    decomposed: one eigendecomposition per lengthscale, R = Q diag(lam) Q^T, gives every noise
+    ratio g at once: (R + g I)^-1 = Q diag(1 / (lam + g)) Q^T, log|R + g I| = sum log(lam + g).
+    Returns ``lam`` (L, n), clipped at 0, and ``Q`` (L, n, n)."""
+    d = np.abs(t[:, None] - t[None, :])
+    lam, q = np.linalg.eigh(_matern52(d, _LENGTHSCALES))
+    return np.clip(lam, 0.0, None), q
+
+
+# The decomposition depends on the normalised steps alone, which curves of the same step pattern
+# share (every evaluator curve of a given length, evaluated at a fixed interval): cached, for
+# curves of up to 64 points (an entry then holds at most 13 x 64 x 64 floats, 0.4 MB).
+_EIGEN_CACHE_POINTS = 64
+
+
+@functools.lru_cache(maxsize=128)
+def _correlation_eigen_cached(t_bytes: bytes) -> tuple[np.ndarray, np.ndarray]:
+    lam, q = _correlation_eigen(np.frombuffer(t_bytes, dtype=np.float64))
+    lam.flags.writeable = False
+    q.flags.writeable = False
+    return lam, q
+
+
 def _smooth_finite(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     n = len(y)
     if n <= 2:
@@ -121,12 +150,8 @@ def _smooth_finite(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     z = (y - mean) / scale
     span = float(x[-1] - x[0])
     t = (x - x[0]) / span
-    d = np.abs(t[:, None] - t[None, :])
-    corr = _matern52(d, _LENGTHSCALES)  # (L, n, n)
-    # One eigendecomposition per lengthscale, R = Q diag(lam) Q^T, gives every noise ratio g
-    # at once: (R + g I)^-1 = Q diag(1 / (lam + g)) Q^T, log|R + g I| = sum log(lam + g).
-    lam, q = np.linalg.eigh(corr)  # (L, n), (L, n, n)
-    lam = np.clip(lam, 0.0, None)
+    lam, q = (_correlation_eigen_cached(t.tobytes()) if n <= _EIGEN_CACHE_POINTS
+              else _correlation_eigen(t))
     c = np.einsum("lji,j->li", q, z)  # Q^T z, (L, n)
     denom = lam[:, None, :] + _NOISE_RATIOS[None, :, None]  # (L, G, n)
     quad = np.sum(c[:, None, :] ** 2 / denom, axis=-1)  # z^T (R + g I)^-1 z
@@ -148,15 +173,20 @@ def smooth(curve: Curve) -> np.ndarray:
     constant to the curve (and to scaling it). Non-finite points are left out of the fit and
     predicted by it; a curve of at most two finite points, or a constant one, is returned as is.
     """
-    values = curve.values
+    return _smoothed(curve.steps, curve.values)
+
+
+def _smoothed(steps: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """:func:`smooth` from a valid curve's arrays, without building the record (the
+    comparisons' hot path)."""
     finite = np.isfinite(values)
     if finite.all():
-        return _smooth_cached(curve.steps.tobytes(), values.tobytes()).copy()
+        return _smooth_cached(steps.tobytes(), values.tobytes()).copy()
     if finite.sum() == 0:
         return values.astype(np.float64).copy()
-    xs = curve.steps[finite]
+    xs = steps[finite]
     fitted = _smooth_cached(xs.tobytes(), values[finite].tobytes())
-    return np.interp(curve.steps, xs, fitted)
+    return np.interp(steps, xs, fitted)
 
 
 # --------------------------------------------------------------------------------------------
@@ -220,8 +250,8 @@ def _prepared(a: Curve, b: Curve) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     if floored is None:
         return None
     ya, yb = floored
-    sa = smooth(Curve(a.steps, ya)) if len(ya) else ya
-    sb = smooth(Curve(b.steps, yb)) if len(yb) else yb
+    sa = _smoothed(a.steps, ya) if len(ya) else ya
+    sb = _smoothed(b.steps, yb) if len(yb) else yb
     return ya, sa, yb, sb
 
 
@@ -352,7 +382,14 @@ def binom_test(eta: Curve, rho: Curve) -> float:
     if ov is None:
         return 0.0 if float(ya.min()) > float(yb.max()) else 1.0
     k = int(np.sum(ya[ov.r:ov.r + ov.n] > yb[ov.s:ov.s + ov.n]))
-    return float(stats.binomtest(k, ov.n, 0.5, alternative="greater").pvalue)
+    return _binom_pvalue(k, ov.n)
+
+
+@functools.lru_cache(maxsize=4096)
+def _binom_pvalue(k: int, n: int) -> float:
+    """``P(X >= k)`` for ``X ~ Binomial(n, 1/2)``: ``scipy.stats.binomtest``, one-sided
+    (alternative "greater"); a function of ``(k, n)`` alone, so cached."""
+    return float(stats.binomtest(k, n, 0.5, alternative="greater").pvalue)
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,5 +418,232 @@ def compare(eta: Curve, kappa: Curve) -> Comparison:
     if ov is None:
         return Comparison(False, 0, 0, 0.0 if float(ya.min()) > float(yb.max()) else 1.0, diff)
     k = int(np.sum(ya[ov.r:ov.r + ov.n] > yb[ov.s:ov.s + ov.n]))
-    p = float(stats.binomtest(k, ov.n, 0.5, alternative="greater").pvalue)
-    return Comparison(True, k, ov.n, p, diff)
+    return Comparison(True, k, ov.n, _binom_pvalue(k, ov.n), diff)
+
+
+# --------------------------------------------------------------------------------------------
+# Many comparisons at once: every pair of Φ (3.1.2) and every evaluator against its target (3.2)
+# --------------------------------------------------------------------------------------------
+
+# A curve with a value (raw or smoothed) beyond this magnitude is compared one pair at a time:
+# below it no difference the comparison forms can overflow, so the array operations never meet
+# an inf or a NaN (which numpy's max propagates and Python's max does not).
+_ARRAY_BOUND = 1e300
+
+
+def pairwise_best_score_diff(curves: Sequence[Curve]) -> np.ndarray:
+    """:func:`best_score_diff` of every pair of ``curves`` (3.1.2's fitness sums them).
+
+    Returns the antisymmetric matrix ``out`` with ``out[i, j] == best_score_diff(curves[i],
+    curves[j])`` for ``i < j``, ``out[j, i] == -out[i, j]`` and a zero diagonal: the numbers of
+    :func:`best_score_diff`, bit for bit (tested), computed as :func:`compare_many` does.
+    """
+    k = len(curves)
+    a, b = np.triu_indices(k, 1)
+    rows, ra, rb = _pair_rows(curves, a, b)
+    by_rows = ra >= 0
+    diff = np.zeros(a.size)
+    diff[by_rows] = _compare_rows(rows, ra[by_rows], rb[by_rows])[3]
+    for p in np.flatnonzero(~by_rows).tolist():
+        diff[p] = best_score_diff(curves[a[p]], curves[b[p]])
+    out = np.zeros((k, k))
+    out[a, b] = diff
+    out[b, a] = -diff
+    return out
+
+
+def compare_many(pairs: Sequence[tuple[Curve, Curve]]) -> list[Comparison]:
+    """``[compare(eta, kappa) for eta, kappa in pairs]``, the same numbers bit for bit (tested).
+
+    The pairs are prepared as :func:`compare` prepares them (a curve with a non-finite value is
+    floored for each pair, see the module doc; one without is smoothed once for all its pairs),
+    then go through :func:`compare`'s floating-point operations elementwise, over all pairs and
+    all penalties of the no-overlap search at once (a section's maximum is taken over two
+    overlapping spans, exact since a maximum depends on no order). A pair with an empty curve,
+    no finite value or a value beyond ``_ARRAY_BOUND`` goes through :func:`compare` itself.
+    """
+    curves = [c for pair in pairs for c in pair]
+    rows, ra, rb = _pair_rows(curves, np.arange(0, len(curves), 2),
+                              np.arange(1, len(curves), 2))
+    by_rows = ra >= 0
+    overlapping, k, n, diff = _compare_rows(rows, ra[by_rows], rb[by_rows])
+    above = rows.y_min[ra[by_rows]] > rows.y_max[rb[by_rows]]
+    out: list[Comparison] = []
+    j = 0
+    for (eta, kappa), fast in zip(pairs, by_rows.tolist(), strict=True):
+        if not fast:
+            out.append(compare(eta, kappa))
+            continue
+        if overlapping[j]:
+            kj, nj = int(k[j]), int(n[j])
+            out.append(Comparison(True, kj, nj, _binom_pvalue(kj, nj), float(diff[j])))
+        else:
+            out.append(Comparison(False, 0, 0, 0.0 if above[j] else 1.0, float(diff[j])))
+        j += 1
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Rows:
+    """Prepared curves (``_prepared``: floored, smoothed) as padded rows for the array
+    comparisons: raw values ``y`` and smoothed values ``s`` in each row's first ``n`` points
+    (``inside``), all finite and within ``_ARRAY_BOUND``, their extremes, and ``y_spans``:
+    ``y_spans[k, i, j] = max(y[i, j:j + 2**k])`` (-inf past the row's end)."""
+
+    y: np.ndarray
+    s: np.ndarray
+    n: np.ndarray
+    inside: np.ndarray
+    y_min: np.ndarray
+    y_max: np.ndarray
+    s_min: np.ndarray
+    s_max: np.ndarray
+    s_abs: np.ndarray
+    y_spans: np.ndarray
+
+
+def _pair_rows(curves: Sequence[Curve], a: np.ndarray, b: np.ndarray
+               ) -> tuple[_Rows, np.ndarray, np.ndarray]:
+    """The pairs ``curves[a[p]]``, ``curves[b[p]]`` prepared as rows: pair p compares row
+    ``ra[p]`` with row ``rb[p]``, both -1 where the pair must be compared one at a time."""
+    raw: list[np.ndarray] = []
+    smoothed: list[np.ndarray] = []
+
+    def row(y: np.ndarray, s: np.ndarray) -> int:
+        if not (_within_bound(y) and _within_bound(s)):
+            return -1
+        raw.append(y)
+        smoothed.append(s)
+        return len(raw) - 1
+
+    unfloored = [len(c) > 0 and bool(np.isfinite(c.values).all()) for c in curves]
+    own: dict[int, int] = {}  # the row of a curve that needs no floor, shared by its pairs
+    ra, rb = np.full(a.size, -1), np.full(a.size, -1)
+    for p, (i, j) in enumerate(zip(a.tolist(), b.tolist(), strict=True)):
+        if unfloored[i] and unfloored[j]:
+            for c in (i, j):
+                if c not in own:
+                    own[c] = row(curves[c].values, smooth(curves[c]))
+            ri, rj = own[i], own[j]
+        else:
+            prepared = _prepared(curves[i], curves[j])
+            if prepared is None or len(curves[i]) == 0 or len(curves[j]) == 0:
+                continue
+            ya, sa, yb, sb = prepared
+            ri, rj = row(ya, sa), row(yb, sb)
+        if ri >= 0 and rj >= 0:
+            ra[p], rb[p] = ri, rj
+    n = np.array([len(y) for y in raw], dtype=np.int64)
+    width = int(n.max()) if len(n) else 1
+    y, s = np.zeros((len(raw), width)), np.zeros((len(raw), width))
+    for i, (yi, si) in enumerate(zip(raw, smoothed, strict=True)):
+        y[i, :len(yi)], s[i, :len(si)] = yi, si
+    inside = np.arange(width) < n[:, None]
+    spans = [np.where(inside, y, -np.inf)]
+    while 1 << len(spans) <= width:
+        half = 1 << (len(spans) - 1)
+        spans.append(np.full(y.shape, -np.inf))
+        spans[-1][:, :width - half] = np.maximum(spans[-2][:, :width - half], spans[-2][:, half:])
+    rows = _Rows(y, s, n, inside, np.where(inside, y, np.inf).min(axis=1),
+                 np.where(inside, y, -np.inf).max(axis=1),
+                 np.where(inside, s, np.inf).min(axis=1), np.where(inside, s, -np.inf).max(axis=1),
+                 np.where(inside, np.abs(s), 0.0).max(axis=1), np.stack(spans))
+    return rows, ra, rb
+
+
+def _within_bound(values: np.ndarray) -> bool:
+    return len(values) > 0 and float(np.abs(values).max()) <= _ARRAY_BOUND  # False for NaN
+
+
+def _compare_rows(rows: _Rows, a: np.ndarray, b: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`compare`'s ``overlap``, ``k``, ``n`` and ``diff`` of rows ``a[p]`` against rows
+    ``b[p]`` for every p: ``_overlap_smoothed`` and ``_best_score_diff_arrays`` elementwise, with
+    the scalar code's float operations and tie-breaks (``min``, ``max``, ``linspace``)."""
+    y, s, n, inside = rows.y, rows.s, rows.n, rows.inside
+    # steps 2-3 (_overlap_smoothed): level starts, or the lower curve's first point that
+    # reaches the higher start
+    tol = 1e-9 * np.maximum(np.maximum(1.0, rows.s_abs[a]), rows.s_abs[b])
+    sa0, sb0 = s[a, 0], s[b, 0]
+    level = np.abs(sa0 - sb0) <= tol
+    a_higher = sa0 > sb0
+    lower = np.where(a_higher, b, a)
+    reach = (s[lower] >= (np.where(a_higher, sa0, sb0) - tol)[:, None]) & inside[lower]
+    overlapping = level | reach.any(axis=1)
+    first = reach.argmax(axis=1)
+    r = np.where(level | a_higher, 0, first)
+    q = np.where(level | ~a_higher, 0, first)
+    m = np.minimum(n[a] - r, n[b] - q)  # >= 1, also where there is no overlap
+    # step 4, and the binomial test's count of points where a lies above b
+    diff = _section_max(rows, a, r, m) - _section_max(rows, b, q, m)
+    points = np.arange(y.shape[1])
+    last = y.shape[1] - 1
+    k = ((y[a[:, None], np.minimum(r[:, None] + points, last)]
+          > y[b[:, None], np.minimum(q[:, None] + points, last)]) & (points < m[:, None])).sum(1)
+    apart = np.flatnonzero(~overlapping)
+    chunk = max(1, (1 << 20) // (_N_DELTAS * y.shape[1]))  # bounds the (pairs, deltas, points)
+    for lo in range(0, apart.size, chunk):
+        at = apart[lo:lo + chunk]
+        diff[at] = _penalised_rows(rows, a[at], b[at], a_higher[at])
+    return overlapping, np.where(overlapping, k, 0), np.where(overlapping, m, 0), diff
+
+
+def _penalised_rows(rows: _Rows, a: np.ndarray, b: np.ndarray, a_higher: np.ndarray
+                    ) -> np.ndarray:
+    """The penalty search of ``_best_score_diff_arrays`` for pairs without overlap, over
+    (pair, delta, point) arrays, with ``_overlaps_penalised``'s operations."""
+    s, n, inside = rows.s, rows.n, rows.inside
+    h, low = np.where(a_higher, a, b), np.where(a_higher, b, a)
+    lo = _py_min(rows.y_min[h] - rows.y_max[low], s[h, 0] - rows.s_max[low])
+    hi = _py_max(rows.y_min[h] - rows.y_min[low], s[h, 0] - s[low, 0])
+    deltas = _linspace_rows(lo, hi, _N_DELTAS)  # (pairs, deltas)
+    shd = s[h][:, None, :] - deltas[:, :, None]  # (pairs, deltas, points): sh - delta
+    in_h, in_l = inside[h][:, None, :], inside[low][:, None, :]
+    # max |sh - delta| is at sh's minimum or maximum: rounding keeps sh - delta monotone in sh
+    shd_abs = np.maximum(np.abs(rows.s_min[h][:, None] - deltas),
+                         np.abs(rows.s_max[h][:, None] - deltas))
+    tol = 1e-9 * np.maximum(np.maximum(1.0, shd_abs), rows.s_abs[low][:, None])
+    start, sl0 = shd[:, :, 0], s[low, 0][:, None]
+    level = np.abs(start - sl0) <= tol
+    higher = start > sl0
+    reach_l = (s[low][:, None, :] >= (start - tol)[:, :, None]) & in_l
+    reach_h = (shd >= (sl0 - tol)[:, :, None]) & in_h
+    found = level | np.where(higher, reach_l.any(axis=2), reach_h.any(axis=2))
+    r = np.where(level | higher, 0, reach_h.argmax(axis=2))
+    q = np.where(level | ~higher, 0, reach_l.argmax(axis=2))
+    m = np.minimum(n[h][:, None] - r, n[low][:, None] - q)
+    score = (_section_max(rows, h[:, None], r, m) - deltas) - _section_max(rows, low[:, None], q, m)
+    best = np.where(found, score, -np.inf).max(axis=1)
+    return np.where(best > 0, np.where(a_higher, best, -best), 0.0)
+
+
+def _section_max(rows: _Rows, i: np.ndarray, start: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """``rows.y[i, start:start + n].max()`` elementwise (``1 <= n``, ``start + n`` within the
+    row): the larger of the two maxima over ``2**k <= n`` points that cover the section from
+    its two ends, exact as the maximum does not depend on the order or on repeats."""
+    k = np.frexp(n)[1] - 1  # floor(log2(n))
+    return np.maximum(rows.y_spans[k, i, start], rows.y_spans[k, i, start + n - (1 << k)])
+
+
+def _py_min(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Python's ``min(x, y)`` elementwise: x unless y < x (which decides a signed zero)."""
+    return np.where(y < x, y, x)
+
+
+def _py_max(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Python's ``max(x, y)`` elementwise: x unless y > x."""
+    return np.where(y > x, y, x)
+
+
+def _linspace_rows(lo: np.ndarray, hi: np.ndarray, num: int) -> np.ndarray:
+    """``np.linspace(lo[p], hi[p], num)`` as row p, bit for bit: numpy's formula, its branch
+    chosen per row (``np.linspace`` over arrays takes its denormal branch for every row when
+    one row's step is 0)."""
+    delta = hi - lo
+    step = delta / (num - 1)
+    ramp = np.arange(num, dtype=np.float64)
+    out = np.where((step == 0)[:, None], ramp / (num - 1) * delta[:, None],
+                   ramp * step[:, None])
+    out += lo[:, None]
+    out[:, -1] = hi
+    return out

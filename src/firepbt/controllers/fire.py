@@ -62,7 +62,7 @@ from typing import Any
 
 import numpy as np
 
-from ..curves import Comparison, Curve, best_score_diff, compare
+from ..curves import Comparison, Curve, compare_many, pairwise_best_score_diff
 from ..errors import check
 from ..records import (
     EVALUATOR,
@@ -241,9 +241,11 @@ class FirePBT(Controller):
         # 1. record
         self.members, self.evaluators = record(self.members, self.evaluators, observations)
         trained = sorted(e for e, ev in self.evaluators.items() if ev.active and ev.start < step)
-        eval_curve_of = {self.evaluators[e].parent: self.evaluators[e].curve_() for e in trained}
+        curves = [self.evaluators[e].curve_() for e in trained]
+        eval_curve_of = {self.evaluators[e].parent: c
+                         for e, c in zip(trained, curves, strict=True)}
         # 2. evaluator criteria (3.2)
-        decisions, received = self._judge(trained, step)
+        decisions, received = self._judge(trained, curves, step)
         for target in received:  # open detail 4: its own evaluation ended, no fitness
             eval_curve_of.pop(target, None)
         # 3. fitness and PBT within each sub-population (3.1.2, 2); the fitness is taken
@@ -270,17 +272,22 @@ class FirePBT(Controller):
 
     # -- the steps ------------------------------------------------------------------------
 
-    def _judge(self, trained: list[int], step: int) -> tuple[list[Decision], list[int]]:
-        """Step 2: each trained evaluator's verdict (:func:`judge`); the best success per
+    def _judge(self, trained: list[int], curves: list[Curve], step: int
+               ) -> tuple[list[Decision], list[int]]:
+        """Step 2: each trained evaluator's verdict (:func:`judge`), its curve (``curves``, in
+        the order of ``trained``) compared with its target's, all at once; the best success per
         target hands its weights over (open detail 1), the targets' curves restart (open
         detail 2) and their own evaluators stop (open detail 4). Returns the decisions and the
         members that received weights."""
         decisions: list[Decision] = []
         successes: dict[int, list[tuple[float, int, Comparison]]] = {}
-        for e in trained:
+        targets = [self.evaluators[e].target for e in trained]
+        target_curve = {t: Curve.of(self.members[t].curve) for t in set(targets)}
+        comparisons = compare_many([(c, target_curve[t])
+                                    for c, t in zip(curves, targets, strict=True)])
+        for e, c in zip(trained, comparisons, strict=True):
             ev = self.evaluators[e]
-            verdict, c = judge(ev, self.members[ev.target], step, self.p_stat,
-                               self.max_eval_steps)
+            verdict = judge(c, step - ev.start, self.p_stat, self.max_eval_steps)
             if verdict == "success":
                 successes.setdefault(ev.target, []).append((c.diff, e, c))
             elif verdict != "continue":
@@ -454,23 +461,21 @@ def record(members: Mapping[int, MemberState], evaluators: Mapping[int, Evaluato
     return ms, es
 
 
-def judge(evaluator: EvaluatorState, target: MemberState, step: int, p_stat: float,
-          max_eval_steps: int) -> tuple[str, Comparison]:
-    """Step 2 for one evaluator (3.2): ``"success"``, ``"continue"``, or the reason it stops
-    (``no_overlap``, ``not_significant``, ``not_better``: open detail 3), with the comparison of
-    its curve against its target's."""
-    c = compare(evaluator.curve_(), Curve.of(target.curve))
-    t_steps = step - evaluator.start
+def judge(c: Comparison, t_steps: int, p_stat: float, max_eval_steps: int) -> str:
+    """Step 2 for one evaluator (3.2), from the comparison ``c`` of its curve against its
+    target's (:func:`~firepbt.curves.compare`) after ``t_steps`` steps: ``"success"``,
+    ``"continue"``, or the reason it stops (``no_overlap``, ``not_significant``,
+    ``not_better``: open detail 3)."""
     if c.diff > 0 and c.p < p_stat:
-        return "success", c
+        return "success"
     if not c.overlap and t_steps > max_eval_steps:
-        return "no_overlap", c
+        return "no_overlap"
     if c.overlap and c.p > p_stat + max(0.0, 1 - t_steps / max_eval_steps):
-        return "not_significant", c
+        return "not_significant"
     if t_steps > max_eval_steps:
         # open detail 3: significant (p <= p_stat) but not better at its best
-        return "not_better", c
-    return "continue", c
+        return "not_better"
+    return "continue"
 
 
 def subpopulation_fitness(members: Mapping[int, MemberState], ids: Sequence[int], greedy: bool,
@@ -482,13 +487,11 @@ def subpopulation_fitness(members: Mapping[int, MemberState], ids: Sequence[int]
         return {m: float(members[m].latest) for m in ids  # type: ignore[arg-type]
                 if members[m].latest is not None}
     phi = [m for m in ids if m in eval_curve_of]
-    # best_score_diff is antisymmetric (exactly, tested): each pair is compared once
-    diff: dict[tuple[int, int], float] = {}
-    for i, m in enumerate(phi):
-        for k in phi[i + 1:]:
-            d = best_score_diff(eval_curve_of[m], eval_curve_of[k])
-            diff[m, k], diff[k, m] = d, -d
-    return {m: float(sum(diff[m, k] for k in phi if k != m)) for m in phi}
+    # every pair at once, each compared once (best_score_diff is antisymmetric, exactly); the
+    # sums add Python floats in the order of Φ
+    diff = pairwise_best_score_diff([eval_curve_of[m] for m in phi]).tolist()
+    return {m: float(sum(diff[i][j] for j in range(len(phi)) if j != i))
+            for i, m in enumerate(phi)}
 
 
 def choose_parent(members: Mapping[int, MemberState], evaluators: Mapping[int, EvaluatorState],
@@ -508,11 +511,11 @@ def choose_parent(members: Mapping[int, MemberState], evaluators: Mapping[int, E
         if ev.active:
             assert ev.parent is not None
             load[members[ev.parent].sub] += 1
-    tiebreak = rng.permutation(len(candidates))
-    order = sorted(range(len(candidates)),
-                   key=lambda j: (load[members[candidates[j]].sub],
-                                  members[candidates[j]].last_event, tiebreak[j]))
-    return candidates[order[0]]
+    tiebreak = rng.permutation(len(candidates)).tolist()
+    first = min(range(len(candidates)),
+                key=lambda j: (load[members[candidates[j]].sub],
+                               members[candidates[j]].last_event, tiebreak[j]))
+    return candidates[first]
 
 
 def best_of(members: Mapping[int, MemberState], sub_ids: Sequence[int],
