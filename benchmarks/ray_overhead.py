@@ -48,8 +48,10 @@ def ideal() -> float:
     return MEMBERS * STEPS * per_step / 2
 
 
-def firepbt_ray(tmp: Path) -> tuple[float, float, int, int]:
-    """Wall time of the whole run, and of starting the actors (setup) within it."""
+def firepbt_ray(tmp: Path) -> tuple[float, float, int, int, float, float]:
+    """Wall time of the whole run, of starting the actors (setup) within it, the checkpoint
+    bytes, the actors, and the actors' training and evaluation seconds (their sums over the
+    members, over the 2 CPUs: the wall time they take with both actors busy)."""
     from firepbt import ray_executor
 
     cfg = ExperimentConfig(task="mnist1d", method="pbt", workers=MEMBERS, steps=STEPS,
@@ -74,7 +76,14 @@ def firepbt_ray(tmp: Path) -> tuple[float, float, int, int]:
         wall = time.perf_counter() - t0
     finally:
         ray_executor.RayExecutor.setup = original  # type: ignore[method-assign]
-    return wall, setup_time[0], du(tmp / "store" / "checkpoints"), n_actors[0]
+    from firepbt.store import Store
+
+    st = Store.open(tmp / "store", readonly=True)
+    rounds = st.rounds()
+    st.close()
+    train = sum(r.train_seconds for r in rounds) / 2
+    evals = sum(r.eval_seconds for r in rounds) / 2
+    return wall, setup_time[0], du(tmp / "store" / "checkpoints"), n_actors[0], train, evals
 
 
 def tune_pbt(tmp: Path, reuse: bool) -> tuple[float, int]:
@@ -127,10 +136,13 @@ def main() -> None:
              _node_ip_address="127.0.0.1")
     rows = []
     with tempfile.TemporaryDirectory() as d:
-        sec, setup, size, actors = firepbt_ray(Path(d))
+        sec, setup, size, actors, train, evals = firepbt_ray(Path(d))
         rows.append(("firepbt, Ray executor", sec, size))
         rows.append((f"  of which starting the {actors} actors", setup, 0))
         rows.append(("  firepbt without actor start-up", sec - setup, 0))
+        rows.append(("    of which training (actors, 2 CPUs)", train, 0))
+        rows.append(("    of which the protocol's evaluations", evals, 0))
+        rows.append(("    the rest: engine, Ray, store", sec - setup - train - evals, 0))
     try:
         with tempfile.TemporaryDirectory() as d:
             sec, size = tune_pbt(Path(d), reuse=not args.tune_no_reuse)

@@ -507,6 +507,8 @@ class RayExecutor:
         actors write before they train the next round's jobs."""
         ray = _require_ray()
         alive = [(i, h) for i, h in enumerate(self.hosts) if h is not None]
+        if self._writer is None:  # the driver's side of it runs in the background
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
         if self._actors_write(store):
             folder = store.parts_folder(round_index)
             parts = {i: (f"part-{i:03d}.pt", tuple(self._members(i))) for i, _ in alive}
@@ -523,17 +525,15 @@ class RayExecutor:
                 digests = ray.get([refs[i] for i, _ in alive])
                 return store.seal_parts(round_index, {parts[i][0]: d for (i, _), d in
                                                       zip(alive, digests, strict=True)})
-            return sealed
-        refs = [h.get_states.remote(self._members(i)) for i, h in alive]
+            return self._writer.submit(sealed).result
+        gets = [h.get_states.remote(self._members(i)) for i, h in alive]
         states: dict[int, Any] = {}
 
         def gathered() -> str:
-            for got in ray.get(refs):
+            for got in ray.get(gets):
                 states.update(got)
             return store.write_checkpoint(round_index, dict(sorted(states.items())))
 
-        if self._writer is None:
-            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
         future = self._writer.submit(gathered)
         # a failure's path takes the round's start from the states gathered for the checkpoint
         self.boundary = [(tuple(sorted(self.home)), lambda: (future.result(), states)[1])]
