@@ -52,6 +52,7 @@ class Cheap:
 def one(method: str, workers: int, rounds: int, interval: int, tmp: Path) -> dict[str, float]:
     """Per-round milliseconds: medians over the rounds after the first (which also probes the
     filesystem and warms the caches) of the wall time, its parts, and the driver's CPU time."""
+    import itertools
     import statistics
 
     import firepbt.ray_executor as rex
@@ -96,8 +97,8 @@ def one(method: str, workers: int, rounds: int, interval: int, tmp: Path) -> dic
         return statistics.median(xs[1:]) * 1e3
 
     per = {k: median_ms(v) for k, v in times.items()}
-    per["round"] = median_ms([b[0] - a[0] for a, b in zip(ends, ends[1:])])
-    per["cpu"] = median_ms([b[1] - a[1] for a, b in zip(ends, ends[1:])])
+    per["round"] = median_ms([b[0] - a[0] for a, b in itertools.pairwise(ends)])
+    per["cpu"] = median_ms([b[1] - a[1] for a, b in itertools.pairwise(ends)])
     per["other"] = per["round"] - sum(per[k] for k in parts)
     return per
 
