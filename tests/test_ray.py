@@ -275,6 +275,24 @@ def test_a_rounds_copies_sent_together_equal_copies_one_by_one():
         ex.close()
 
 
+class RefusesStates(Faulty):
+    def load_state_dict(self, state):
+        raise ValueError("this state does not fit")
+
+
+def test_an_error_while_copying_is_raised_as_the_local_executor_raises_it():
+    from firepbt.ray_executor import RayExecutor
+
+    ex = RayExecutor(lambda s: RefusesStates(s, -1, "none", 10**9, "/nonexistent"))
+    ex.setup({w: w for w in range(4)})
+    try:
+        for copy in ((0, 2, 7), (0, 1, 7)):  # within one actor, and across the two
+            with pytest.raises(ValueError, match="does not fit"):
+                ex.copy_many([copy])
+    finally:
+        ex.close()
+
+
 def test_actors_train_a_batched_family_as_one_model_with_the_local_results(tmp_path):
     from firepbt.ray_executor import RayExecutor
 

@@ -406,3 +406,85 @@ def test_a_checkpoint_interval_loses_at_most_that_many_rounds_and_resume_is_exac
     assert a.evaluations() == c.evaluations()
     a.close()
     c.close()
+
+
+class LateCheckpoints(LocalExecutor):
+    """The local executor with the Ray executor's late checkpoints (``begin_checkpoint``):
+    the states are taken when asked, written when the runner waits for them (after the next
+    round trained) and bound then; the checkpoint of round ``fail_at`` cannot be finished."""
+
+    def __init__(self, factory, fail_at=None):
+        super().__init__(factory)
+        self.fail_at = fail_at
+
+    def begin_checkpoint(self, store, r):
+        states = self.states()
+
+        def wait():
+            if r == self.fail_at:
+                raise OSError("No space left on device")
+            return store.write_checkpoint(r, states)
+
+        return wait
+
+
+def _late(tmp_path, name, fail_at=None, commit_fails_at=None, monkeypatch=None):
+    from firepbt.runner import Runner
+    from firepbt.tasks.nqm import SPACE, NQMTrainable
+
+    cfg = ExperimentConfig(task="nqm", method="pbt", workers=4, steps=250, ready_interval=50,
+                           eval_interval=10, seed=2, task_options={"dims": 200})
+
+    def make(seed):
+        return NQMTrainable(seed, dims=200)
+
+    st = Store.create(tmp_path / name, cfg.to_dict())
+    if commit_fails_at is not None:
+        import sqlite3
+
+        commit = st.commit_round
+
+        def failing(row, *a, **k):
+            if row.round == commit_fails_at:
+                raise sqlite3.OperationalError("database or disk is full")
+            return commit(row, *a, **k)
+
+        monkeypatch.setattr(st, "commit_round", failing)
+    runner = Runner(cfg, make, SPACE, st, executor=LateCheckpoints(make, fail_at))
+    runner.start_new()
+    try:
+        return runner.run()
+    finally:
+        st.close()
+
+
+def test_a_checkpoint_bound_late_resumes_exactly_when_it_could_not_be_finished(tmp_path):
+    """Round 3 is committed, its checkpoint fails while round 4 trains: the run stops with that
+    error, round 3 stays without a checkpoint, and resume (from round 2) ends as a run that
+    never failed."""
+    from firepbt.tasks.nqm import SPACE, NQMTrainable
+
+    _late(tmp_path, "ref")
+    with pytest.raises(OSError, match="No space left"):
+        _late(tmp_path, "s", fail_at=3)
+    st = Store.open(tmp_path / "s", readonly=True)
+    assert [(r.round, r.checkpoint is not None) for r in st.rounds()] == [
+        (1, True), (2, True), (3, False)]
+    st.close()
+    resume(tmp_path / "s", factory=lambda s: NQMTrainable(s, dims=200), space=SPACE)
+    ref, got = Store.open(tmp_path / "ref"), Store.open(tmp_path / "s")
+    assert got.evaluations() == ref.evaluations() and got.decisions() == ref.decisions()
+    ref.close()
+    got.close()
+
+
+def test_a_failure_before_the_round_is_committed_is_raised_as_itself(tmp_path, monkeypatch):
+    """The commit of round 2 fails after its checkpoint began: the run raises the commit's
+    error (not a store error about binding a checkpoint to a round never committed)."""
+    import sqlite3
+
+    with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+        _late(tmp_path, "s", commit_fails_at=2, monkeypatch=monkeypatch)
+    st = Store.open(tmp_path / "s", readonly=True)
+    assert [(r.round, r.checkpoint is not None) for r in st.rounds()] == [(1, True)]
+    st.close()

@@ -15,10 +15,10 @@ node with ``gpus_per_worker=1``, one actor holds the whole population as one mod
 **Copies.** Between two members of one actor a copy stays inside it; between actors the state
 goes actor to actor through Ray's object store (states with CPU tensors), not through files.
 A round's copies are sent in *waves* (:meth:`RayExecutor.copy_many`): one export call per
-source actor and one call per destination actor, a new wave only where a copy reads a member
-that received weights earlier in the same wave; calls on one actor run in the order they were
-made, so the decisions of a round apply in order, with a few calls per actor instead of two
-per copy.
+pair of source and receiving actor (only the states that actor needs) and one call per
+receiving actor, a new wave only where a copy reads a member that received weights earlier in
+the same wave; calls on one actor run in the order they were made, so the decisions of a round
+apply in order, with a few calls per actor instead of two per copy.
 
 **Checkpoints without the driver in the way.** Every ``checkpoint_interval`` rounds
 (``ExperimentConfig.checkpoint_interval``, default 1) each actor writes its own members'
@@ -29,9 +29,10 @@ parts' digests into a manifest. Where the actors cannot see it, the driver gathe
 in a background thread and writes the checkpoint itself (``"driver"``). Either way the
 checkpoint is written while the next round trains and bound to its round when that round's
 training is done (:meth:`~firepbt.store.Store.attach_checkpoint`), and between checkpoints no
-state crosses the driver. The store stays the single source of truth: ``resume`` continues from
-the last bound checkpoint, exactly. The trade-off: a driver crash loses the rounds since the
-last bound checkpoint - at most ``checkpoint_interval`` + 1 rounds.
+state crosses the driver (a run reads its first checkpoint back once, on the driver, to check
+it). The store stays the single source of truth: ``resume`` continues from the last bound
+checkpoint, exactly. The trade-off: a driver crash loses the rounds since the last bound
+checkpoint - at most ``checkpoint_interval`` + 1 rounds.
 
 **Faults.** If an actor (or its node) dies mid-round, its members are restored from the
 states of the round's start - in a new actor when the cluster has room for one within
@@ -40,9 +41,10 @@ and every job of theirs that round runs again; the local executor's determinism 
 result identical. A batched model that raises leaves its members partly trained: they are
 restored the same way and trained one after another, which finds the failing member. Those
 states come from the checkpoint taken at the round's start (its parts on disk, or the states
-the driver gathered) or, between checkpoints, from the object store; when a dead node took the
-only copy with it, the run stops with a one-line error and ``firepbt resume`` continues it from
-the last checkpoint. If a trainable raises, the error is recorded with the worker, the step and the
+the driver gathered) or, between checkpoints, from the object store; when the only copy went
+with the dead actor or node (an actor that died before it wrote its part, or a node that held
+the object), the run stops with a one-line error and ``firepbt resume`` continues it from the
+last checkpoint. If a trainable raises, the error is recorded with the worker, the step and the
 original traceback, the member is restored and its job retried; after ``max_failures``
 failures in a round it is *retired* for the round (NaN evaluations: truncation selection
 refills it by exploitation). Failures are recorded in the store as ``worker_failure`` events.
@@ -150,27 +152,15 @@ class _Host:
                 out.append(_JobError(job.worker, exc.step, exc.traceback_text))
         return out
 
-    def get_state(self, worker: int) -> dict[str, Any]:
-        """The member's state with CPU tensors (it may go to a machine without a GPU)."""
-        return cpu_state(self.members[worker].state_dict())
-
     def get_states(self, workers: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """The members' states with CPU tensors (they may go to a machine without a GPU)."""
         return {w: cpu_state(self.members[w].state_dict()) for w in workers}
-
-    def set_state(self, worker: int, state: Mapping[str, Any], seed: int | None = None) -> None:
-        """Load an independent copy of ``state`` (then a new data stream from ``seed``)."""
-        self.members[worker].load_state_dict(clone_state(state))
-        if seed is not None:
-            reseed_of(self.members[worker], seed)
 
     def set_states(self, workers: Sequence[int], *states: Mapping[str, Any]) -> None:
         """Load ``states[i]`` into ``workers[i]`` (states as separate arguments: Ray resolves
         ObjectRefs only at the top level)."""
         for w, s in zip(workers, states, strict=True):
             self.members[int(w)].load_state_dict(clone_state(s))
-
-    def copy_local(self, source: int, dest: int, seed: int | None = None) -> None:
-        copy_into(self.members[source], self.members[dest], seed)
 
     def apply_copies(self, ops: Sequence[tuple[int, int, int | None, int | None]],
                      sources: Sequence[int], *exports: Mapping[int, Any]) -> None:
@@ -423,10 +413,14 @@ class RayExecutor:
                 continue
             try:
                 got = fetch()
-            except (RayError, StoreError):  # the states lived on a dead node
+            except RayError:  # the states lived in a dead actor or on a dead node
                 raise StoreError(
-                    "a Ray node died and took the members' states since the last checkpoint "
-                    "with it; 'firepbt resume STORE' continues from that checkpoint") from None
+                    "a Ray actor or node died and took the members' states at the round's start "
+                    "with it; 'firepbt resume STORE' continues from the last checkpoint") from None
+            except StoreError as exc:  # a part of the round's start checkpoint is unreadable
+                raise StoreError(f"the members' states at the round's start cannot be read "
+                                 f"({exc}); 'firepbt resume STORE' continues from the last "
+                                 "checkpoint") from None
             out.update({w: got[w] for w in covered if w in wanted})
         return out
 
@@ -466,28 +460,37 @@ class RayExecutor:
         ray.get(calls)
 
     def copy(self, source: int, dest: int, seed: int | None = None) -> None:
-        src, dst = self.home[source], self.home[dest]
-        if src == dst:
-            self.hosts[dst].copy_local.remote(source, dest, seed)
-        else:
-            self.hosts[dst].set_state.remote(dest, self.hosts[src].get_state.remote(source), seed)
+        self.copy_many([(source, dest, seed)])
 
     def copy_many(self, copies: Sequence[tuple[int, int, int | None]]) -> None:
-        """``copy(source, dest, seed)`` for each, in order, in waves (module doc, Copies)."""
+        """``copy(source, dest, seed)`` for each, in order, in waves (module doc, Copies): per
+        wave one export from each source actor to each receiving actor (only the states that
+        actor needs), then one call per receiving actor. Returns when every copy is made; a
+        trainable's error while loading a state is raised here, as the local executor does."""
+        ray = _require_ray()
+        from ray.exceptions import RayTaskError
+
+        calls = []
         for wave in _waves(copies):
-            exports: dict[int, list[int]] = {}
+            exports: dict[tuple[int, int], list[int]] = {}
             for source, dest, _seed in wave:
-                i = self.home[source]
-                if i != self.home[dest] and source not in exports.setdefault(i, []):
-                    exports[i].append(source)
-            refs = {i: self.hosts[i].get_states.remote(ws) for i, ws in sorted(exports.items())}
+                i, j = self.home[source], self.home[dest]
+                if i != j and source not in exports.setdefault((i, j), []):
+                    exports[i, j].append(source)
+            refs = {key: self.hosts[key[0]].get_states.remote(ws)
+                    for key, ws in sorted(exports.items())}
             ops: dict[int, list[tuple[int, int, int | None, int | None]]] = {}
             for source, dest, seed in wave:
                 i, j = self.home[source], self.home[dest]
                 ops.setdefault(j, []).append((source, dest, seed, None if i == j else i))
             for j, mine in sorted(ops.items()):
                 sources = sorted({k for *_, k in mine if k is not None})
-                self.hosts[j].apply_copies.remote(mine, sources, *[refs[k] for k in sources])
+                calls.append(self.hosts[j].apply_copies.remote(
+                    mine, sources, *[refs[k, j] for k in sources]))
+        try:
+            ray.get(calls)
+        except RayTaskError as exc:
+            raise (exc.cause if getattr(exc, "cause", None) is not None else exc) from None
 
     def mark_round(self) -> None:
         """The round's decisions are applied: the states now are the next round's start (kept
@@ -510,7 +513,7 @@ class RayExecutor:
         if self._writer is None:  # the driver's side of it runs in the background
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
         if self._actors_write(store):
-            folder = store.parts_folder(round_index)
+            folder = store.parts_folder(round_index).resolve()  # actors may run elsewhere
             parts = {i: (f"part-{i:03d}.pt", tuple(self._members(i))) for i, _ in alive}
             refs = {i: h.write_part.remote(str(folder / parts[i][0]), parts[i][1])
                     for i, h in alive}
@@ -527,24 +530,26 @@ class RayExecutor:
                                                       zip(alive, digests, strict=True)})
             return self._writer.submit(sealed).result
         gets = [h.get_states.remote(self._members(i)) for i, h in alive]
-        states: dict[int, Any] = {}
 
-        def gathered() -> str:
+        def gather() -> dict[int, Any]:
+            states: dict[int, Any] = {}
             for got in ray.get(gets):
                 states.update(got)
-            return store.write_checkpoint(round_index, dict(sorted(states.items())))
+            return dict(sorted(states.items()))
 
-        future = self._writer.submit(gathered)
+        gathered = self._writer.submit(gather)
+        written = self._writer.submit(lambda: store.write_checkpoint(round_index,
+                                                                     gathered.result()))
         # a failure's path takes the round's start from the states gathered for the checkpoint
-        self.boundary = [(tuple(sorted(self.home)), lambda: (future.result(), states)[1])]
-        return future.result
+        self.boundary = [(tuple(sorted(self.home)), gathered.result)]
+        return written.result
 
     def _actors_write(self, store: ExperimentStore) -> bool:
         """Whether the actors write the checkpoint's parts: asked for, or (auto) every actor
         sees a probe file the driver wrote into the store's checkpoint folder."""
         if self.checkpoint_writes != "auto":
             return self.checkpoint_writes == "actors"
-        folder = Path(store.path) / "checkpoints"
+        folder = (Path(store.path) / "checkpoints").resolve()
         if folder not in self._shared:
             ray = _require_ray()
             probe = folder / f".probe-{secrets.token_hex(8)}"

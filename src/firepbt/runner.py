@@ -17,7 +17,6 @@ import json
 import logging
 import math
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -164,32 +163,47 @@ class Runner:
                         break
                     self._round(self.round + 1)
                     done_here += 1
-            finally:
-                self._bind_checkpoint(failing=sys.exc_info()[0] is not None)
+            except BaseException:
+                self._bind_after_failure()
+                raise
+            self._bind_checkpoint()
             if self.round >= cfg.rounds and self.store.meta("final") is None:
                 self._finish()
         return summarize(self.store)
 
-    def _bind_checkpoint(self, failing: bool = False) -> None:
+    def _bind_checkpoint(self) -> None:
         """Bind the checkpoint that was being written (executors with ``begin_checkpoint``) to
-        its round; the first one this run writes is read back. While a run is failing, a
-        checkpoint that cannot be finished is left unbound (resume goes back to the one
-        before) rather than hiding the failure."""
+        its round, committed by now; the first one this run writes is read back."""
         if self._pending is None:
             return
         r, wait = self._pending
-        self._pending = None
         try:
             name = wait()
         except Exception:
-            if failing:
-                logging.getLogger("firepbt").warning(
-                    "the checkpoint of round %d was not finished; resume continues from the one "
-                    "before", r)
-                return
+            self._pending = None
             raise
+        self._pending = None  # (an interrupt while waiting leaves it for _bind_after_failure)
         self.store.attach_checkpoint(r, name)
         self._verify(name)
+
+    def _bind_after_failure(self) -> None:
+        """The same while the run fails: a checkpoint whose round was committed is bound if it
+        can be; nothing raised here hides the failure (a checkpoint that cannot be bound stays
+        unbound, said in a warning: resume continues from the one before)."""
+        if self._pending is None:
+            return
+        r = self._pending[0]
+        last = self.store.last_round()
+        if last is None or last.round < r:  # its round was never committed
+            self._pending = None
+            return
+        try:
+            self._bind_checkpoint()
+        except Exception as exc:  # noqa: BLE001 - the run's own failure is what is raised
+            self._pending = None
+            logging.getLogger("firepbt").warning(
+                "the checkpoint of round %d could not be bound (%s); resume continues from the "
+                "one before", r, exc)
 
     def _verify(self, checkpoint: str) -> None:
         if not self._checkpoint_verified:  # what this run writes, it must read back
