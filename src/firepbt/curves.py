@@ -115,14 +115,17 @@ def _smooth_cached(steps_bytes: bytes, values_bytes: bytes) -> np.ndarray:
     return out
 
 
-def _correlation_eigen(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _correlation_eigen(t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The Matérn correlation matrices at normalised steps ``t``, one per lengthscale,
     decomposed: one eigendecomposition per lengthscale, R = Q diag(lam) Q^T, gives every noise
     ratio g at once: (R + g I)^-1 = Q diag(1 / (lam + g)) Q^T, log|R + g I| = sum log(lam + g).
-    Returns ``lam`` (L, n), clipped at 0, and ``Q`` (L, n, n)."""
+    Returns ``lam`` (L, n), clipped at 0, ``Q`` (L, n, n), ``lam + g`` (L, G, n) and
+    ``log|R + g I|`` (L, G): everything of the fit that does not depend on the values."""
     d = np.abs(t[:, None] - t[None, :])
     lam, q = np.linalg.eigh(_matern52(d, _LENGTHSCALES))
-    return np.clip(lam, 0.0, None), q
+    lam = np.clip(lam, 0.0, None)
+    denom = lam[:, None, :] + _NOISE_RATIOS[None, :, None]
+    return lam, q, denom, np.sum(np.log(denom), axis=-1)
 
 
 # The decomposition depends on the normalised steps alone, which curves of the same step pattern
@@ -132,11 +135,12 @@ _EIGEN_CACHE_POINTS = 64
 
 
 @functools.lru_cache(maxsize=128)
-def _correlation_eigen_cached(t_bytes: bytes) -> tuple[np.ndarray, np.ndarray]:
-    lam, q = _correlation_eigen(np.frombuffer(t_bytes, dtype=np.float64))
-    lam.flags.writeable = False
-    q.flags.writeable = False
-    return lam, q
+def _correlation_eigen_cached(t_bytes: bytes
+                              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    out = _correlation_eigen(np.frombuffer(t_bytes, dtype=np.float64))
+    for a in out:
+        a.flags.writeable = False
+    return out
 
 
 def _smooth_finite(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -150,12 +154,10 @@ def _smooth_finite(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     z = (y - mean) / scale
     span = float(x[-1] - x[0])
     t = (x - x[0]) / span
-    lam, q = (_correlation_eigen_cached(t.tobytes()) if n <= _EIGEN_CACHE_POINTS
-              else _correlation_eigen(t))
+    lam, q, denom, logdet = (_correlation_eigen_cached(t.tobytes())
+                              if n <= _EIGEN_CACHE_POINTS else _correlation_eigen(t))
     c = np.einsum("lji,j->li", q, z)  # Q^T z, (L, n)
-    denom = lam[:, None, :] + _NOISE_RATIOS[None, :, None]  # (L, G, n)
     quad = np.sum(c[:, None, :] ** 2 / denom, axis=-1)  # z^T (R + g I)^-1 z
-    logdet = np.sum(np.log(denom), axis=-1)
     # Profile likelihood: sigma^2 = quad / n; log L = -n/2 log(quad/n) - 1/2 logdet + const.
     loglik = -0.5 * n * np.log(quad / n) - 0.5 * logdet
     li, gi = np.unravel_index(int(np.argmax(loglik)), loglik.shape)

@@ -162,7 +162,12 @@ def _field_names(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in fields(cls))
 
 
+_SCALARS = (int, float, str, bytes, type(None))
+
+
 def _plain(x: Any) -> Any:
+    if isinstance(x, _SCALARS):  # most values: first
+        return x
     if is_dataclass(x) and not isinstance(x, type):
         return {k: _plain(getattr(x, k)) for k in _field_names(type(x))}
     if isinstance(x, Mapping):

@@ -453,11 +453,14 @@ def record(members: Mapping[int, MemberState], evaluators: Mapping[int, Evaluato
     ms, es = dict(members), dict(evaluators)
     for w, points in observations.items():
         pts = _points(points)
-        if w in ms and pts:
+        if w in ms and pts:  # (the constructors: replace() is slow at 1,000 workers)
             m = ms[w]
-            ms[w] = replace(m, curve=m.curve + pts, latest=pts[-1][1])
+            ms[w] = MemberState(m.sub, m.hparams, m.curve + pts, pts[-1][1], m.last_event,
+                                m.evaluator)
         elif w in es and es[w].active:
-            es[w] = replace(es[w], curve=es[w].curve + pts)
+            e = es[w]
+            es[w] = EvaluatorState(e.active, e.parent, e.target, e.hparams, e.curve + pts,
+                                   e.start)
     return ms, es
 
 
@@ -512,10 +515,9 @@ def choose_parent(members: Mapping[int, MemberState], evaluators: Mapping[int, E
             assert ev.parent is not None
             load[members[ev.parent].sub] += 1
     tiebreak = rng.permutation(len(candidates)).tolist()
-    first = min(range(len(candidates)),
-                key=lambda j: (load[members[candidates[j]].sub],
-                               members[candidates[j]].last_event, tiebreak[j]))
-    return candidates[first]
+    keys = [(load[members[c].sub], members[c].last_event, t)
+            for c, t in zip(candidates, tiebreak, strict=True)]
+    return candidates[min(range(len(keys)), key=keys.__getitem__)]
 
 
 def best_of(members: Mapping[int, MemberState], sub_ids: Sequence[int],
