@@ -131,3 +131,21 @@ def test_replay_labels_what_it_measured(tmp_path, capsys):
                    "--no-progress")[0] == 0
     code, out, _ = run_cli(capsys, "replay", store)
     assert code == 0 and "final objective" in out and "validation-split" not in out
+
+
+def test_status_says_which_rounds_a_resume_trains_again(tmp_path, capsys):
+    """Stopped after round 3 with a checkpoint every 2 rounds: resume continues from round 2's
+    checkpoint and trains round 3 again, and status says so."""
+    from firepbt.config import ExperimentConfig
+    from firepbt.runner import run
+
+    cfg = ExperimentConfig(task="nqm", method="pbt", workers=4, steps=300, ready_interval=50,
+                           eval_interval=10, checkpoint_interval=2, task_options={"dims": 200})
+    run(cfg, tmp_path / "s", progress=False, max_rounds=3)
+    code, out, _ = run_cli(capsys, "status", str(tmp_path / "s"))
+    assert code == 0
+    assert "'firepbt resume' continues it from the checkpoint of round 2, training round 3 " \
+           "again" in out, out
+    code, out, _ = run_cli(capsys, "status", str(tmp_path / "s"), "--json")
+    d = json.loads(out)
+    assert (d["rounds_done"], d["checkpoint_round"]) == (3, 2)

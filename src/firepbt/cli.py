@@ -491,6 +491,10 @@ def status_dict(path: str) -> dict[str, Any]:
         "activity": None if s.activity is None else s.activity.to_dict(),
         "random_schedule": s.random_schedule,
         "last_error": last_error,
+        "rounds_done": rounds[-1].round if rounds else 0,
+        # where resume continues from: the last round whose checkpoint is bound
+        "checkpoint_round": max((r.round for r in rounds if r.checkpoint is not None),
+                                default=None),
     }
 
 
@@ -508,6 +512,11 @@ def cmd_status(args: argparse.Namespace) -> int:
                  "'firepbt resume' continues")
     elif state == "stopped":
         state = "stopped: 'firepbt resume' continues it"
+    if d["state"] == "stopped" and (d["checkpoint_round"] or 0) < d["rounds_done"]:
+        first, last = (d["checkpoint_round"] or 0) + 1, d["rounds_done"]
+        again = f"round {last}" if first == last else f"rounds {first}-{last}"
+        state += (f" from the checkpoint of round {d['checkpoint_round']}, training {again} "
+                  "again" if d["checkpoint_round"] else f" from the start ({again} again)")
     print(f"{d['store']}: {d['method']} on {d['task']}, {d['workers']} workers, seed {d['seed']}")
     print(f"progress: {d['steps_done']}/{d['steps_total']} steps per worker ({state})")
     b, t = d["best"], d["top"]
