@@ -12,9 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from firepbt import ExperimentConfig, LogUniform, Space, run
-from firepbt.lineage import schedule
-from firepbt.store import Store
+from firepbt import ExperimentConfig, LogUniform, Space, open_experiment, run
 
 # Data: y = sin(3x) + noise, a training and a validation split.
 g = torch.Generator().manual_seed(0)
@@ -72,11 +70,10 @@ def main() -> None:
     store = Path(tempfile.mkdtemp(prefix="firepbt-example-")) / "store"
     summary = run(config, store, factory=SineRegression, space=space)
     print(f"best member {summary.best_worker}: validation MSE {summary.best_value:.4f}")
-    st = Store.open(store)
-    for seg in schedule(st, summary.best_worker).segments:
-        print(f"  lr={seg.hparams['lr']:.4g} weight_decay={seg.hparams['weight_decay']:.2g}"
-              f" x {seg.steps} steps")
-    st.close()
+    with open_experiment(store) as exp:  # the public read side
+        for seg in exp.schedule(summary.best_worker).segments:
+            print(f"  lr={seg.hparams['lr']:.4g} weight_decay={seg.hparams['weight_decay']:.2g}"
+                  f" x {seg.steps} steps")
     print(f"store: {store}")
 
 

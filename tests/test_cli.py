@@ -31,8 +31,20 @@ def run_cli(capsys, *args):
     (["run", "vmpo", "--factors", "lr=0.5,x"], "factors['lr']"),
     (["run", "vmpo", "--factors", "momentum=0.5,2"], "factors"),
     (["run", "vmpo", "--factors", "lr=-1"], "factors['lr']"),
+    (["run", "nqm", "--ray-address", "127.0.0.1:6379"], "ray_address"),  # executor not ray
+    (["run", "nqm", "--gpus-per-worker", "0.5"], "gpus_per_worker"),  # executor not ray
+    # nothing listens there (a port this test just freed): refused at once, not retried
+    (["run", "nqm", "--executor", "ray", "--ray-address", "FREE_PORT"], "ray_address"),
+    (["run", "nqm", "--executor", "ray", "--ray-address", "no-port"], "ray_address"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, field):
+    if "FREE_PORT" in args:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        args = [f"127.0.0.1:{port}" if a == "FREE_PORT" else a for a in args]
     store = tmp_path / "store"
     with pytest.raises(SystemExit) as info:
         raise SystemExit(main([*args, "--store", str(store), "--no-progress"]))
@@ -149,3 +161,7 @@ def test_status_says_which_rounds_a_resume_trains_again(tmp_path, capsys):
     code, out, _ = run_cli(capsys, "status", str(tmp_path / "s"), "--json")
     d = json.loads(out)
     assert (d["rounds_done"], d["checkpoint_round"]) == (3, 2)
+    code, out, _ = run_cli(capsys, "resume", str(tmp_path / "s"), "--no-progress")
+    assert code == 0
+    assert ("resuming " + str(tmp_path / "s") + " at step 100/300 (from the checkpoint at step "
+            "100; steps 100-150 are trained again)") in out, out

@@ -93,16 +93,19 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--executor", default="auto",
                    help="auto (default: vectorized when possible), local, vectorized or ray")
     r.add_argument("--ray-address", default=None,
-                   help="with --executor ray: a running cluster (default RAY_ADDRESS, else a "
-                   "local Ray instance)")
+                   help="with --executor ray: a running cluster's head, host:port (default "
+                   "RAY_ADDRESS, else a Ray cluster already running on this machine, else a "
+                   "local Ray instance started for the run)")
     r.add_argument("--threads", type=int, default=None,
                    help="PyTorch threads while training in this process (default: the cores "
                    "not busy when the run starts, unless OMP_NUM_THREADS is set; 0: PyTorch's "
-                   "own setting)")
+                   "own setting); with --executor ray: the CPUs (and threads) of each actor "
+                   "(default 1)")
     r.add_argument("--checkpoint-interval", type=_positive_int("checkpoint_interval"),
                    default=1, help="rounds between checkpoints of the members' states "
-                   "(default 1); a crash loses at most that many rounds, which resume trains "
-                   "again; on Ray, how often the states cross the driver")
+                   "(default 1); a crash loses at most that many rounds (on Ray, where the "
+                   "actors write a checkpoint while the next round trains, that many + 1), "
+                   "which resume trains again")
     r.add_argument("--gpus-per-worker", type=float, default=0.0,
                    help="with --executor ray: GPUs each actor declares (fractions allowed, e.g. "
                    "0.25 puts four actors, each holding several members, on a GPU; default 0)")
@@ -426,6 +429,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         from .tasks import get_task
 
         get_task(config.task).space.with_factors(config.factors)
+    if args.ray_address is not None and config.executor == "ray":  # answers, or one line now
+        from .ray_executor import check_address
+
+        check_address(args.ray_address)
     store: Any = args.store if args.store is not None else _default_store(config)
     _check_new_store(store)
     print(f"firepbt: {config.method} on {config.task}, {config.workers} workers x "
@@ -449,10 +456,16 @@ def cmd_resume(args: argparse.Namespace) -> int:
     try:
         config = ExperimentConfig.from_dict(st.config)
         before = summarize(st)
+        bound = [r.round for r in st.rounds() if r.checkpoint is not None]
     finally:
         st.close()
-    print(f"firepbt: resuming {args.store} at step {before.steps_done}/{config.steps}")
-    progress = ProgressBar(not args.no_progress, config.steps, before.steps_done)
+    start = before.steps_done if before.finished else (
+        bound[-1] * config.ready_interval if bound else 0)
+    again = "" if start == before.steps_done else (
+        f" (from the checkpoint at step {start}; steps {start}-{before.steps_done} are "
+        "trained again)")
+    print(f"firepbt: resuming {args.store} at step {start}/{config.steps}{again}")
+    progress = ProgressBar(not args.no_progress, config.steps, start)
     try:
         summary = resume(args.store, progress=progress, ray_address=args.ray_address,
                          device=args.device)
@@ -535,8 +548,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"top objective: {where}")
     if d["activity"] is not None:
         act = d["activity"]
-        if act["exploits"]:
+        if act["exploits"] and d["method"] == "fire":  # per sub-population
             print("exploits: " + ", ".join(f"P{int(i) + 1} {n}" for i, n in act["exploits"].items()))
+        elif act["exploits"]:
+            print(f"exploits: {sum(act['exploits'].values())}")
         if act["assignments"]:
             print(f"evaluators: {act['assignments']} assigned, {act['successes']} successes")
     print(f"compute: train {d['train_seconds']:.1f} s, eval {d['eval_seconds']:.1f} s, "

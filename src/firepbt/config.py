@@ -34,8 +34,8 @@ class ExperimentConfig:
     ``gpus_per_worker`` the GPUs each Ray actor declares (e.g. 0.25: four actors per GPU).
     ``checkpoint_interval``: the members' states are checkpointed every that many rounds (and
     after the last); a crash loses at most that many rounds, which ``resume`` trains again
-    (exactly, for deterministic trainables). On Ray this is how often the states cross the
-    driver.
+    (exactly, for deterministic trainables); on Ray, where a checkpoint is bound to its round
+    once the next round trained, at most that many + 1.
     """
 
     task: str
@@ -67,6 +67,9 @@ class ExperimentConfig:
               f"a multiple of eval_interval ({self.eval_interval})", self.ready_interval)
         check(self.steps % self.ready_interval == 0, "steps",
               f"a multiple of ready_interval ({self.ready_interval})", self.steps)
+        check(self.gpus_per_worker == 0 or self.executor == "ray", "gpus_per_worker",
+              f"0 unless executor is 'ray' (executor is {self.executor!r}; --device picks the "
+              "GPU of the other executors)", self.gpus_per_worker)
         if self.method == "pbt":
             need = members_needed(self.quantile)
             check(self.workers >= need, "workers",
@@ -234,7 +237,7 @@ FIELD_RULES: tuple[FieldRule, ...] = (
     FieldRule("gpus_per_worker", "number", 0, math.inf, high_open=True, low_closed=True,
               note="Ray: GPUs each actor declares, fractions allowed"),
     FieldRule("checkpoint_interval", "int", 1,
-              note="rounds between checkpoints; a crash loses at most that many"),
+              note="rounds between checkpoints; a crash loses at most that many (Ray: + 1)"),
 )
 """Each field's own constraint. What relates fields (multiples of intervals, workers that
 truncation can select in, a FIRE layout in which every sub-population evolves -

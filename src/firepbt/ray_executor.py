@@ -246,6 +246,7 @@ class RayExecutor:
         ray = _require_ray()
         if not ray.is_initialized():
             if self.address:
+                check_address(self.address)
                 ray.init(address=self.address, log_to_driver=False)
             else:
                 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local instance
@@ -266,8 +267,8 @@ class RayExecutor:
         total = ray.cluster_resources()
         cpus, gpus = float(total.get("CPU", 1.0)), float(total.get("GPU", 0.0))
         if self.cpus_per_actor <= 0 or self.cpus_per_actor > cpus + 1e-9:
-            raise ConfigError("cpus_per_actor", f"in (0, {cpus:g}] (the cluster's CPUs)",
-                              self.cpus_per_actor)
+            raise ConfigError("threads (the CPUs of each Ray actor, cpus_per_actor)",
+                              f"in (0, {cpus:g}] (the cluster's CPUs)", self.cpus_per_actor)
         n = int(cpus // self.cpus_per_actor + 1e-9)
         if self.gpus_per_worker > 0:
             if self.gpus_per_worker > gpus + 1e-9:
@@ -591,6 +592,27 @@ class RayExecutor:
     def take_failures(self) -> list[WorkerFailure]:
         out, self.failures = self.failures, []
         return out
+
+
+def check_address(address: str, timeout: float = 5.0) -> None:
+    """Refuse, in one line, a Ray address nothing answers at (``ray.init`` would retry for
+    minutes): ``host:port`` or ``ray://host:port`` must accept a TCP connection within
+    ``timeout`` seconds. ``auto`` and ``local`` are Ray's to resolve."""
+    import socket
+
+    if address in ("auto", "local"):
+        return
+    allowed = ("the address of a running Ray cluster's head, host:port (or ray://host:port), "
+               "that answers from here")
+    hostport = address.split("://", 1)[1] if "://" in address else address
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError("ray_address", allowed, address)
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError("ray_address", allowed,
+                          f"{address} ({exc.strerror or type(exc).__name__})") from None
 
 
 def _waves(copies: Sequence[tuple[int, int, int | None]]

@@ -146,8 +146,12 @@ def resolved_settings(config: ExperimentConfig) -> dict[str, Any]:
         out["task_options"] = dict(config.task_options)
     out["executor"] = config.executor
     out["device"] = config.device
+    out["checkpoint_interval"] = config.checkpoint_interval
     if config.executor == "ray":
+        out["threads"] = f"{config.threads or 1} per actor (its CPUs)"
         out["gpus_per_worker"] = config.gpus_per_worker
+    else:
+        out["threads"] = "auto (the free cores)" if config.threads is None else config.threads
     return out
 
 

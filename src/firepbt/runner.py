@@ -27,7 +27,7 @@ import numpy as np
 from .build import build_controller, make_executor, resolve_task, worker_seeds
 from .config import ExperimentConfig
 from .devices import resolve_device
-from .errors import ConfigError, StoreError
+from .errors import ConfigError, StoreError, check
 from .executor import LocalExecutor, TrainJob, score_of
 from .records import (
     AssignEvaluator,
@@ -384,6 +384,7 @@ def run(config: ExperimentConfig, store: str | Path, *, factory: TrainableFactor
     ``ray_address`` names a Ray cluster for ``executor="ray"`` (default ``RAY_ADDRESS``, else a
     local Ray instance).
     """
+    _check_ray_address(config, ray_address)
     factory, space, schedule_param = resolve_task(config, factory, space, schedule_param)
     build_controller(config, space, schedule_param)  # every setting checked before a store exists
     existed = Store.check_new(store).exists()
@@ -436,6 +437,7 @@ def resume(store: str | Path, *, factory: TrainableFactory | None = None,
         config = ExperimentConfig.from_dict(st.config)
         if device is not None:
             config = dataclasses.replace(config, device=device)
+        _check_ray_address(config, ray_address)
         factory, space, schedule_param = resolve_task(config, factory, space, schedule_param)
         runner = Runner(config, factory, space, st, schedule_param=schedule_param,
                         progress=_progress_fn(progress, None),
@@ -455,6 +457,11 @@ def resume(store: str | Path, *, factory: TrainableFactory | None = None,
         if runner is not None:
             runner.executor.close()
         st.close()
+
+
+def _check_ray_address(config: ExperimentConfig, ray_address: str | None) -> None:
+    check(ray_address is None or config.executor == "ray", "ray_address",
+          f"given only with executor 'ray' (executor is {config.executor!r})", ray_address)
 
 
 def _record_error(st: Store, exc: BaseException) -> None:
