@@ -8,7 +8,8 @@ destination gets an independent copy of the source's state, then a new data stre
 writes the store's database.
 
 Optional, for executors whose members live in other processes (the Ray executor):
-``copy_many(copies)`` takes a round's copies at once (applied in order);
+``copy_many(copies)`` takes a round's copies at once (applied in order; it returns when they
+are made and raises a trainable's error while loading a state, as ``copy`` does);
 ``begin_checkpoint(store, round)`` starts writing the checkpoint itself (into the store's
 folder, :meth:`~firepbt.store.Store.parts_folder`, or through
 :meth:`~firepbt.store.Store.write_checkpoint` from a background thread) and returns a function
