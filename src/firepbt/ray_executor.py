@@ -530,15 +530,8 @@ class RayExecutor:
                 return store.seal_parts(round_index, {parts[i][0]: d for (i, _), d in
                                                       zip(alive, digests, strict=True)})
             return self._writer.submit(sealed).result
-        gets = [h.get_states.remote(self._members(i)) for i, h in alive]
-
-        def gather() -> dict[int, Any]:
-            states: dict[int, Any] = {}
-            for got in ray.get(gets):
-                states.update(got)
-            return dict(sorted(states.items()))
-
-        gathered = self._writer.submit(gather)
+        gets = self._exports()
+        gathered = self._writer.submit(lambda: _merged(ray.get(gets)))
         written = self._writer.submit(lambda: store.write_checkpoint(round_index,
                                                                      gathered.result()))
         # a failure's path takes the round's start from the states gathered for the checkpoint
@@ -562,15 +555,14 @@ class RayExecutor:
             self._shared[folder] = all(seen)
         return self._shared[folder]
 
+    def _exports(self) -> list[Any]:
+        """Each live actor's members' states, as ObjectRefs (one call per actor)."""
+        return [h.get_states.remote(self._members(i))
+                for i, h in enumerate(self.hosts) if h is not None]
+
     def states(self) -> dict[int, dict[str, Any]]:
         """Every member's state, gathered to the driver."""
-        ray = _require_ray()
-        refs = [h.get_states.remote(self._members(i))
-                for i, h in enumerate(self.hosts) if h is not None]
-        out: dict[int, dict[str, Any]] = {}
-        for got in ray.get(refs):
-            out.update(got)
-        return dict(sorted(out.items()))
+        return _merged(_require_ray().get(self._exports()))
 
     def load_states(self, states: Mapping[int, Mapping[str, Any]]) -> None:
         ray = _require_ray()
@@ -592,6 +584,11 @@ class RayExecutor:
     def take_failures(self) -> list[WorkerFailure]:
         out, self.failures = self.failures, []
         return out
+
+
+def _merged(parts: Sequence[Mapping[int, Any]]) -> dict[int, Any]:
+    """The actors' ``{worker: state}`` exports as one mapping, in worker order."""
+    return dict(sorted((w, st) for part in parts for w, st in part.items()))
 
 
 def check_address(address: str, timeout: float = 5.0) -> None:
