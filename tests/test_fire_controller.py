@@ -268,16 +268,54 @@ def test_two_successes_on_one_target_only_the_larger_hands_over():
 
 
 def test_state_round_trip_gives_identical_decisions():
-    a = make()
-    first_round(a)
-    b = make()
-    b.load_state_dict(a.state_dict())
-    fn = lambda w, s: 0.5 + 0.001 * s * (w % 3)  # noqa: E731
-    workers = P1 + P2 + [e for e, ev in a.evaluators.items() if ev.active]
-    assert a.decide(200, round_obs(200, fn, workers)) == b.decide(200, round_obs(200, fn, workers))
+    # a state with the observations so far (as the runner reads them back from the store)
+    # restores the controller exactly, round after round: evaluators assigned, judged and
+    # succeeding, members exploited (curves restarting from a copied point)
     import json
 
-    json.dumps(a.state_dict())  # JSON-serialisable
+    a = make()
+    history: dict[int, list] = {}
+    fn = lambda w, s: 0.5 + 0.001 * s * (w % 3) + 0.0002 * s * (w >= 8)  # noqa: E731
+    seen = set()
+    for r in range(1, 13):
+        workers = P1 + P2 + [e for e, ev in a.evaluators.items() if ev.active]
+        obs = round_obs(r * READY, fn, workers)
+        b = make()
+        b.load_state_dict(json.loads(json.dumps(a.state_dict())), history)
+        assert b.members == a.members and b.evaluators == a.evaluators
+        got = a.decide(r * READY, obs)
+        assert b.decide(r * READY, obs) == got
+        seen |= {type(d).__name__ for d in got}
+        for w, pts in obs.items():
+            history.setdefault(w, []).extend(pts)
+    assert {"Exploit", "AssignEvaluator", "EvaluatorSuccess"} <= seen
+
+
+def test_state_keeps_curves_by_their_first_point():
+    # the state does not grow with the rounds (every round's state is stored), a state whose
+    # curves the observations cannot complete is refused, and whole curves (stores written
+    # before) still load
+    import json
+
+    a = make()
+    fn = lambda w, s: 0.5 + 0.001 * s * (w % 3)  # noqa: E731
+    sizes = []
+    for r in range(1, 21):
+        workers = P1 + P2 + [e for e, ev in a.evaluators.items() if ev.active]
+        a.decide(r * READY, round_obs(r * READY, fn, workers))
+        sizes.append(len(json.dumps(a.state_dict())))
+    assert max(len(m.curve) for m in a.members.values()) >= 20
+    assert sizes[-1] < 1.2 * sizes[4], sizes
+    with pytest.raises(ValueError, match="needs .* observations after it"):
+        make().load_state_dict(a.state_dict(), {})
+    whole = a.state_dict()
+    for group, records in (("members", a.members), ("evaluators", a.evaluators)):
+        for k, entry in whole[group].items():
+            del entry["head"], entry["points"]
+            entry["curve"] = [list(p) for p in records[int(k)].curve]
+    old = make()
+    old.load_state_dict(whole)
+    assert old.members == a.members and old.evaluators == a.evaluators
 
 
 # -- defects of the first review, each with the scenario that exposed it ----------------------

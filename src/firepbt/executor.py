@@ -73,6 +73,13 @@ def score_of(value: float, mode: str) -> float:
     return value if mode == "max" else -value
 
 
+def observed_score(value: float, mode: str) -> float:
+    """The score a controller observes for a raw objective value: :func:`score_of` with a
+    zero unsigned (the store keeps no sign of zero, and a resumed controller must observe
+    exactly what it observed the first time)."""
+    return score_of(value, mode) + 0.0
+
+
 def run_job(trainable: Trainable, job: TrainJob, best: list[float], mode: str) -> TrainResult:
     """Train one job on one trainable. ``best[0]`` is the best score before the round.
 

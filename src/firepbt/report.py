@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from .config import ExperimentConfig
-from .executor import score_of
+from .controllers.fire import curve_from
+from .executor import observed_score, score_of
 from .lineage import chain
 from .lineage import schedule as lineage_schedule
 from .records import AssignEvaluator, EvaluatorSuccess, StopEvaluator
@@ -269,13 +270,16 @@ def _curve_pair(st: Store, d: EvaluatorSuccess, step: int, mode: str,
     if ev is None or tg is None:
         return None
 
-    def curve(state_curve: Any, worker: int) -> tuple[tuple[int, float], ...]:
-        pts = [(int(s), score_of(float(v), mode)) for s, v in state_curve]
-        pts += [(s, v) for _r, _w, s, v in st.evaluations(worker) if prev.step < s <= step]
+    def curve(entry: Any, worker: int) -> tuple[tuple[int, float], ...]:
+        evals = [(s, v) for _r, _w, s, v in st.evaluations(worker) if s <= step]
+        # the curve as the controller held it after the round before (scores), then values
+        before = curve_from(entry, [(s, observed_score(v, mode)) for s, v in evals
+                                    if s <= prev.step])
+        pts = [(s, score_of(v, mode)) for s, v in before]
+        pts += [(s, v) for s, v in evals if s > prev.step]
         return tuple(pts)
 
-    return CurvePair(d.evaluator, d.target, step, curve(ev["curve"], d.evaluator),
-                     curve(tg["curve"], d.target))
+    return CurvePair(d.evaluator, d.target, step, curve(ev, d.evaluator), curve(tg, d.target))
 
 
 @dataclass(frozen=True)

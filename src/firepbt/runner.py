@@ -28,7 +28,7 @@ from .build import build_controller, make_executor, resolve_task, worker_seeds
 from .config import ExperimentConfig
 from .devices import resolve_device
 from .errors import ConfigError, StoreError, check
-from .executor import LocalExecutor, TrainJob, score_of
+from .executor import LocalExecutor, TrainJob, observed_score, score_of
 from .records import (
     AssignEvaluator,
     Decision,
@@ -141,7 +141,11 @@ class Runner:
                 problems[0], chosen.round)
         self.store.discard_after(chosen.round)
         self.controller.start()  # layout; state is replaced below
-        self.controller.load_state_dict(chosen.controller_state)
+        try:
+            self.controller.load_state_dict(chosen.controller_state, self._history())
+        except ValueError as exc:  # the state and the recorded evaluations disagree
+            raise StoreError(f"store {str(self.store.path)!r}: the controller's state of round "
+                             f"{chosen.round} does not match its evaluations ({exc})") from None
         rs = chosen.runner_state
         self.workers = {int(k): v for k, v in rs["workers"].items()}
         self.best_score = float(rs["best_score"])
@@ -205,6 +209,14 @@ class Runner:
                 "the checkpoint of round %d could not be bound (%s); resume continues from the "
                 "one before", r, exc)
 
+    def _history(self) -> dict[int, list[tuple[int, float]]]:
+        """Every observation the controller was given, from the store's evaluations."""
+        mode = self.store.meta("mode") or "max"
+        out: dict[int, list[tuple[int, float]]] = {}
+        for _r, w, s, v in self.store.evaluations():  # in worker, step order
+            out.setdefault(w, []).append((s, observed_score(v, mode)))
+        return out
+
     def _verify(self, checkpoint: str) -> None:
         if not self._checkpoint_verified:  # what this run writes, it must read back
             self.store.read_checkpoint(checkpoint)
@@ -242,7 +254,7 @@ class Runner:
         results = self.executor.train_round(jobs, self.best_score, tick)
         self._bind_checkpoint()  # the last round's, written before this round trained
         mode = self.executor.mode
-        observations = {res.worker: [(s, score_of(v, mode)) for s, v in res.evaluations]
+        observations = {res.worker: [(s, observed_score(v, mode)) for s, v in res.evaluations]
                         for res in results}
         # the running best over best-effort members, in (step, worker) order; a test is kept
         # only where it was a new running best (executors test a superset of those points)

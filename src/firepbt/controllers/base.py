@@ -10,8 +10,11 @@ Who calls what, in which order (the runner, only):
    also carries the step-0 evaluations). It returns a list of decisions, which the runner
    applies *in order* (each copy sees the effects of the ones before it) and records.
 3. ``state_dict()`` after ``decide``: a JSON-serialisable snapshot (random generator
-   included). ``load_state_dict`` on a freshly constructed controller restores it exactly, which
-   is how ``resume`` continues a run bit for bit.
+   included); it may leave out what the observations so far hold (FIRE PBT keeps a curve by
+   its first point). ``load_state_dict(state, history)`` on a freshly constructed controller,
+   ``history`` mapping each worker to every observation ``decide`` was given up to the
+   state's round (the store holds them), restores it exactly, which is how ``resume``
+   continues a run bit for bit.
 
 A controller never trains, copies weights or writes the store, and takes its randomness only
 from the ``numpy.random.Generator`` it was given (or a seed), never from global state.
@@ -56,8 +59,10 @@ class Controller(ABC):
         """A JSON-serialisable snapshot of everything ``decide`` depends on."""
 
     @abstractmethod
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore a snapshot taken by ``state_dict``."""
+    def load_state_dict(self, state: Mapping[str, Any],
+                        history: Observations | None = None) -> None:
+        """Restore a snapshot taken by ``state_dict``, with the observations up to its round
+        (``history``, in the form ``decide`` receives them, all rounds together)."""
 
     @abstractmethod
     def best_candidates(self) -> list[int]:

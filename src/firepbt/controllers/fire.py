@@ -369,14 +369,24 @@ class FirePBT(Controller):
     # -- state ----------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
+        """The members and evaluators with each curve as its first point and its length: the
+        rest of a curve is the worker's own observations after that point (see
+        :func:`curve_entry`), which ``load_state_dict`` takes back from ``history``. (Whole
+        curves in every round's state made a store grow with the square of its rounds.)"""
         return {"rng": rng_state(self.rng),
                 "members": {str(k): v.to_dict() for k, v in self.members.items()},
                 "evaluators": {str(k): v.to_dict() for k, v in self.evaluators.items()}}
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any],
+                        history: Observations | None = None) -> None:
+        """Restore ``state``; ``history`` holds every observation given to ``decide`` up to
+        the state's round (a state with whole curves, as stores written before curves were
+        kept by their first point hold, needs none)."""
         load_rng_state(self.rng, state["rng"])
-        self.members = {int(k): MemberState.from_dict(v) for k, v in state["members"].items()}
-        self.evaluators = {int(k): EvaluatorState.from_dict(v)
+        hist = {} if history is None else history
+        self.members = {int(k): MemberState.from_dict(v, hist.get(int(k), ()))
+                        for k, v in state["members"].items()}
+        self.evaluators = {int(k): EvaluatorState.from_dict(v, hist.get(int(k), ()))
                            for k, v in state["evaluators"].items()}
 
 
@@ -387,6 +397,32 @@ Points = tuple[tuple[int, float], ...]
 
 def _points(raw: Sequence[Sequence[float]]) -> Points:
     return tuple((int(p[0]), float(p[1])) for p in raw)
+
+
+def curve_entry(curve: Points) -> dict[str, Any]:
+    """A curve as a state keeps it: its first point and its length. Every curve is a first
+    point (the worker's first evaluation, or the evaluation it took over with copied weights)
+    followed by the worker's own observations after it, in order, so the rest need not be
+    stored again every round."""
+    return {"head": [[s, v] for s, v in curve[:1]], "points": len(curve)}
+
+
+def curve_from(d: Mapping[str, Any], observed: Sequence[Sequence[float]]) -> Points:
+    """The curve of a state entry: a whole ``curve``, or ``head``/``points``
+    (:func:`curve_entry`) completed from ``observed``, the worker's observations in step
+    order. Refused when the observations cannot complete it (they are not the ones the
+    controller was given)."""
+    if "curve" in d:
+        return _points(d["curve"])
+    head, n = _points(d["head"]), int(d["points"])
+    if n == 0:
+        return ()
+    after = head[0][0]
+    curve = head + tuple((int(s), float(v)) for s, v in observed if s > after)[:n - 1]
+    if len(curve) != n:
+        raise ValueError(f"a curve of {n} points from step {after} needs {n - 1} observations "
+                         f"after it, {len(curve) - 1} were given")
+    return curve
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,12 +441,13 @@ class MemberState:
 
     def to_dict(self) -> dict[str, Any]:
         return {"sub": self.sub, "hparams": dict(self.hparams),
-                "curve": [[s, v] for s, v in self.curve], "latest": self.latest,
+                **curve_entry(self.curve), "latest": self.latest,
                 "last_event": self.last_event, "evaluator": self.evaluator}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> MemberState:
-        return cls(int(d["sub"]), dict(d["hparams"]), _points(d["curve"]), d["latest"],
+    def from_dict(cls, d: Mapping[str, Any], observed: Sequence[Sequence[float]] = ()
+                  ) -> MemberState:
+        return cls(int(d["sub"]), dict(d["hparams"]), curve_from(d, observed), d["latest"],
                    int(d["last_event"]), d["evaluator"])
 
 
@@ -433,13 +470,14 @@ class EvaluatorState:
     def to_dict(self) -> dict[str, Any]:
         return {"active": self.active, "parent": self.parent, "target": self.target,
                 "hparams": None if self.hparams is None else dict(self.hparams),
-                "curve": [[s, v] for s, v in self.curve], "start": self.start}
+                **curve_entry(self.curve), "start": self.start}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> EvaluatorState:
+    def from_dict(cls, d: Mapping[str, Any], observed: Sequence[Sequence[float]] = ()
+                  ) -> EvaluatorState:
         return cls(bool(d["active"]), d["parent"], d["target"],
-                   None if d["hparams"] is None else dict(d["hparams"]), _points(d["curve"]),
-                   int(d["start"]))
+                   None if d["hparams"] is None else dict(d["hparams"]),
+                   curve_from(d, observed), int(d["start"]))
 
 
 IDLE = EvaluatorState()

@@ -79,7 +79,8 @@ class PBT(Controller):
                 "hparams": {str(k): v for k, v in self.hparams.items()},
                 "latest": {str(k): v for k, v in self.latest.items()}}
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any],
+                        history: Observations | None = None) -> None:
         load_rng_state(self.rng, state["rng"])
         self.hparams = {int(k): dict(v) for k, v in state["hparams"].items()}
         self.latest = {int(k): float(v) for k, v in state["latest"].items()}

@@ -90,5 +90,6 @@ class RandomSearch(Controller):
     def state_dict(self) -> dict[str, Any]:
         return {"rng": rng_state(self.rng)}
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any],
+                        history: Observations | None = None) -> None:
         load_rng_state(self.rng, state["rng"])
