@@ -430,3 +430,24 @@ def test_the_eigendecomposition_cache_is_shared_by_a_step_pattern_and_changes_no
     np.testing.assert_array_equal(smooth(a), fit_a)
     np.testing.assert_array_equal(smooth(b), fit_b)
     assert module._correlation_eigen_cached.cache_info().hits == 1
+
+
+def test_curves_fitted_together_get_the_fits_each_gets_alone():
+    # the comparisons fit a round's curves at once, one step pattern per batch: every fit must
+    # be the one smooth() gives that curve alone, bit for bit - constant curves, curves of
+    # two points, several patterns, values of very different scales in one batch
+    rng = np.random.default_rng(11)
+    curves = []
+    for n in (2, 3, 5, 8, 17, 33, 70):
+        steps = np.arange(n) * 10 + int(rng.integers(0, 1000))
+        for scale in (1e-8, 1.0, 1e6):
+            curves.append(Curve(steps, rng.normal(size=n) * scale))
+            curves.append(Curve(steps * 3, rng.normal(size=n).cumsum() * scale))
+        curves.append(Curve(steps, np.full(n, 0.25)))
+        curves.append(Curve(np.cumsum(rng.integers(1, 9, size=n)), rng.normal(size=n)))
+    _smooth_cached.cache_clear()
+    alone = [_smooth_finite(c.steps.astype(float), c.values) for c in curves]
+    _smooth_cached.fill(curves)
+    assert len(_smooth_cached.data) == sum(len(c) > 2 for c in curves)
+    for c, fit in zip(curves, alone, strict=True):
+        assert [_bits(x) for x in smooth(c)] == [_bits(x) for x in fit]

@@ -585,3 +585,38 @@ def test_judge_follows_the_criteria_of_section_3_2():
     ]
     for c, t_steps, verdict in cases:
         assert judge(c, t_steps, 0.01, 300) == verdict, (c, t_steps)
+
+
+def test_a_rounds_parents_chosen_together_are_those_chosen_one_by_one():
+    # step 4 takes the candidates once per round (parent_chooser); each choice must be what
+    # choose_parent gives after the assignments before it: same parents, same random draws -
+    # with several parent sub-populations, loads that differ, and equal last events
+    from dataclasses import replace
+
+    from firepbt.controllers.fire import EvaluatorState, choose_parent, parent_chooser
+
+    fire = FirePBT(SPACE, ready_interval=READY, workers=50, seed=3)
+    fire.start()
+    rng = np.random.default_rng(0)
+    for m in range(fire.n_members):  # latest values, last events in a few groups
+        fire.members[m] = replace(fire.members[m], latest=float(rng.random()),
+                                  last_event=int(rng.integers(0, 3)) * READY)
+    for e, m in zip(sorted(fire.evaluators)[:5], (8, 9, 16, 17, 18), strict=True):
+        fire.members[m] = replace(fire.members[m], evaluator=e)
+        fire.evaluators[e] = EvaluatorState(True, m, 0, {}, ((0, 0.5),), 0)
+    step = 5 * READY
+    members, evaluators = dict(fire.members), dict(fire.evaluators)
+    args = (fire.subpopulation, fire.n_sub, fire.min_steps, step)
+    rng_a, rng_b = np.random.default_rng(7), np.random.default_rng(7)
+    choose = parent_chooser(members, evaluators, *args, rng_a)
+    one_by_one, together = [], []
+    for e in sorted(fire.evaluators)[5:]:
+        p = choose_parent(members, evaluators, *args, rng_b)
+        together.append(choose())
+        one_by_one.append(p)
+        if p is None:
+            break
+        members[p] = replace(members[p], evaluator=e, last_event=step)
+        evaluators[e] = EvaluatorState(True, p, 0, {}, ((step, 0.5),), step)
+    assert together == one_by_one and len(set(one_by_one)) == len(one_by_one) > 10
+    assert rng_a.random() == rng_b.random()

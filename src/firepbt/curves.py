@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -106,13 +107,52 @@ def _matern52(d: np.ndarray, lengthscale: np.ndarray) -> np.ndarray:
     return (1.0 + r + r * r / 3.0) * np.exp(-r)
 
 
-@functools.lru_cache(maxsize=4096)
-def _smooth_cached(steps_bytes: bytes, values_bytes: bytes) -> np.ndarray:
-    x = np.frombuffer(steps_bytes, dtype=np.int64).astype(np.float64)
-    y = np.frombuffer(values_bytes, dtype=np.float64)
-    out = _smooth_finite(x, y)
-    out.flags.writeable = False
-    return out
+class _Fits:
+    """The fits of curves of finite values, keyed by the bytes of their steps (int64) and
+    values (float64), the least recently used dropped beyond ``size``. ``fill`` fits many
+    curves at once, those of one step pattern together (:func:`_fit_rows`); a fit is the same
+    either way (tested)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self.data: OrderedDict[tuple[bytes, bytes], np.ndarray] = OrderedDict()
+
+    def __call__(self, steps_bytes: bytes, values_bytes: bytes) -> np.ndarray:
+        key = (steps_bytes, values_bytes)
+        got = self.data.get(key)
+        if got is not None:
+            self.data.move_to_end(key)
+            return got
+        x = np.frombuffer(steps_bytes, dtype=np.int64).astype(np.float64)
+        return self._put(key, _smooth_finite(x, np.frombuffer(values_bytes, dtype=np.float64)))
+
+    def _put(self, key: tuple[bytes, bytes], fit: np.ndarray) -> np.ndarray:
+        fit.flags.writeable = False
+        self.data[key] = fit
+        if len(self.data) > self.size:
+            self.data.popitem(last=False)
+        return fit
+
+    def fill(self, curves: Sequence[Curve]) -> None:
+        """Fit the curves (of finite values) not fitted yet."""
+        groups: dict[bytes, dict[tuple[bytes, bytes], np.ndarray]] = {}
+        for c in curves:
+            key = (c.steps.tobytes(), c.values.tobytes())
+            if len(c) <= 2 or key in self.data:
+                continue
+            x = c.steps.astype(np.float64)
+            t = (x - x[0]) / float(x[-1] - x[0])
+            groups.setdefault(t.tobytes(), {})[key] = c.values
+        for t_bytes, todo in groups.items():
+            fits = _fit_rows(np.frombuffer(t_bytes, dtype=np.float64), np.stack(list(todo.values())))
+            for key, fit in zip(todo, fits, strict=True):
+                self._put(key, fit)
+
+    def cache_clear(self) -> None:
+        self.data.clear()
+
+
+_smooth_cached = _Fits()
 
 
 def _correlation_eigen(t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -164,6 +204,34 @@ def _smooth_finite(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     # posterior mean of the latent function at the data: R (R + g I)^-1 z
     fitted = q[li] @ (lam[li] / denom[li, gi] * c[li])
     return fitted * scale + mean
+
+
+def _fit_rows(t: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
+    """:func:`_smooth_finite` of each row of ``y`` (curves of more than two finite points),
+    all at the normalised steps ``t``, the same operations over a batch: every row's numbers
+    are those of its fit alone, bit for bit (numpy's einsum and its reductions over a row's
+    last axis do not depend on the other rows; tested)."""
+    k, n = y.shape
+    mean = y.mean(axis=1)
+    scale = y.std(axis=1)
+    out = [np.full(n, m) for m in mean.tolist()]  # a constant curve is its mean
+    fit = np.flatnonzero(scale > 1e-12 * np.maximum(1.0, np.abs(mean)))
+    if fit.size == 0:
+        return out
+    z = (y[fit] - mean[fit, None]) / scale[fit, None]
+    lam, q, denom, logdet = (_correlation_eigen_cached(t.tobytes())
+                              if n <= _EIGEN_CACHE_POINTS else _correlation_eigen(t))
+    c = np.einsum("lji,kj->kli", q, z)  # Q^T z per row, (k, L, n)
+    quad = np.sum(c[:, :, None, :] ** 2 / denom, axis=-1)  # z^T (R + g I)^-1 z, (k, L, G)
+    # Profile likelihood: sigma^2 = quad / n; log L = -n/2 log(quad/n) - 1/2 logdet + const.
+    loglik = -0.5 * n * np.log(quad / n) - 0.5 * logdet
+    best = np.argmax(loglik.reshape(fit.size, -1), axis=1).tolist()
+    for row, (i, b) in enumerate(zip(fit.tolist(), best, strict=True)):
+        li, gi = divmod(b, loglik.shape[2])
+        # posterior mean of the latent function at the data: R (R + g I)^-1 z
+        fitted = q[li] @ (lam[li] / denom[li, gi] * c[row, li])
+        out[i] = fitted * scale[i] + mean[i]
+    return out
 
 
 def smooth(curve: Curve) -> np.ndarray:
@@ -489,8 +557,9 @@ def compare_many(pairs: Sequence[tuple[Curve, Curve]]) -> list[Comparison]:
 class _Rows:
     """Prepared curves (``_prepared``: floored, smoothed) as padded rows for the array
     comparisons: raw values ``y`` and smoothed values ``s`` in each row's first ``n`` points
-    (``inside``), all finite and within ``_ARRAY_BOUND``, their extremes, and ``y_spans``:
-    ``y_spans[k, i, j] = max(y[i, j:j + 2**k])`` (-inf past the row's end)."""
+    (``inside``), all finite and within ``_ARRAY_BOUND``, their extremes, ``y_spans``:
+    ``y_spans[k, i, j] = max(y[i, j:j + 2**k])`` (-inf past the row's end), and ``s_run``:
+    the running maximum of ``s`` along each row (+inf past its end)."""
 
     y: np.ndarray
     s: np.ndarray
@@ -502,6 +571,7 @@ class _Rows:
     s_max: np.ndarray
     s_abs: np.ndarray
     y_spans: np.ndarray
+    s_run: np.ndarray
 
 
 def _pair_rows(curves: Sequence[Curve], a: np.ndarray, b: np.ndarray
@@ -518,23 +588,26 @@ def _pair_rows(curves: Sequence[Curve], a: np.ndarray, b: np.ndarray
         smoothed.append(s)
         return len(raw) - 1
 
-    unfloored = [len(c) > 0 and bool(np.isfinite(c.values).all()) for c in curves]
-    own: dict[int, int] = {}  # the row of a curve that needs no floor, shared by its pairs
-    ra, rb = np.full(a.size, -1), np.full(a.size, -1)
-    for p, (i, j) in enumerate(zip(a.tolist(), b.tolist(), strict=True)):
-        if unfloored[i] and unfloored[j]:
-            for c in (i, j):
-                if c not in own:
-                    own[c] = row(curves[c].values, smooth(curves[c]))
-            ri, rj = own[i], own[j]
-        else:
-            prepared = _prepared(curves[i], curves[j])
-            if prepared is None or len(curves[i]) == 0 or len(curves[j]) == 0:
-                continue
-            ya, sa, yb, sb = prepared
-            ri, rj = row(ya, sa), row(yb, sb)
-        if ri >= 0 and rj >= 0:
-            ra[p], rb[p] = ri, rj
+    unfloored = np.array([len(c) > 0 and bool(np.isfinite(c.values).all()) for c in curves],
+                         dtype=bool)
+    _smooth_cached.fill([c for c, u in zip(curves, unfloored.tolist(), strict=True) if u])
+    # a curve that needs no floor has one row, shared by its pairs (its fit: smooth's, cached)
+    own = np.full(len(curves), -1)
+    for c in sorted(set(a.tolist()) | set(b.tolist())):
+        if unfloored[c]:
+            cv = curves[c]
+            own[c] = row(cv.values, _smooth_cached(cv.steps.tobytes(), cv.values.tobytes()))
+    both = unfloored[a] & unfloored[b]
+    ra, rb = np.where(both, own[a], -1), np.where(both, own[b], -1)
+    for p in np.flatnonzero(~both).tolist():
+        i, j = int(a[p]), int(b[p])
+        prepared = _prepared(curves[i], curves[j])
+        if prepared is None or len(curves[i]) == 0 or len(curves[j]) == 0:
+            continue
+        ya, sa, yb, sb = prepared
+        ra[p], rb[p] = row(ya, sa), row(yb, sb)
+    apart = (ra < 0) | (rb < 0)  # a row beyond the bound: that pair one at a time
+    ra[apart], rb[apart] = -1, -1
     n = np.array([len(y) for y in raw], dtype=np.int64)
     width = int(n.max()) if len(n) else 1
     y, s = np.zeros((len(raw), width)), np.zeros((len(raw), width))
@@ -549,7 +622,8 @@ def _pair_rows(curves: Sequence[Curve], a: np.ndarray, b: np.ndarray
     rows = _Rows(y, s, n, inside, np.where(inside, y, np.inf).min(axis=1),
                  np.where(inside, y, -np.inf).max(axis=1),
                  np.where(inside, s, np.inf).min(axis=1), np.where(inside, s, -np.inf).max(axis=1),
-                 np.where(inside, np.abs(s), 0.0).max(axis=1), np.stack(spans))
+                 np.where(inside, np.abs(s), 0.0).max(axis=1), np.stack(spans),
+                 np.where(inside, np.maximum.accumulate(s, axis=1), np.inf))
     return rows, ra, rb
 
 
@@ -599,20 +673,25 @@ def _penalised_rows(rows: _Rows, a: np.ndarray, b: np.ndarray, a_higher: np.ndar
     lo = _py_min(rows.y_min[h] - rows.y_max[low], s[h, 0] - rows.s_max[low])
     hi = _py_max(rows.y_min[h] - rows.y_min[low], s[h, 0] - s[low, 0])
     deltas = _linspace_rows(lo, hi, _N_DELTAS)  # (pairs, deltas)
-    shd = s[h][:, None, :] - deltas[:, :, None]  # (pairs, deltas, points): sh - delta
-    in_h, in_l = inside[h][:, None, :], inside[low][:, None, :]
     # max |sh - delta| is at sh's minimum or maximum: rounding keeps sh - delta monotone in sh
     shd_abs = np.maximum(np.abs(rows.s_min[h][:, None] - deltas),
                          np.abs(rows.s_max[h][:, None] - deltas))
     tol = 1e-9 * np.maximum(np.maximum(1.0, shd_abs), rows.s_abs[low][:, None])
-    start, sl0 = shd[:, :, 0], s[low, 0][:, None]
+    start, sl0 = s[h, 0][:, None] - deltas, s[low, 0][:, None]  # sh[0] - delta
     level = np.abs(start - sl0) <= tol
     higher = start > sl0
-    reach_l = (s[low][:, None, :] >= (start - tol)[:, :, None]) & in_l
-    reach_h = (shd >= (sl0 - tol)[:, :, None]) & in_h
-    found = level | np.where(higher, reach_l.any(axis=2), reach_h.any(axis=2))
-    r = np.where(level | higher, 0, reach_h.argmax(axis=2))
-    q = np.where(level | ~higher, 0, reach_l.argmax(axis=2))
+    # the first point of a row reaching a level is the first of its running maximum to reach
+    # it, and the points before it are those whose running maximum lies below (+inf past the
+    # row's end, so none is counted there): the scalar code's first hit, as a count; for the
+    # higher curve, sh - delta rounds monotonically in sh, so the same holds of it
+    run_h, run_l = rows.s_run[h], rows.s_run[low]
+    below_l = np.count_nonzero(run_l[:, None, :] < (start - tol)[:, :, None], axis=2)
+    below_h = np.count_nonzero(run_h[:, None, :] - deltas[:, :, None] < (sl0 - tol)[:, :, None],
+                               axis=2)
+    reach_l, reach_h = below_l < n[low][:, None], below_h < n[h][:, None]
+    found = level | np.where(higher, reach_l, reach_h)
+    r = np.where(level | higher | ~reach_h, 0, below_h)  # (argmax of no hit: 0)
+    q = np.where(level | ~higher | ~reach_l, 0, below_l)
     m = np.minimum(n[h][:, None] - r, n[low][:, None] - q)
     score = (_section_max(rows, h[:, None], r, m) - deltas) - _section_max(rows, low[:, None], q, m)
     best = np.where(found, score, -np.inf).max(axis=1)

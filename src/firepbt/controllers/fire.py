@@ -56,7 +56,7 @@ The best-effort model at any time is the best member of P1 (4.1.2).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -261,10 +261,14 @@ class FirePBT(Controller):
                 decisions.extend(self._exploit(loser, source, i, fitness, step))
                 losers.add(loser)
         # 4. assign free evaluators (3, steps 1-2)
+        choose = None
         for e in sorted(self.evaluators):
             if self.evaluators[e].active:
                 continue
-            assignment = self._assign(e, step, fitness_by_sub, losers)
+            if choose is None:  # the candidates as they stand now, for every free evaluator
+                choose = parent_chooser(self.members, self.evaluators, self.subpopulation,
+                                        self.n_sub, self.min_steps, step, self.rng)
+            assignment = self._assign(e, step, fitness_by_sub, losers, choose())
             if assignment is None:
                 break
             decisions.append(assignment)
@@ -351,9 +355,7 @@ class FirePBT(Controller):
         return out
 
     def _assign(self, e: int, step: int, fitness_by_sub: Mapping[int, Mapping[int, float]],
-                losers: set[int] = frozenset()) -> AssignEvaluator | None:  # type: ignore[assignment]
-        parent = choose_parent(self.members, self.evaluators, self.subpopulation, self.n_sub,
-                               self.min_steps, step, self.rng)
+                losers: set[int], parent: int | None) -> AssignEvaluator | None:
         if parent is None:
             return None
         pm = self.members[parent]
@@ -541,21 +543,47 @@ def choose_parent(members: Mapping[int, MemberState], evaluators: Mapping[int, E
     """Step 4's parent: among members of P2..Pn without an evaluator, past their
     sub-population's ``min_steps_before_eval`` and evaluated at least once, one of the
     sub-population with the fewest evaluators (open detail 5), then the one that has trained
-    longest since its last event (ties at random); None when there is none."""
+    longest since its last event (ties at random: one permutation of the candidates drawn per
+    choice); None when there is none."""
+    return parent_chooser(members, evaluators, subpopulation, n_sub, min_steps, step, rng)()
+
+
+def parent_chooser(members: Mapping[int, MemberState], evaluators: Mapping[int, EvaluatorState],
+                   subpopulation: Any, n_sub: int, min_steps: Sequence[int], step: int,
+                   rng: np.random.Generator) -> Callable[[], int | None]:
+    """:func:`choose_parent` for a round's free evaluators one after another: the candidates
+    and the sub-populations' evaluator counts are taken once; each choice then takes its
+    parent out of the candidates and counts its new evaluator (all that assigning it changes),
+    so the choices and random draws are those of calling :func:`choose_parent` after each
+    assignment (tested)."""
     candidates = [m for i in range(1, n_sub) for m in subpopulation(i)
                   if members[m].evaluator is None and step >= min_steps[i]
                   and members[m].latest is not None]
-    if not candidates:
-        return None
-    load = {i: 0 for i in range(1, n_sub)}
+    load = np.zeros(n_sub, dtype=np.int64)
     for ev in evaluators.values():
         if ev.active:
             assert ev.parent is not None
             load[members[ev.parent].sub] += 1
-    tiebreak = rng.permutation(len(candidates)).tolist()
-    keys = [(load[members[c].sub], members[c].last_event, t)
-            for c, t in zip(candidates, tiebreak, strict=True)]
-    return candidates[min(range(len(keys)), key=keys.__getitem__)]
+    ids = np.array(candidates, dtype=np.int64)
+    subs = np.array([members[c].sub for c in candidates], dtype=np.int64)
+    last = np.array([members[c].last_event for c in candidates], dtype=np.int64)
+
+    def choose() -> int | None:
+        nonlocal ids, subs, last
+        if ids.size == 0:
+            return None
+        tiebreak = rng.permutation(ids.size)
+        # the smallest (load, last event, tiebreak), in that order
+        ld = load[subs]
+        at = np.flatnonzero(ld == ld.min())
+        at = at[last[at] == last[at].min()]
+        i = int(at[np.argmin(tiebreak[at])])
+        parent = int(ids[i])
+        load[subs[i]] += 1
+        ids, subs, last = np.delete(ids, i), np.delete(subs, i), np.delete(last, i)
+        return parent
+
+    return choose
 
 
 def best_of(members: Mapping[int, MemberState], sub_ids: Sequence[int],
