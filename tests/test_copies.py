@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from firepbt.executor import LocalExecutor, TrainJob, run_job
+from firepbt import open_experiment
+from firepbt.executor import BestPoint, LocalExecutor, TrainJob, run_job
 from firepbt.supervised import SupervisedData, SupervisedTrainable
 from firepbt.trainable import function_trainable
 
@@ -88,9 +89,54 @@ def test_the_best_point_of_a_round_is_tested_on_its_own_weights():
             self.w.copy_(state["w"])
 
     job = TrainJob(0, 0, (({"lr": 1.0}, 10),), eval_interval=1, wants_test=True)
-    res = run_job(Climber(0), job, [float("-inf")], "max")
+    best = BestPoint(float("-inf"))
+    climber = Climber(0)
+    res = run_job(climber, job, best, "max")
     assert dict(res.evaluations)[5] == 0.0
-    assert res.tests == ((5, 5.0),)  # tested at w = 5, not at the end of the round (w = 10)
+    assert best.test(0, 5)[0] == 5.0  # tested at w = 5, not at the end of the round (w = 10)
+    assert float(climber.w) == 10.0  # and left where training left it
+
+
+def test_a_round_takes_one_test_at_its_best_point(tmp_path):
+    """Only the round's best point is tested (was: every best-effort member whose best point
+    beat the running best, i.e. nearly every member early in a run), and the stored test is
+    the one of the run's top validation point, with every executor."""
+    from firepbt import ExperimentConfig, run
+    from firepbt.store import Store
+
+    calls = []
+
+    class Counted(SupervisedTrainable):
+        def test(self):
+            calls.append(1)
+            return super().test()
+
+    def make(seed):
+        g = torch.Generator().manual_seed(1)
+        x, xt = torch.randn(400, 4, generator=g), torch.randn(200, 4, generator=g)
+        data = SupervisedData(x[:300], (x[:300, 0] > 0).long(), x[300:], (x[300:, 0] > 0).long(),
+                              xt, (xt[:, 0] > 0).long())
+        return Counted(seed, model=nn.Linear(4, 2), data=data, batch_size=20)
+
+    from firepbt import LogUniform, Space
+
+    tests = {}
+    for executor in ("local", "vectorized"):
+        calls.clear()
+        cfg = ExperimentConfig(task="custom", method="pbt", workers=6, steps=60,
+                               ready_interval=20, eval_interval=5, seed=1, executor=executor)
+        run(cfg, tmp_path / executor, factory=make,
+            space=Space({"lr": LogUniform(1e-2, 1.0)}), progress=False)
+        st = Store.open(tmp_path / executor, readonly=True)
+        stored = st.tests()
+        rounds = len({r for r, *_ in stored})
+        st.close()
+        assert len(stored) == rounds <= 3 and len(calls) == rounds + 1  # + the final member's
+        tests[executor] = stored
+        with open_experiment(tmp_path / executor) as exp:
+            top = exp.top()
+            assert top is not None and top.test is not None
+    assert tests["local"] == tests["vectorized"]
 
 
 def _supervised(seed: int) -> SupervisedTrainable:

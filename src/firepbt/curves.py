@@ -668,7 +668,7 @@ def _penalised_rows(rows: _Rows, a: np.ndarray, b: np.ndarray, a_higher: np.ndar
                     ) -> np.ndarray:
     """The penalty search of ``_best_score_diff_arrays`` for pairs without overlap, over
     (pair, delta, point) arrays, with ``_overlaps_penalised``'s operations."""
-    s, n, inside = rows.s, rows.n, rows.inside
+    s, n = rows.s, rows.n
     h, low = np.where(a_higher, a, b), np.where(a_higher, b, a)
     lo = _py_min(rows.y_min[h] - rows.y_max[low], s[h, 0] - rows.s_max[low])
     hi = _py_max(rows.y_min[h] - rows.y_min[low], s[h, 0] - s[low, 0])

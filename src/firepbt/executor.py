@@ -14,7 +14,11 @@ are made and raises a trainable's error while loading a state, as ``copy`` does)
 folder, :meth:`~firepbt.store.Store.parts_folder`, or through
 :meth:`~firepbt.store.Store.write_checkpoint` from a background thread) and returns a function
 that waits for it and returns its name, which the runner binds to the round when the next
-round's training is done; ``mark_round()`` after a round without a checkpoint.
+round's training is done; ``mark_round()`` after a round without a checkpoint;
+``test_best(worker, step)``, called before the round's copies, starts the test of the round's
+best point (:class:`BestPoint`) and returns a function that gives it and its seconds
+(executors without it return tests in their results, of any points that beat the running
+best).
 """
 
 from __future__ import annotations
@@ -46,8 +50,9 @@ class TrainJob:
 
 @dataclass(frozen=True, slots=True)
 class TrainResult:
-    """Evaluations ``(step, raw value)`` of one job, tests ``(step, raw value)`` taken where the
-    score beat the running best, and the seconds spent training and evaluating."""
+    """Evaluations ``(step, raw value)`` of one job, tests ``(step, raw value)`` (left empty by
+    executors with ``test_best``, which test only the round's best point when the runner asks),
+    and the seconds spent training and evaluating."""
 
     worker: int
     evaluations: tuple[tuple[int, float], ...]
@@ -80,32 +85,80 @@ def observed_score(value: float, mode: str) -> float:
     return score_of(value, mode) + 0.0
 
 
-def run_job(trainable: Trainable, job: TrainJob, best: list[float], mode: str) -> TrainResult:
-    """Train one job on one trainable. ``best[0]`` is the best score before the round.
+class BestPoint:
+    """The round's one point worth a test among the jobs one executor (or one Ray actor)
+    trains: of the evaluations of best-effort workers (``wants_test``) that beat ``floor``, the
+    running best score at the round's start, the highest; among equal scores the earliest step,
+    then the lowest worker (the first to reach it in the runner's step, worker order). So the
+    round's best point over all executors is held by one of them, and only it is tested: the
+    run's top validation point is always such a point (paper 4.1.2), and a test is taken once
+    per round instead of once per member that beat the running best.
 
-    A job with ``wants_test`` takes one test evaluation, at its best point of the round, if
-    that beats ``best[0]``: an independent copy of the state at that point is kept
-    (:func:`~firepbt.trainable.clone_state` of ``state_dict()``, which may hold live tensors) and
-    tested at the end of the job. The rule does not depend on the order in which workers train, and the
-    run's top validation point is always such a point (the runner keeps the tests of points
-    that were new running bests).
+    ``hold`` keeps a point with the function that tests it (on a copy of the state at that
+    point, or on the state at its job's end, which stays until the round's copies); the runner
+    calls :meth:`test` for the round's best point before it applies the round's copies."""
+
+    def __init__(self, floor: float) -> None:
+        self.floor = floor
+        self.key: tuple[float, int, int] | None = None
+        self.at: tuple[int, int] | None = None  # (worker, step)
+        self._test: Callable[[], float | None] | None = None
+
+    def beats(self, score: float, step: int, worker: int) -> bool:
+        if not (math.isfinite(score) and score > self.floor):
+            return False
+        return self.key is None or (score, -step, -worker) > self.key
+
+    def hold(self, score: float, step: int, worker: int,
+             test: Callable[[], float | None]) -> None:
+        self.key, self.at, self._test = (score, -step, -worker), (worker, step), test
+
+    def test(self, worker: int, step: int) -> tuple[float | None, float]:
+        """The test of the held point when it is ``worker`` at ``step`` (else None), once, and
+        the seconds it took."""
+        if self.at != (worker, step) or self._test is None:
+            return None, 0.0
+        fn, self._test = self._test, None
+        t0 = time.perf_counter()
+        t = fn()
+        return (None if t is None else objective_value(t, "test()")), time.perf_counter() - t0
+
+
+def _test_state(trainable: Trainable, state: dict[str, Any] | None) -> float | None:
+    """``trainable`` tested on ``state`` (None: as it is), its own state restored after."""
+    if state is None:
+        return test_of(trainable)
+    current = clone_state(trainable.state_dict())
+    trainable.load_state_dict(state)
+    try:
+        return test_of(trainable)
+    finally:
+        trainable.load_state_dict(current)
+
+
+def run_job(trainable: Trainable, job: TrainJob, best: BestPoint, mode: str) -> TrainResult:
+    """Train one job on one trainable.
+
+    A job with ``wants_test`` offers its best point of the round to ``best`` (the
+    :class:`BestPoint` of the jobs trained beside it) when it finishes: an independent copy of
+    the state at that point (:func:`~firepbt.trainable.clone_state` of ``state_dict()``, which
+    may hold live tensors) is kept while it beats the points held so far, none when the point
+    is the job's end. Nothing is tested here: the runner asks for the round's best point.
     """
     evals: list[tuple[int, float]] = []
-    tests: list[tuple[int, float]] = []
     t_train = t_eval = 0.0
     step = job.start
-    own_best = best[0]
-    best_point: tuple[int, dict[str, Any] | None] | None = None
+    own: tuple[float, int, dict[str, Any] | None] | None = None
 
     def evaluate() -> None:
-        nonlocal t_eval, own_best, best_point
+        nonlocal t_eval, own
         t0 = time.perf_counter()
         value = objective_value(trainable.evaluate(), "evaluate()")
         evals.append((step, value))
         score = score_of(value, mode)
-        if job.wants_test and math.isfinite(score) and score > own_best:
-            own_best = score
-            best_point = (step, None if step == end else clone_state(trainable.state_dict()))
+        if job.wants_test and best.beats(score, step, job.worker) and \
+                (own is None or score > own[0]):
+            own = (score, step, None if step == end else clone_state(trainable.state_dict()))
         t_eval += time.perf_counter() - t0
 
     end = job.start + sum(n for _, n in job.pieces)
@@ -124,24 +177,14 @@ def run_job(trainable: Trainable, job: TrainJob, best: list[float], mode: str) -
                 remaining -= k
                 if step % job.eval_interval == 0:
                     evaluate()
-        if best_point is not None:
-            t0 = time.perf_counter()
-            at, state = best_point
-            if state is None:  # the best point is the end of the job: test as it is
-                t = test_of(trainable)
-            else:
-                current = clone_state(trainable.state_dict())
-                trainable.load_state_dict(state)
-                t = test_of(trainable)
-                trainable.load_state_dict(current)
-            if t is not None:
-                tests.append((at, objective_value(t, "test()")))
-            t_eval += time.perf_counter() - t0
     except ConfigError:  # the trainable broke the contract (e.g. evaluate() returned a string)
         raise
     except Exception as exc:  # reported with worker, step and the original traceback
         raise TrainableError(job.worker, step, traceback.format_exc()) from exc
-    return TrainResult(job.worker, tuple(evals), tuple(tests), t_train, t_eval)
+    if own is not None and best.beats(own[0], own[1], job.worker):  # a finished job only
+        state = own[2]
+        best.hold(own[0], own[1], job.worker, lambda: _test_state(trainable, state))
+    return TrainResult(job.worker, tuple(evals), (), t_train, t_eval)
 
 
 def build_population(factory: TrainableFactory, seeds: Mapping[int, int]) -> dict[int, Trainable]:
@@ -207,6 +250,7 @@ class LocalExecutor:
         self.factory = factory
         self.trainables: dict[int, Trainable] = {}
         self.mode = "max"
+        self.best = BestPoint(math.inf)
 
     def setup(self, seeds: Mapping[int, int],
               built: Mapping[int, Trainable] | None = None) -> None:
@@ -220,12 +264,19 @@ class LocalExecutor:
 
     def train_round(self, jobs: Sequence[TrainJob], best_score: float,
                     progress: Callable[[int], None] | None = None) -> list[TrainResult]:
+        self.best = BestPoint(best_score)
         out = []
         for job in jobs:
-            out.append(run_job(self.trainables[job.worker], job, [best_score], self.mode))
+            out.append(run_job(self.trainables[job.worker], job, self.best, self.mode))
             if progress is not None:
                 progress(sum(n for _, n in job.pieces))
         return out
+
+    def test_best(self, worker: int, step: int) -> Callable[[], tuple[float | None, float]]:
+        """The test of the round's best point, ``worker`` at ``step`` (see :class:`BestPoint`),
+        taken now; returns a function that gives it and the seconds it took."""
+        got = self.best.test(worker, step)
+        return lambda: got
 
     def copy(self, source: int, dest: int, seed: int | None = None) -> None:
         """``dest`` takes an independent copy of ``source``'s state, then (when ``seed`` is

@@ -62,7 +62,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, StoreError, TrainableError
-from .executor import TrainJob, TrainResult, build_population, run_job
+from .executor import BestPoint, TrainJob, TrainResult, build_population, run_job
 from .records import WorkerFailure
 from .store import ExperimentStore, read_states, write_states
 from .trainable import (
@@ -104,6 +104,8 @@ class _Host:
         self.members: dict[int, Any] = {}
         self.vec: Any = None
         self.mode = "max"
+        self.best = BestPoint(math.inf)  # the round's best point here (see test_best)
+        self.round_id: int | None = None
 
     def build(self, seeds: Mapping[int, int], batched: bool = True) -> list[str]:
         """Make (more) members (the modes they declare, for the driver to check); with
@@ -135,22 +137,30 @@ class _Host:
     def pid(self) -> int:
         return os.getpid()
 
-    def run_jobs(self, jobs: Sequence[TrainJob], best: float, one_by_one: bool = False
-                 ) -> list[TrainResult | _JobError] | str:
+    def run_jobs(self, jobs: Sequence[TrainJob], best: float, one_by_one: bool = False,
+                 round_id: int | None = None) -> list[TrainResult | _JobError] | str:
         """The jobs' results; ``"batch_failed"`` when the batched model raised (the members'
-        states may be partly advanced: the driver restores them and asks again, one by one)."""
+        states may be partly advanced: the driver restores them and asks again, one by one).
+        The round's best point here is kept for :meth:`test_best` (``round_id``: the jobs'
+        round; a new one starts from ``best``, the running best at its start)."""
+        if round_id != self.round_id or round_id is None:
+            self.best, self.round_id = BestPoint(best), round_id
         if self.vec is not None and len(jobs) > 1 and not one_by_one:
             try:
-                return list(self.vec.train_round(jobs, best))
+                return list(self.vec.train_round(jobs, best, best=self.best))
             except TrainableError:
                 return "batch_failed"
         out: list[TrainResult | _JobError] = []
         for job in jobs:
             try:
-                out.append(run_job(self.members[job.worker], job, [best], self.mode))
+                out.append(run_job(self.members[job.worker], job, self.best, self.mode))
             except TrainableError as exc:  # this member only; a ConfigError stops the run
                 out.append(_JobError(job.worker, exc.step, exc.traceback_text))
         return out
+
+    def test_best(self, worker: int, step: int) -> tuple[float | None, float]:
+        """The test of the round's best point if this actor holds it (``BestPoint.test``)."""
+        return self.best.test(worker, step)
 
     def get_states(self, workers: Sequence[int]) -> dict[int, dict[str, Any]]:
         """The members' states with CPU tensors (they may go to a machine without a GPU)."""
@@ -237,6 +247,7 @@ class RayExecutor:
         # the states at the round's start, where they can be had: (workers, fetch) pairs
         self.boundary: list[tuple[tuple[int, ...], Callable[[], Mapping[int, Any]]]] = []
         self.failures: list[WorkerFailure] = []
+        self._rounds = 0  # train_round calls, to tell the actors a new round from a retry
         self.mode = "max"
         self._started_ray = False
 
@@ -329,13 +340,15 @@ class RayExecutor:
         from ray.exceptions import RayActorError, RayTaskError
 
         pending: dict[Any, tuple[int, list[TrainJob]]] = {}
+        self._rounds += 1
+        round_id = self._rounds
 
         def submit(todo: list[TrainJob], one_by_one: bool = False) -> None:
             by_host: dict[int, list[TrainJob]] = {}
             for j in todo:
                 by_host.setdefault(self.home[j.worker], []).append(j)
             for index, mine in sorted(by_host.items()):
-                ref = self.hosts[index].run_jobs.remote(mine, best_score, one_by_one)
+                ref = self.hosts[index].run_jobs.remote(mine, best_score, one_by_one, round_id)
                 pending[ref] = (index, mine)
 
         def restore(todo: list[TrainJob]) -> None:
@@ -462,6 +475,24 @@ class RayExecutor:
 
     def copy(self, source: int, dest: int, seed: int | None = None) -> None:
         self.copy_many([(source, dest, seed)])
+
+    def test_best(self, worker: int, step: int) -> Callable[[], tuple[float | None, float]]:
+        """Start the test of the round's best point on the actor that holds it (before the
+        round's copies, which it runs after) and return a function that waits for it; the
+        test runs while the driver decides. A test lost with its actor is None."""
+        ray = _require_ray()
+        from ray.exceptions import RayActorError, RayTaskError
+
+        ref = self.hosts[self.home[worker]].test_best.remote(worker, step)
+
+        def wait() -> tuple[float | None, float]:
+            try:
+                return tuple(ray.get(ref))  # type: ignore[return-value]
+            except RayActorError:
+                return None, 0.0
+            except RayTaskError as exc:
+                raise (exc.cause if getattr(exc, "cause", None) is not None else exc) from None
+        return wait
 
     def copy_many(self, copies: Sequence[tuple[int, int, int | None]]) -> None:
         """``copy(source, dest, seed)`` for each, in order, in waves (module doc, Copies): per

@@ -257,15 +257,22 @@ class Runner:
         observations = {res.worker: [(s, observed_score(v, mode)) for s, v in res.evaluations]
                         for res in results}
         # the running best over best-effort members, in (step, worker) order; a test is kept
-        # only where it was a new running best (executors test a superset of those points)
+        # only where it was a new running best: executors with test_best test the round's
+        # last one (its best point; the run's top point is always one of those), the others
+        # test a superset of those points
         candidates = set(self.controller.best_candidates())
         points = sorted((s, res.worker, score_of(v, mode)) for res in results
                         if res.worker in candidates for s, v in res.evaluations)
-        new_best: set[tuple[int, int]] = set()
+        new_best: dict[tuple[int, int], None] = {}
         for s, w, sc in points:
             if math.isfinite(sc) and sc > self.best_score:
                 self.best_score = sc
-                new_best.add((w, s))
+                new_best[w, s] = None
+        test_best = getattr(self.executor, "test_best", None)
+        best_test = None
+        if test_best is not None and new_best:  # runs while the round is decided (Ray)
+            w_best, s_best = list(new_best)[-1]
+            best_test = (w_best, s_best, test_best(w_best, s_best))
         t0 = time.process_time()
         decisions = self.controller.decide(step, observations)
         decide_seconds = time.process_time() - t0
@@ -285,15 +292,21 @@ class Runner:
             mark = getattr(self.executor, "mark_round", None)
             if mark is not None:  # executors that keep the round's start states themselves
                 mark()
+        tests = [(res.worker, s, v) for res in results for s, v in res.tests
+                 if (res.worker, s) in new_best]
+        test_seconds = 0.0
+        if best_test is not None:
+            w_best, s_best, wait = best_test
+            value, test_seconds = wait()
+            if value is not None:
+                tests.append((w_best, s_best, value))
         row = RoundRow(r, step, time.time(), sum(x.train_seconds for x in results),
-                       sum(x.eval_seconds for x in results), decide_seconds,
+                       sum(x.eval_seconds for x in results) + test_seconds, decide_seconds,
                        self.controller.state_dict(), self._runner_state(), checkpoint)
         take = getattr(self.executor, "take_failures", None)
         if take is not None:
             decisions = [*take(), *decisions]
         evals = [(res.worker, s, v) for res in results for s, v in res.evaluations]
-        tests = [(res.worker, s, v) for res in results for s, v in res.tests
-                 if (res.worker, s) in new_best]
         self.store.commit_round(row, evals, tests, decisions,
                                 meta=None if final is None else {"final": json.dumps(final)})
         self.round = r

@@ -472,7 +472,8 @@ class Store:
                 row.round, row.step, row.finished_at, row.train_seconds, row.eval_seconds,
                 row.decide_seconds, json.dumps(row.controller_state), json.dumps(row.runner_state),
                 row.checkpoint))
-        self._prune_checkpoints()
+        if row.checkpoint is not None:  # (a checkpoint bound later is pruned for then)
+            self._prune_checkpoints()
 
     def discard_after(self, round_index: int) -> None:
         """Drop anything recorded after ``round_index`` (a crash between writes, or a round

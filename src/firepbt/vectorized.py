@@ -28,13 +28,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from .batched import NotVectorizable, population_type, register_batched
 from .errors import TrainableError
-from .executor import LocalExecutor, TrainJob, TrainResult, build_population, score_of
+from .executor import BestPoint, LocalExecutor, TrainJob, TrainResult, build_population, score_of
 from .supervised import SupervisedTrainable, accuracy
 from .trainable import TrainableFactory, mode_of
 
@@ -74,21 +75,26 @@ class VectorizedExecutor(LocalExecutor):
         self.mode = {mode_of(t) for t in made.values()}.pop()
 
     def train_round(self, jobs: Sequence[TrainJob], best_score: float,
-                    progress: Callable[[int], None] | None = None) -> list[TrainResult]:
+                    progress: Callable[[int], None] | None = None,
+                    best: BestPoint | None = None) -> list[TrainResult]:
+        """The round's jobs as one batched model; the round's best point is offered to
+        ``best`` (default: a new :class:`~firepbt.executor.BestPoint` from ``best_score``, which
+        :meth:`test_best` then asks)."""
+        self.best = BestPoint(best_score) if best is None else best
         if not jobs:
             return []
         old_threads = torch.get_num_threads()
         if self.threads is not None:
             torch.set_num_threads(self.threads)
         try:
-            return self._train_round(jobs, best_score, progress)
+            return self._train_round(jobs, self.best, progress)
         finally:
             if self.threads is not None:
                 torch.set_num_threads(old_threads)
 
     # -- the batched round -----------------------------------------------------------------
 
-    def _train_round(self, jobs: Sequence[TrainJob], best_score: float,
+    def _train_round(self, jobs: Sequence[TrainJob], best: BestPoint,
                      progress: Callable[[int], None] | None) -> list[TrainResult]:
         workers = [j.worker for j in jobs]
         members = [self.trainables[w] for w in workers]
@@ -104,25 +110,23 @@ class VectorizedExecutor(LocalExecutor):
         pop = self.population(members)
         runs = [[(tuple(pop.settings(m, h)), n) for h, n in j.pieces]
                 for m, j in zip(members, jobs, strict=True)]
-        # tests: once per member, at its best point of the round if it beats best_score (the
-        # rule of firepbt.executor.run_job); the parameters at that point are kept
-        own_best = [best_score] * len(jobs)
-        best_point: dict[int, tuple[int, list[torch.Tensor] | None]] = {}
+        # the round's best point worth a test (firepbt.executor.BestPoint), its parameters
+        # kept (a snapshot, or None at the round's end), offered to ``best`` if the round ends
+        cand: tuple[float, int, int, int, Any] | None = None  # score, step, worker, i, snapshot
         evals: dict[int, list[tuple[int, float]]] = {w: [] for w in workers}
-        tests: dict[int, list[tuple[int, float]]] = {w: [] for w in workers}
         t_train = t_eval = 0.0
         end = start + n_steps
 
         def evaluate(step: int) -> None:
-            nonlocal t_eval
+            nonlocal t_eval, cand
             t0 = time.perf_counter()
             values = pop.evaluate()
             for i, (w, j) in enumerate(zip(workers, jobs, strict=True)):
                 evals[w].append((step, values[i]))
                 sc = score_of(values[i], self.mode)
-                if j.wants_test and math.isfinite(sc) and sc > own_best[i]:
-                    own_best[i] = sc
-                    best_point[i] = (step, None if step == end else pop.snapshot(i))
+                if j.wants_test and best.beats(sc, step, w) and \
+                        (cand is None or (sc, -step, -w) > (cand[0], -cand[1], -cand[2])):
+                    cand = (sc, step, w, i, None if step == end else pop.snapshot(i))
             t_eval += time.perf_counter() - t0
 
         step = start
@@ -148,15 +152,12 @@ class VectorizedExecutor(LocalExecutor):
 
             raise TrainableError(-1, step, traceback.format_exc()) from exc
         pop.write_back()
-        t0 = time.perf_counter()
-        for i, (at, params) in sorted(best_point.items()):
-            t = pop.test_at(i, params)
-            if t is not None:
-                tests[workers[i]].append((at, t))
-        t_eval += time.perf_counter() - t0
+        if cand is not None and best.beats(cand[0], cand[1], cand[2]):
+            sc, at, w, i, snap = cand
+            best.hold(sc, at, w, lambda: pop.test_at(i, snap))
         share = 1.0 / len(jobs)
-        return [TrainResult(w, tuple(evals[w]), tuple(tests[w]), t_train * share,
-                            t_eval * share) for w in workers]
+        return [TrainResult(w, tuple(evals[w]), (), t_train * share, t_eval * share)
+                for w in workers]
 
 
 _CHUNK = 1024  # steps whose per-step settings are materialised at once
