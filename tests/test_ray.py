@@ -60,6 +60,9 @@ class Faulty:
     def evaluate(self):
         return self.inner.evaluate()
 
+    def test(self):  # a function of the weights: the held best point's test is comparable
+        return self.inner.evaluate() + 1.0
+
     def state_dict(self):
         return {**self.inner.state_dict(), "steps": self.steps}
 
@@ -81,7 +84,7 @@ def records(path):
     st = Store.open(path)
     try:
         decisions = [d for _r, _s, d in st.decisions()]
-        return st.evaluations(), decisions
+        return (st.evaluations(), st.tests()), decisions
     finally:
         st.close()
 
@@ -102,7 +105,8 @@ def test_same_decisions_as_the_local_executor(tmp_path):
         run(c, tmp_path / f"{method}-local", factory=make, space=SPACE)
         run(ExperimentConfig(**{**c.to_dict(), "executor": "ray"}), tmp_path / f"{method}-ray",
             factory=make, space=SPACE)
-        assert records(tmp_path / f"{method}-local") == records(tmp_path / f"{method}-ray")
+        local, ray_ = records(tmp_path / f"{method}-local"), records(tmp_path / f"{method}-ray")
+        assert local == ray_ and local[0][1]  # the same tests too: the rounds' best points
 
 
 def test_sigkill_of_an_actor_mid_round_loses_nothing(tmp_path):
@@ -139,7 +143,7 @@ def test_a_member_that_keeps_failing_is_retired_and_refilled_by_exploitation(tmp
     make = faulty(4, "raise_always", 60, tmp_path / "never")
     s = run(cfg("ray"), tmp_path / "ray", factory=make, space=SPACE)
     assert s.finished
-    evals, decisions = records(tmp_path / "ray")
+    (evals, _tests), decisions = records(tmp_path / "ray")
     failures = [d for d in decisions if d.kind == "worker_failure" and d.worker == 4]
     assert any("retired" in f.action for f in failures)
     nan_steps = [s for _r, w, s, v in evals if w == 4 and math.isnan(v)]
@@ -390,7 +394,7 @@ def test_a_failing_member_of_a_batched_actor_is_found_and_retired_alone(tmp_path
     s = run(cfg("ray"), tmp_path / "ray", factory=make,
             space=Space({"lr": LogUniform(1e-3, 1e-1)}))
     assert s.finished
-    evals, decisions = records(tmp_path / "ray")
+    (evals, _tests), decisions = records(tmp_path / "ray")
     failed = {d.worker for d in decisions if d.kind == "worker_failure"}
     assert failed == {5}
     assert all(not math.isnan(v) for _r, w, _s, v in evals if w != 5)
@@ -411,8 +415,8 @@ def test_a_batched_model_that_fails_mid_round_is_retried_from_the_rounds_start(t
     run(cfg("ray"), tmp_path / "ray", factory=make, space=space)
     assert Path(once).exists()  # the batched model did fail
     run(cfg("local"), tmp_path / "local", factory=lambda s: Flaky(s, False), space=space)
-    evals, decisions = records(tmp_path / "ray")
-    ref_evals, ref_decisions = records(tmp_path / "local")
+    (evals, tests), decisions = records(tmp_path / "ray")
+    (ref_evals, ref_tests), ref_decisions = records(tmp_path / "local")
     diff = [(a, b) for a, b in zip(ref_evals, evals, strict=True) if a != b]
-    assert diff == []
+    assert diff == [] and tests == ref_tests
     assert ref_decisions == [d for d in decisions if d.kind != "worker_failure"]

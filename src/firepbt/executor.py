@@ -52,13 +52,15 @@ class TrainJob:
 class TrainResult:
     """Evaluations ``(step, raw value)`` of one job, tests ``(step, raw value)`` (left empty by
     executors with ``test_best``, which test only the round's best point when the runner asks),
-    and the seconds spent training and evaluating."""
+    and the seconds spent training and evaluating; ``held``: the job's best point was held for
+    a test (:class:`BestPoint`) when it finished."""
 
     worker: int
     evaluations: tuple[tuple[int, float], ...]
     tests: tuple[tuple[int, float], ...]
     train_seconds: float
     eval_seconds: float
+    held: bool = False
 
 
 def objective_value(value: Any, what: str) -> float:
@@ -149,6 +151,7 @@ def run_job(trainable: Trainable, job: TrainJob, best: BestPoint, mode: str) -> 
     t_train = t_eval = 0.0
     step = job.start
     own: tuple[float, int, dict[str, Any] | None] | None = None
+    testable = job.wants_test and getattr(trainable, "test", None) is not None
 
     def evaluate() -> None:
         nonlocal t_eval, own
@@ -156,8 +159,7 @@ def run_job(trainable: Trainable, job: TrainJob, best: BestPoint, mode: str) -> 
         value = objective_value(trainable.evaluate(), "evaluate()")
         evals.append((step, value))
         score = score_of(value, mode)
-        if job.wants_test and best.beats(score, step, job.worker) and \
-                (own is None or score > own[0]):
+        if testable and best.beats(score, step, job.worker) and (own is None or score > own[0]):
             own = (score, step, None if step == end else clone_state(trainable.state_dict()))
         t_eval += time.perf_counter() - t0
 
@@ -181,10 +183,11 @@ def run_job(trainable: Trainable, job: TrainJob, best: BestPoint, mode: str) -> 
         raise
     except Exception as exc:  # reported with worker, step and the original traceback
         raise TrainableError(job.worker, step, traceback.format_exc()) from exc
-    if own is not None and best.beats(own[0], own[1], job.worker):  # a finished job only
+    held = own is not None and best.beats(own[0], own[1], job.worker)  # a finished job only
+    if own is not None and held:
         state = own[2]
         best.hold(own[0], own[1], job.worker, lambda: _test_state(trainable, state))
-    return TrainResult(job.worker, tuple(evals), (), t_train, t_eval)
+    return TrainResult(job.worker, tuple(evals), (), t_train, t_eval, held)
 
 
 def build_population(factory: TrainableFactory, seeds: Mapping[int, int]) -> dict[int, Trainable]:

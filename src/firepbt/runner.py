@@ -272,7 +272,8 @@ class Runner:
         best_test = None
         if test_best is not None and new_best:  # runs while the round is decided (Ray)
             w_best, s_best = list(new_best)[-1]
-            best_test = (w_best, s_best, test_best(w_best, s_best))
+            if any(res.held for res in results if res.worker == w_best):  # (if testable)
+                best_test = (w_best, s_best, test_best(w_best, s_best))
         t0 = time.process_time()
         decisions = self.controller.decide(step, observations)
         decide_seconds = time.process_time() - t0

@@ -152,11 +152,12 @@ class VectorizedExecutor(LocalExecutor):
 
             raise TrainableError(-1, step, traceback.format_exc()) from exc
         pop.write_back()
+        held = None
         if cand is not None and best.beats(cand[0], cand[1], cand[2]):
-            sc, at, w, i, snap = cand
-            best.hold(sc, at, w, lambda: pop.test_at(i, snap))
+            sc, at, held, i, snap = cand
+            best.hold(sc, at, held, lambda: pop.test_at(i, snap))
         share = 1.0 / len(jobs)
-        return [TrainResult(w, tuple(evals[w]), (), t_train * share, t_eval * share)
+        return [TrainResult(w, tuple(evals[w]), (), t_train * share, t_eval * share, w == held)
                 for w in workers]
 
 
