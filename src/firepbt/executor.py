@@ -47,6 +47,10 @@ class TrainJob:
     evaluate_start: bool = False
     wants_test: bool = False
 
+    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:  # pickled by its fields, directly
+        return (TrainJob, (self.worker, self.start, self.pieces, self.eval_interval,
+                           self.evaluate_start, self.wants_test))
+
 
 @dataclass(frozen=True, slots=True)
 class TrainResult:
@@ -61,6 +65,10 @@ class TrainResult:
     train_seconds: float
     eval_seconds: float
     held: bool = False
+
+    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:  # pickled by its fields, directly
+        return (TrainResult, (self.worker, self.evaluations, self.tests, self.train_seconds,
+                              self.eval_seconds, self.held))
 
 
 def objective_value(value: Any, what: str) -> float:
