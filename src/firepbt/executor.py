@@ -7,7 +7,7 @@ destination gets an independent copy of the source's state, then a new data stre
 ``load_states()`` at round boundaries for checkpoints. An executor never decides and never
 writes the store's database.
 
-Optional, for executors whose members live in other processes (the Ray executor):
+Optional (the Ray executor has all of them):
 ``copy_many(copies)`` takes a round's copies at once (applied in order; it returns when they
 are made and raises a trainable's error while loading a state, as ``copy`` does);
 ``begin_checkpoint(store, round)`` starts writing the checkpoint itself (into the store's
@@ -15,10 +15,10 @@ folder, :meth:`~firepbt.store.Store.parts_folder`, or through
 :meth:`~firepbt.store.Store.write_checkpoint` from a background thread) and returns a function
 that waits for it and returns its name, which the runner binds to the round when the next
 round's training is done; ``mark_round()`` after a round without a checkpoint;
-``test_best(worker, step)``, called before the round's copies, starts the test of the round's
-best point (:class:`BestPoint`) and returns a function that gives it and its seconds
-(executors without it return tests in their results, of any points that beat the running
-best).
+``test_best(worker, step)`` (the local and vectorized executors have it too), called before
+the round's copies, starts the test of the round's best point (:class:`BestPoint`) and returns a
+function that gives it and its seconds (executors without it return tests in their results, of
+any points that beat the running best).
 """
 
 from __future__ import annotations
@@ -123,14 +123,21 @@ class BestPoint:
              test: Callable[[], float | None]) -> None:
         self.key, self.at, self._test = (score, -step, -worker), (worker, step), test
 
-    def test(self, worker: int, step: int) -> tuple[float | None, float]:
-        """The test of the held point when it is ``worker`` at ``step`` (else None), once, and
-        the seconds it took."""
-        if self.at != (worker, step) or self._test is None:
+    def test(self, worker: int | None, step: int | None) -> tuple[float | None, float]:
+        """The test of the held point when it is ``worker`` at ``step`` (else None), and the
+        seconds it took; the point is let go either way (what it kept is freed). A test that
+        raises is a :class:`~firepbt.errors.TrainableError` naming the worker and step."""
+        fn, at = self._test, self.at
+        self._test = self.at = self.key = None
+        if fn is None or at != (worker, step):
             return None, 0.0
-        fn, self._test = self._test, None
         t0 = time.perf_counter()
-        t = fn()
+        try:
+            t = fn()
+        except ConfigError:
+            raise
+        except Exception as exc:  # reported with worker, step and the original traceback
+            raise TrainableError(at[0], at[1], traceback.format_exc()) from exc
         return (None if t is None else objective_value(t, "test()")), time.perf_counter() - t0
 
 

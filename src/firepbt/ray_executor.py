@@ -477,21 +477,31 @@ class RayExecutor:
         self.copy_many([(source, dest, seed)])
 
     def test_best(self, worker: int, step: int) -> Callable[[], tuple[float | None, float]]:
-        """Start the test of the round's best point on the actor that holds it (before the
-        round's copies, which it runs after) and return a function that waits for it; the
-        test runs while the driver decides. A test lost with its actor is None."""
+        """Start the test of the round's best point on the actor that holds it, and let the
+        other actors free the best points they hold (before the round's copies, which run
+        after); return a function that waits for it: the test runs while the driver decides.
+        A test lost with its actor is None; a test that raises stops the run with the
+        trainable's error, as on the local executor."""
         ray = _require_ray()
         from ray.exceptions import RayActorError, RayTaskError
 
-        ref = self.hosts[self.home[worker]].test_best.remote(worker, step)
+        holder = self.home[worker]
+        refs = {i: h.test_best.remote(worker, step) for i, h in enumerate(self.hosts)
+                if h is not None}
 
         def wait() -> tuple[float | None, float]:
-            try:
-                return tuple(ray.get(ref))  # type: ignore[return-value]
-            except RayActorError:
-                return None, 0.0
-            except RayTaskError as exc:
-                raise (exc.cause if getattr(exc, "cause", None) is not None else exc) from None
+            got: tuple[float | None, float] = (None, 0.0)
+            for i, ref in refs.items():
+                try:
+                    out = ray.get(ref)
+                except RayActorError:
+                    continue
+                except RayTaskError as exc:
+                    raise (exc.cause if getattr(exc, "cause", None) is not None else exc
+                           ) from None
+                if i == holder:
+                    got = (out[0], out[1])
+            return got
         return wait
 
     def copy_many(self, copies: Sequence[tuple[int, int, int | None]]) -> None:

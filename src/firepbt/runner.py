@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import logging
 import math
@@ -142,7 +143,10 @@ class Runner:
         self.store.discard_after(chosen.round)
         self.controller.start()  # layout; state is replaced below
         try:
-            self.controller.load_state_dict(chosen.controller_state, self._history())
+            if "history" in inspect.signature(self.controller.load_state_dict).parameters:
+                self.controller.load_state_dict(chosen.controller_state, self._history())
+            else:  # a controller of one's own, written before states could leave curves out
+                self.controller.load_state_dict(chosen.controller_state)
         except ValueError as exc:  # the state and the recorded evaluations disagree
             raise StoreError(f"store {str(self.store.path)!r}: the controller's state of round "
                              f"{chosen.round} does not match its evaluations ({exc})") from None
@@ -211,7 +215,10 @@ class Runner:
 
     def _history(self) -> dict[int, list[tuple[int, float]]]:
         """Every observation the controller was given, from the store's evaluations."""
-        mode = self.store.meta("mode") or "max"
+        mode = self.store.meta("mode")
+        if mode not in ("max", "min"):
+            raise StoreError(f"store {str(self.store.path)!r} records no objective mode "
+                             f"(meta 'mode' is {mode!r}); it cannot be resumed")
         out: dict[int, list[tuple[int, float]]] = {}
         for _r, w, s, v in self.store.evaluations():  # in worker, step order
             out.setdefault(w, []).append((s, observed_score(v, mode)))

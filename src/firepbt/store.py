@@ -15,7 +15,9 @@ round row with a checkpoint; anything after it is discarded (and trained again, 
 checkpoint may also be bound to its round after the round was committed
 (:meth:`Store.attach_checkpoint`: the Ray executor's actors write it while the next round
 trains). Non-finite values round-trip exactly (NaN is stored
-as NULL in the value columns, which are never NULL otherwise; +-inf are native REALs).
+as NULL in the value columns, which are never NULL otherwise; +-inf are native REALs); a zero
+loses its sign (SQLite keeps none), which is why controllers observe unsigned zeros
+(:func:`~firepbt.executor.observed_score`).
 
 Integrity (what a crash, a second process or a damaged file cannot do silently):
 

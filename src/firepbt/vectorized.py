@@ -80,14 +80,15 @@ class VectorizedExecutor(LocalExecutor):
         """The round's jobs as one batched model; the round's best point is offered to
         ``best`` (default: a new :class:`~firepbt.executor.BestPoint` from ``best_score``, which
         :meth:`test_best` then asks)."""
-        self.best = BestPoint(best_score) if best is None else best
+        if best is None:  # (one given by the caller is the caller's to ask and let go)
+            self.best = best = BestPoint(best_score)
         if not jobs:
             return []
         old_threads = torch.get_num_threads()
         if self.threads is not None:
             torch.set_num_threads(self.threads)
         try:
-            return self._train_round(jobs, self.best, progress)
+            return self._train_round(jobs, best, progress)
         finally:
             if self.threads is not None:
                 torch.set_num_threads(old_threads)

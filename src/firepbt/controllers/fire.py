@@ -412,19 +412,19 @@ def curve_entry(curve: Points) -> dict[str, Any]:
 def curve_from(d: Mapping[str, Any], observed: Sequence[Sequence[float]]) -> Points:
     """The curve of a state entry: a whole ``curve``, or ``head``/``points``
     (:func:`curve_entry`) completed from ``observed``, the worker's observations in step
-    order. Refused when the observations cannot complete it (they are not the ones the
-    controller was given)."""
-    if "curve" in d:
-        return _points(d["curve"])
+    order up to the state's round. Refused when they do not complete it exactly (they are not
+    the ones the controller was given)."""
+    if "curve" in d:  # (zeros unsigned, as the observations after it are)
+        return tuple((int(s), float(v) + 0.0) for s, v in d["curve"])
     head, n = _points(d["head"]), int(d["points"])
     if n == 0:
         return ()
     after = head[0][0]
-    curve = head + tuple((int(s), float(v)) for s, v in observed if s > after)[:n - 1]
-    if len(curve) != n:
+    tail = tuple((int(s), float(v)) for s, v in observed if s > after)
+    if len(tail) != n - 1:
         raise ValueError(f"a curve of {n} points from step {after} needs {n - 1} observations "
-                         f"after it, {len(curve) - 1} were given")
-    return curve
+                         f"after it, {len(tail)} were given")
+    return head + tail
 
 
 @dataclass(frozen=True, slots=True)
