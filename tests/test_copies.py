@@ -209,3 +209,55 @@ def test_vmpo_copies_collect_their_own_experience_and_resume_exactly():
     again.train(hp, 2)
     for p, q in zip(dst.policy.parameters(), again.policy.parameters(), strict=True):
         assert torch.equal(p, q)
+
+
+def test_the_point_held_for_a_test_is_the_runners_round_best():
+    """BestPoint (each executor's best point that beat the running best) and the runner's
+    running best in (step, worker) order pick the same point, whatever the job order: ties,
+    signed zeros, NaN and infinities, both modes, several floors."""
+    import math
+    import random
+
+    from firepbt.executor import score_of
+
+    rnd = random.Random(0)
+    values = [0.0, -0.0, 0.5, 0.5, 1.0, math.nan, math.inf, -math.inf, 0.25]
+    table: dict[tuple[int, int], float] = {}
+
+    def init(seed):
+        return {"w": torch.tensor([float(seed)]), "t": torch.tensor([0.0])}
+
+    def train(st, hp, steps):
+        st["t"] += steps
+
+    def evaluate(st):
+        return table[int(st["w"][0]), int(st["t"][0])]
+
+    def test(st):  # names the point it was taken at
+        return float(st["w"][0]) * 1000 + float(st["t"][0])
+
+    for _ in range(300):
+        mode = rnd.choice(["max", "min"])
+        ex = LocalExecutor(function_trainable(init, train, evaluate, test=test, mode=mode))
+        n = rnd.randint(1, 5)
+        ex.setup({w: w for w in range(n)})
+        table.clear()
+        table.update({(w, s): rnd.choice(values) for w in range(n) for s in range(31)})
+        cands = {w for w in range(n) if rnd.random() < 0.7}
+        floor = rnd.choice([-math.inf, 0.0, 0.25, 0.5])
+        jobs = [TrainJob(w, 0, (({}, 30),), 10, evaluate_start=rnd.random() < 0.5,
+                         wants_test=w in cands) for w in range(n)]
+        rnd.shuffle(jobs)
+        res = ex.train_round(jobs, floor)
+        best, new_best = floor, []
+        for s, w, sc in sorted((s, r.worker, score_of(v, mode)) for r in res
+                               if r.worker in cands for s, v in r.evaluations):
+            if math.isfinite(sc) and sc > best:
+                best = sc
+                new_best.append((w, s))
+        if new_best:
+            w, s = new_best[-1]
+            assert [r.held for r in res if r.worker == w] == [True]
+            assert ex.test_best(w, s)()[0] == w * 1000 + s
+        else:
+            assert ex.best.at is None and not any(r.held for r in res)

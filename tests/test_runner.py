@@ -488,3 +488,98 @@ def test_a_failure_before_the_round_is_committed_is_raised_as_itself(tmp_path, m
     st = Store.open(tmp_path / "s", readonly=True)
     assert [(r.round, r.checkpoint is not None) for r in st.rounds()] == [(1, True)]
     st.close()
+
+
+def _decisions_text(path):
+    from firepbt.records import decision_to_dict
+
+    st = Store.open(path, readonly=True)
+    try:  # as text: a zero's sign shows
+        return [json.dumps(decision_to_dict(d)) for _r, _s, d in st.decisions()], \
+            [(w, s, repr(v)) for _r, w, s, v in st.evaluations()]
+    finally:
+        st.close()
+
+
+@pytest.mark.parametrize("mode", ["max", "min"])
+def test_a_resumed_fire_run_observes_zeros_as_the_uninterrupted_one(tmp_path, mode):
+    """Evaluations of exactly -0.0 (the store keeps no sign of zero): the controller observes
+    unsigned zeros, so a resumed run decides, to the sign of every zero, as one never stopped."""
+
+    def init(seed):
+        return {"w": torch.tensor([float(seed % 7) / 10], dtype=torch.float64)}
+
+    def train(state, hparams, steps):
+        state["w"] += hparams["lr"] * steps
+
+    sign = 1.0 if mode == "max" else -1.0
+
+    def evaluate(state):  # -0.0 (max) / 0.0 (min) once w passes 1: curves flat at zero
+        return sign * -max(0.0, 1.0 - float(state["w"][0]))
+
+    make = function_trainable(init, train, evaluate, mode=mode)
+    space = Space({"lr": LogUniform(1e-3, 3e-2)})
+    cfg = ExperimentConfig(task="zeros", method="fire", workers=12, steps=400, ready_interval=50,
+                           eval_interval=10, seed=2)
+    run(cfg, tmp_path / "full", factory=make, space=space, progress=False)
+    run(cfg, tmp_path / "part", factory=make, space=space, progress=False, max_rounds=3)
+    resume(tmp_path / "part", factory=make, space=space, progress=False)
+    full, part = _decisions_text(tmp_path / "full"), _decisions_text(tmp_path / "part")
+    assert any(e[2] == "0.0" for e in full[1])  # exact zeros were evaluated
+    assert full == part
+
+
+def test_a_store_with_whole_curves_in_its_states_resumes_exactly(tmp_path):
+    """Stores written before FIRE PBT's state kept curves by their first point hold whole
+    curves in every round's state: resuming one ends as an uninterrupted run."""
+    import sqlite3
+
+    from firepbt.controllers.fire import curve_from
+
+    cfg = nqm_config("fire")
+    run(cfg, tmp_path / "full")
+    run(cfg, tmp_path / "old", max_rounds=4)
+    db = sqlite3.connect(tmp_path / "old" / "experiment.sqlite")
+    history: dict[int, list] = {}
+    for rnd, w, s, v in db.execute("SELECT round, worker, step, value FROM evaluations "
+                                   "ORDER BY round, worker, step"):
+        history.setdefault(rnd, []).append((w, s, -v))  # the NQM's loss: minimised
+    rewritten = 0
+    for rnd, text in db.execute("SELECT round, controller_state FROM rounds").fetchall():
+        state = json.loads(text)
+        seen: dict[int, list] = {}
+        for r2 in range(1, rnd + 1):
+            for w, s, sc in history.get(r2, []):
+                seen.setdefault(w, []).append((s, sc))
+        for group in ("members", "evaluators"):
+            for k, entry in state[group].items():
+                entry["curve"] = [list(p) for p in curve_from(entry, seen.get(int(k), []))]
+                del entry["head"], entry["points"]
+                rewritten += 1
+        db.execute("UPDATE rounds SET controller_state=? WHERE round=?", (json.dumps(state), rnd))
+    db.commit()
+    db.close()
+    assert rewritten
+    resume(tmp_path / "old")
+    assert everything(tmp_path / "old") == everything(tmp_path / "full")
+
+
+def test_a_test_that_raises_names_the_worker_and_step(tmp_path):
+    from firepbt.errors import TrainableError
+
+    def init(seed):
+        return {"w": torch.tensor([float(seed % 5)])}
+
+    def train(state, hparams, steps):
+        state["w"] += hparams["lr"] * steps
+
+    def broken_test(state):
+        raise RuntimeError("the test set is missing")
+
+    make = function_trainable(init, train, lambda st: float(st["w"][0]), test=broken_test)
+    cfg = ExperimentConfig(task="t", method="pbt", workers=4, steps=40, ready_interval=20,
+                           eval_interval=10, seed=0)
+    with pytest.raises(TrainableError, match=r"worker \d+ failed at step 20") as err:
+        run(cfg, tmp_path / "s", factory=make, space=Space({"lr": LogUniform(1e-3, 1e-1)}),
+            progress=False)
+    assert "the test set is missing" in str(err.value)
