@@ -581,9 +581,7 @@ def _pair_rows(curves: Sequence[Curve], a: np.ndarray, b: np.ndarray
     raw: list[np.ndarray] = []
     smoothed: list[np.ndarray] = []
 
-    def row(y: np.ndarray, s: np.ndarray) -> int:
-        if not (_within_bound(y) and _within_bound(s)):
-            return -1
+    def row(y: np.ndarray, s: np.ndarray) -> int:  # (y, s: of one length, at least 1)
         raw.append(y)
         smoothed.append(s)
         return len(raw) - 1
@@ -606,14 +604,18 @@ def _pair_rows(curves: Sequence[Curve], a: np.ndarray, b: np.ndarray
             continue
         ya, sa, yb, sb = prepared
         ra[p], rb[p] = row(ya, sa), row(yb, sb)
-    apart = (ra < 0) | (rb < 0)  # a row beyond the bound: that pair one at a time
-    ra[apart], rb[apart] = -1, -1
     n = np.array([len(y) for y in raw], dtype=np.int64)
     width = int(n.max()) if len(n) else 1
     y, s = np.zeros((len(raw), width)), np.zeros((len(raw), width))
     for i, (yi, si) in enumerate(zip(raw, smoothed, strict=True)):
         y[i, :len(yi)], s[i, :len(si)] = yi, si
     inside = np.arange(width) < n[:, None]
+    # a row with a value beyond the bound (or NaN: never within it) is compared one pair at a
+    # time, as is a pair without rows
+    within = np.append((np.where(inside, np.abs(y), 0.0).max(axis=1) <= _ARRAY_BOUND)
+                       & (np.where(inside, np.abs(s), 0.0).max(axis=1) <= _ARRAY_BOUND), False)
+    apart = ~(within[ra] & within[rb])  # (row -1: the appended False)
+    ra[apart], rb[apart] = -1, -1
     spans = [np.where(inside, y, -np.inf)]
     while 1 << len(spans) <= width:
         half = 1 << (len(spans) - 1)
@@ -625,10 +627,6 @@ def _pair_rows(curves: Sequence[Curve], a: np.ndarray, b: np.ndarray
                  np.where(inside, np.abs(s), 0.0).max(axis=1), np.stack(spans),
                  np.where(inside, np.maximum.accumulate(s, axis=1), np.inf))
     return rows, ra, rb
-
-
-def _within_bound(values: np.ndarray) -> bool:
-    return len(values) > 0 and float(np.abs(values).max()) <= _ARRAY_BOUND  # False for NaN
 
 
 def _compare_rows(rows: _Rows, a: np.ndarray, b: np.ndarray
