@@ -48,6 +48,12 @@ last checkpoint. If a trainable raises, the error is recorded with the worker, t
 original traceback, the member is restored and its job retried; after ``max_failures``
 failures in a round it is *retired* for the round (NaN evaluations: truncation selection
 refills it by exploitation). Failures are recorded in the store as ``worker_failure`` events.
+
+**Tests.** Each actor keeps the best point of its jobs that beat the running best
+(:class:`~firepbt.executor.BestPoint`); the runner asks for the round's best point before the
+round's copies (:meth:`RayExecutor.test_best`: the actor holding it tests it while the driver
+decides, the others let go of theirs). A test lost with its actor is recorded as none; a
+``test()`` that raises stops the run with the trainable's error, as on the local executor.
 """
 
 from __future__ import annotations
