@@ -681,11 +681,16 @@ def _penalised_rows(rows: _Rows, a: np.ndarray, b: np.ndarray, a_higher: np.ndar
     # the first point of a row reaching a level is the first of its running maximum to reach
     # it, and the points before it are those whose running maximum lies below (+inf past the
     # row's end, so none is counted there): the scalar code's first hit, as a count; for the
-    # higher curve, sh - delta rounds monotonically in sh, so the same holds of it
-    run_h, run_l = rows.s_run[h], rows.s_run[low]
-    below_l = np.count_nonzero(run_l[:, None, :] < (start - tol)[:, :, None], axis=2)
-    below_h = np.count_nonzero(run_h[:, None, :] - deltas[:, :, None] < (sl0 - tol)[:, :, None],
-                               axis=2)
+    # higher curve, sh - delta rounds monotonically in sh, so the same holds of it. Each
+    # (pair, delta) needs one of the two: the lower curve's hit where the penalised start is
+    # higher, the higher curve's where it is lower (level starts need neither)
+    run = rows.s_run
+    below_l, below_h = np.zeros(start.shape, np.int64), np.zeros(start.shape, np.int64)
+    p, d = np.nonzero(higher & ~level)
+    below_l[p, d] = np.count_nonzero(run[low[p]] < (start - tol)[p, d][:, None], axis=1)
+    p, d = np.nonzero(~higher & ~level)
+    below_h[p, d] = np.count_nonzero(run[h[p]] - deltas[p, d][:, None]
+                                     < (sl0 - tol)[p, d][:, None], axis=1)
     reach_l, reach_h = below_l < n[low][:, None], below_h < n[h][:, None]
     found = level | np.where(higher, reach_l, reach_h)
     r = np.where(level | higher | ~reach_h, 0, below_h)  # (argmax of no hit: 0)
