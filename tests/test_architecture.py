@@ -155,3 +155,15 @@ def test_the_decision_core_imports_no_execution_storage_or_torch(core):
         top |= {n.module.split(".")[0] for n in tree.body
                 if isinstance(n, ast.ImportFrom) and n.module and not n.level}
         assert "torch" not in top, m
+
+
+def test_importing_firepbt_leaves_scipy_stats_for_when_it_is_needed():
+    # scipy.stats takes ~0.6 s to import; every Ray actor and every CLI call imports firepbt,
+    # and only FIRE PBT's binomial test needs it (imported there, on first use)
+    import subprocess
+    import sys
+
+    code = ("import sys, firepbt, firepbt.cli, firepbt.ray_executor, firepbt.tasks.mnist1d; "
+            "print('scipy.stats' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from .errors import ConfigError
 
@@ -458,7 +457,11 @@ def binom_test(eta: Curve, rho: Curve) -> float:
 @functools.lru_cache(maxsize=4096)
 def _binom_pvalue(k: int, n: int) -> float:
     """``P(X >= k)`` for ``X ~ Binomial(n, 1/2)``: ``scipy.stats.binomtest``, one-sided
-    (alternative "greater"); a function of ``(k, n)`` alone, so cached."""
+    (alternative "greater"); a function of ``(k, n)`` alone, so cached. (scipy.stats is
+    imported here, when first needed: it takes ~0.6 s, paid by every process that imports
+    firepbt otherwise - the Ray actors, ``firepbt --help``.)"""
+    from scipy import stats
+
     return float(stats.binomtest(k, n, 0.5, alternative="greater").pvalue)
 
 
