@@ -259,5 +259,21 @@ def test_the_point_held_for_a_test_is_the_runners_round_best():
             w, s = new_best[-1]
             assert [r.held for r in res if r.worker == w] == [True]
             assert ex.test_best(w, s)()[0] == w * 1000 + s
+            assert ex.best.at is None and ex.best._test is None  # what it kept is let go
         else:
             assert ex.best.at is None and not any(r.held for r in res)
+
+
+def test_jobs_and_results_pickle_every_field():
+    # they define __reduce__ (Ray sends 2 x N a round): a field left out would vanish silently
+    import dataclasses
+    import pickle
+
+    from firepbt.executor import TrainResult
+
+    job = TrainJob(3, 40, (({"lr": 0.1}, 20), ({"lr": 0.05}, 20)), 10, True, True)
+    res = TrainResult(3, ((50, 0.5), (60, 0.6)), ((60, 0.7),), 1.5, 0.25, True)
+    for x in (job, res):
+        assert len(x.__reduce__()[1]) == len(dataclasses.fields(x))
+        for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+            assert pickle.loads(pickle.dumps(x, protocol)) == x  # (no field at its default)

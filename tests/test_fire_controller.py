@@ -620,3 +620,19 @@ def test_a_rounds_parents_chosen_together_are_those_chosen_one_by_one():
         evaluators[e] = EvaluatorState(True, p, 0, {}, ((step, 0.5),), step)
     assert together == one_by_one and len(set(one_by_one)) == len(one_by_one) > 10
     assert rng_a.random() == rng_b.random()
+
+
+def test_a_curve_entry_is_completed_by_exactly_its_observations():
+    from firepbt.controllers.fire import curve_entry, curve_from
+
+    curve = ((100, 0.5), (120, 0.6), (140, -0.0))
+    entry = curve_entry(curve)
+    observed = [(80, 0.4), (100, 0.45), (120, 0.6), (140, 0.0)]
+    assert curve_from(entry, observed) == ((100, 0.5), (120, 0.6), (140, 0.0))
+    with pytest.raises(ValueError, match="needs 2 observations after it, 3 were given"):
+        curve_from(entry, [*observed, (160, 0.7)])  # a later round's: not this state's
+    with pytest.raises(ValueError, match="needs 2 observations after it, 1 were given"):
+        curve_from(entry, observed[:3])
+    # whole curves (older stores) come back with zeros unsigned, as observations are
+    whole = curve_from({"curve": [[100, -0.0], [120, 0.5]]}, ())
+    assert [v.hex() for _s, v in whole] == ["0x0.0p+0", "0x1.0000000000000p-1"]

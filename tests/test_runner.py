@@ -502,9 +502,11 @@ def _decisions_text(path):
 
 
 @pytest.mark.parametrize("mode", ["max", "min"])
-def test_a_resumed_fire_run_observes_zeros_as_the_uninterrupted_one(tmp_path, mode):
+def test_a_resumed_fire_controller_observes_zeros_as_the_uninterrupted_one(tmp_path, mode):
     """Evaluations of exactly -0.0 (the store keeps no sign of zero): the controller observes
-    unsigned zeros, so a resumed run decides, to the sign of every zero, as one never stopped."""
+    unsigned zeros, so the controller a resume restores holds, to the sign of every zero, the
+    curves of the one that ran, and the resumed run decides as one never stopped."""
+    from firepbt.runner import Runner
 
     def init(seed):
         return {"w": torch.tensor([float(seed % 7) / 10], dtype=torch.float64)}
@@ -512,21 +514,33 @@ def test_a_resumed_fire_run_observes_zeros_as_the_uninterrupted_one(tmp_path, mo
     def train(state, hparams, steps):
         state["w"] += hparams["lr"] * steps
 
-    sign = 1.0 if mode == "max" else -1.0
-
-    def evaluate(state):  # -0.0 (max) / 0.0 (min) once w passes 1: curves flat at zero
-        return sign * -max(0.0, 1.0 - float(state["w"][0]))
+    def evaluate(state):  # -0.0 once w passes 1 (a score of -0.0 in max mode, 0.0 in min)
+        return -max(0.0, 1.0 - float(state["w"][0]))
 
     make = function_trainable(init, train, evaluate, mode=mode)
     space = Space({"lr": LogUniform(1e-3, 3e-2)})
     cfg = ExperimentConfig(task="zeros", method="fire", workers=12, steps=400, ready_interval=50,
                            eval_interval=10, seed=2)
+
+    def curves(ctl):
+        return ({w: [(s, v.hex()) for s, v in m.curve] for w, m in ctl.members.items()},
+                {e: [(s, v.hex()) for s, v in ev.curve] for e, ev in ctl.evaluators.items()})
+
+    st = Store.create(tmp_path / "part", cfg.to_dict())
+    live = Runner(cfg, make, space, st)
+    live.start_new()
+    live.run(max_rounds=4)
+    st.close()
+    st = Store.open(tmp_path / "part")
+    again = Runner(cfg, make, space, st)
+    again.restore()
+    st.close()
+    held = curves(live.controller)
+    assert any(v in ("0x0.0p+0", "-0x0.0p+0") for c in held[0].values() for _s, v in c)
+    assert curves(again.controller) == held
     run(cfg, tmp_path / "full", factory=make, space=space, progress=False)
-    run(cfg, tmp_path / "part", factory=make, space=space, progress=False, max_rounds=3)
     resume(tmp_path / "part", factory=make, space=space, progress=False)
-    full, part = _decisions_text(tmp_path / "full"), _decisions_text(tmp_path / "part")
-    assert any(e[2] == "0.0" for e in full[1])  # exact zeros were evaluated
-    assert full == part
+    assert _decisions_text(tmp_path / "full") == _decisions_text(tmp_path / "part")
 
 
 def test_a_store_with_whole_curves_in_its_states_resumes_exactly(tmp_path):
@@ -583,3 +597,81 @@ def test_a_test_that_raises_names_the_worker_and_step(tmp_path):
         run(cfg, tmp_path / "s", factory=make, space=Space({"lr": LogUniform(1e-3, 1e-1)}),
             progress=False)
     assert "the test set is missing" in str(err.value)
+
+
+def test_a_store_without_an_objective_mode_is_refused_at_resume(tmp_path):
+    import sqlite3
+
+    from firepbt.errors import StoreError
+
+    cfg = nqm_config("fire")
+    run(cfg, tmp_path / "s", max_rounds=2)
+    db = sqlite3.connect(tmp_path / "s" / "experiment.sqlite")
+    db.execute("DELETE FROM meta WHERE key='mode'")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="records no objective mode"):
+        resume(tmp_path / "s")
+
+
+def test_a_controller_whose_load_state_dict_takes_no_history_still_resumes(tmp_path):
+    """Controllers of one's own written to the contract before states could leave curves out:
+    ``load_state_dict(self, state)`` is called without the history."""
+    from firepbt.controllers.pbt import PBT
+    from firepbt.runner import Runner
+    from firepbt.tasks.nqm import SPACE, NQMTrainable
+
+    calls = []
+
+    class Mine(PBT):
+        def load_state_dict(self, state):  # the old signature
+            calls.append(1)
+            super().load_state_dict(state)
+
+    cfg = nqm_config("pbt")
+    run(cfg, tmp_path / "s", max_rounds=2)
+    st = Store.open(tmp_path / "s")
+    try:
+        runner = Runner(cfg, lambda s: NQMTrainable(s, dims=300), SPACE, st)
+        old = runner.controller
+        runner.controller = Mine(old.space, cfg.workers, quantile=old.quantile, seed=cfg.seed)
+        runner.restore()
+        assert calls == [1] and runner.round == 2
+    finally:
+        st.close()
+
+
+def test_the_final_members_test_is_a_float_and_a_raising_one_names_worker_and_step(tmp_path):
+    from firepbt.errors import TrainableError
+
+    def init(seed):
+        return {"w": torch.tensor([float(seed % 5)])}
+
+    def train(state, hparams, steps):
+        state["w"] += hparams["lr"] * steps
+
+    def tensor_test(state):  # a 0-d tensor, as a test often returns
+        return state["w"][0] * 2
+
+    space = Space({"lr": LogUniform(1e-3, 1e-1)})
+    cfg = ExperimentConfig(task="t", method="pbt", workers=4, steps=40, ready_interval=20,
+                           eval_interval=10, seed=0)
+    make = function_trainable(init, train, lambda st: float(st["w"][0]), test=tensor_test)
+    s = run(cfg, tmp_path / "ok", factory=make, space=space, progress=False)
+    assert isinstance(s.best_test, float)
+
+    from firepbt.runner import Runner
+
+    class FinalTestFails(LocalExecutor):  # the rounds' tests pass, the final member's raises
+        def test(self, worker):
+            raise RuntimeError("the test set went away")
+
+    st = Store.create(tmp_path / "late", cfg.to_dict())
+    try:
+        runner = Runner(cfg, make, space, st, executor=FinalTestFails(make))
+        runner.start_new()
+        with pytest.raises(TrainableError, match=r"worker \d+ failed at step 40") as err:
+            runner.run()
+        assert "the test set went away" in str(err.value)
+    finally:
+        st.close()

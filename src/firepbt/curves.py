@@ -560,7 +560,8 @@ def compare_many(pairs: Sequence[tuple[Curve, Curve]]) -> list[Comparison]:
 class _Rows:
     """Prepared curves (``_prepared``: floored, smoothed) as padded rows for the array
     comparisons: raw values ``y`` and smoothed values ``s`` in each row's first ``n`` points
-    (``inside``), all finite and within ``_ARRAY_BOUND``, their extremes, ``y_spans``:
+    (``inside``) - those of the rows a pair refers to all finite and within ``_ARRAY_BOUND``
+    (the others are never read) -, their extremes, ``y_spans``:
     ``y_spans[k, i, j] = max(y[i, j:j + 2**k])`` (-inf past the row's end), and ``s_run``:
     the running maximum of ``s`` along each row (+inf past its end)."""
 

@@ -19,6 +19,7 @@ import logging
 import math
 import shutil
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,8 @@ import numpy as np
 from .build import build_controller, make_executor, resolve_task, worker_seeds
 from .config import ExperimentConfig
 from .devices import resolve_device
-from .errors import ConfigError, StoreError, check
-from .executor import LocalExecutor, TrainJob, observed_score, score_of
+from .errors import ConfigError, StoreError, TrainableError, check
+from .executor import LocalExecutor, TrainJob, objective_value, observed_score, score_of
 from .records import (
     AssignEvaluator,
     Decision,
@@ -142,11 +143,19 @@ class Runner:
                 problems[0], chosen.round)
         self.store.discard_after(chosen.round)
         self.controller.start()  # layout; state is replaced below
+        load = self.controller.load_state_dict
         try:
-            if "history" in inspect.signature(self.controller.load_state_dict).parameters:
-                self.controller.load_state_dict(chosen.controller_state, self._history())
-            else:  # a controller of one's own, written before states could leave curves out
-                self.controller.load_state_dict(chosen.controller_state)
+            inspect.signature(load).bind(chosen.controller_state, {})
+            takes_history = True
+        except TypeError:  # a controller of one's own, written before states left curves out
+            takes_history = False
+        except ValueError:  # no signature to read: as the contract says
+            takes_history = True
+        try:
+            if takes_history:
+                load(chosen.controller_state, self._history())
+            else:
+                load(chosen.controller_state)
         except ValueError as exc:  # the state and the recorded evaluations disagree
             raise StoreError(f"store {str(self.store.path)!r}: the controller's state of round "
                              f"{chosen.round} does not match its evaluations ({exc})") from None
@@ -361,8 +370,22 @@ class Runner:
         mode = self.executor.mode
         w = max(sorted(latest), key=lambda k: (rank_key(score_of(latest[k][1], mode)), -k))
         step, value = latest[w]
-        return {"worker": w, "step": step, "value": value, "test": self.executor.test(w),
+        return {"worker": w, "step": step, "value": value, "test": self._test_now(w, step),
                 "hparams": self.workers[w]["hparams"]}
+
+    def _test_now(self, w: int, step: int) -> float | None:
+        """Worker ``w`` tested as it is now, as a round's test is taken: a float (or None), a
+        trainable that raises reported with the worker and step."""
+        try:
+            t = self.executor.test(w)
+        except (ConfigError, TrainableError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the trainable's (or its actor's) error
+            cause = getattr(exc, "cause", None)  # a Ray task error carries the trainable's
+            if isinstance(cause, (ConfigError, TrainableError)):
+                raise cause from None
+            raise TrainableError(w, step, traceback.format_exc()) from exc
+        return None if t is None else objective_value(t, "test()")
 
     def _finish(self) -> None:
         """Record the final best-effort member of a store whose last round was committed
@@ -372,7 +395,7 @@ class Runner:
             return
         w = max(sorted(latest), key=lambda k: (rank_key(latest[k][1]), -k))
         step, score = latest[w]
-        test = self.executor.test(w)
+        test = self._test_now(w, step)
         mode = self.executor.mode
         self.store.set_meta("final", json.dumps({
             "worker": w, "step": step, "value": score_of(score, mode), "test": test,
