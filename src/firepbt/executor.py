@@ -132,13 +132,24 @@ class BestPoint:
         if fn is None or at != (worker, step):
             return None, 0.0
         t0 = time.perf_counter()
-        try:
-            t = fn()
-        except ConfigError:
-            raise
-        except Exception as exc:  # reported with worker, step and the original traceback
-            raise TrainableError(at[0], at[1], traceback.format_exc()) from exc
-        return (None if t is None else objective_value(t, "test()")), time.perf_counter() - t0
+        value = tested_value(fn, at[0], at[1])
+        return value, time.perf_counter() - t0
+
+
+def tested_value(fn: Callable[[], Any], worker: int, step: int) -> float | None:
+    """A test taken: ``fn()`` as a float (or None); a trainable that raises - also through a
+    Ray task, whose error carries it - reported as a :class:`~firepbt.errors.TrainableError`
+    naming the worker and step, with the original traceback."""
+    try:
+        t = fn()
+    except (ConfigError, TrainableError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the trainable's (or its actor's) error
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, (ConfigError, TrainableError)):
+            raise cause from None
+        raise TrainableError(worker, step, traceback.format_exc()) from exc
+    return None if t is None else objective_value(t, "test()")
 
 
 def _test_state(trainable: Trainable, state: dict[str, Any] | None) -> float | None:

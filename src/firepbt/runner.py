@@ -19,7 +19,6 @@ import logging
 import math
 import shutil
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,8 @@ import numpy as np
 from .build import build_controller, make_executor, resolve_task, worker_seeds
 from .config import ExperimentConfig
 from .devices import resolve_device
-from .errors import ConfigError, StoreError, TrainableError, check
-from .executor import LocalExecutor, TrainJob, objective_value, observed_score, score_of
+from .errors import ConfigError, StoreError, check
+from .executor import LocalExecutor, TrainJob, observed_score, score_of, tested_value
 from .records import (
     AssignEvaluator,
     Decision,
@@ -374,18 +373,8 @@ class Runner:
                 "hparams": self.workers[w]["hparams"]}
 
     def _test_now(self, w: int, step: int) -> float | None:
-        """Worker ``w`` tested as it is now, as a round's test is taken: a float (or None), a
-        trainable that raises reported with the worker and step."""
-        try:
-            t = self.executor.test(w)
-        except (ConfigError, TrainableError):
-            raise
-        except Exception as exc:  # noqa: BLE001 - the trainable's (or its actor's) error
-            cause = getattr(exc, "cause", None)  # a Ray task error carries the trainable's
-            if isinstance(cause, (ConfigError, TrainableError)):
-                raise cause from None
-            raise TrainableError(w, step, traceback.format_exc()) from exc
-        return None if t is None else objective_value(t, "test()")
+        """Worker ``w`` tested as it is now, as a round's test is taken (:func:`tested_value`)."""
+        return tested_value(lambda: self.executor.test(w), w, step)
 
     def _finish(self) -> None:
         """Record the final best-effort member of a store whose last round was committed
