@@ -5,6 +5,7 @@ them, the vectorized executor keeping the population on the device."""
 from __future__ import annotations
 
 import functools
+import json
 import math
 
 import pytest
@@ -43,7 +44,7 @@ def _same(a, b, tol=1e-9):
 
 @pytest.mark.parametrize("executor", ["local", "vectorized"])
 def test_float64_run_on_the_gpu_makes_the_cpu_runs_decisions(tmp_path, executor):
-    cfg = ExperimentConfig(task="mlp64", method="fire", workers=12, steps=250, ready_interval=25,
+    cfg = ExperimentConfig(task="mlp64", method="fire", workers=12, steps=150, ready_interval=25,
                            eval_interval=25, seed=3, executor=executor)
     for dev in ("cpu", "cuda"):
         run(cfg, tmp_path / dev, factory=functools.partial(_mlp64, device=dev), space=SPACE,
@@ -98,3 +99,67 @@ def test_the_torch_func_path_on_the_gpu_equals_the_cpu(tmp_path):
         run(cfg, tmp_path / dev, factory=functools.partial(make, device=dev), space=space,
             progress=False)
     _same(_records(tmp_path / "cpu"), _records(tmp_path / "cuda"))
+
+
+@pytest.mark.parametrize("task", ["mnist1d", "mnist", "nqm"])
+def test_every_built_in_task_trains_on_the_gpu_from_the_command_line(tmp_path, task, capsys):
+    """``firepbt run TASK --device cuda --executor vectorized``, then its replay and report:
+    each built-in task that trains on a device (the V-MPO tasks are CPU only)."""
+    from test_mnist_idx import fake_mnist
+
+    from firepbt.cli import main
+
+    store = tmp_path / "store"
+    extra = []
+    if task == "mnist":
+        fake_mnist(tmp_path / "idx", n_train=600, n_test=100)
+        extra = ["--data-dir", str(tmp_path / "idx")]
+    argv = ["run", task, "--method", "pbt", "--device", "cuda", "--executor", "vectorized",
+            "--workers", "4", "--steps", "100", "--ready-interval", "50", "--eval-interval",
+            "25", "--store", str(store)] + extra
+    assert main(argv) == 0
+    st = Store.open(store, readonly=True)
+    try:
+        assert json.loads(st.meta("config"))["device"] == "cuda"
+        last = [e for e in st.evaluations() if e[2] == 100]
+        assert sorted(e[1] for e in last) == list(range(4))
+        assert all(math.isfinite(e[3]) for e in last)
+    finally:
+        st.close()
+    capsys.readouterr()
+    assert main(["replay", str(store), "--device", "cuda"]) == 0
+    assert "replay" in capsys.readouterr().out.lower()
+    assert main(["report", str(store)]) == 0
+    assert (store / "report" / "report.html").exists()
+
+
+def test_ray_actors_train_on_the_gpu_one_member_at_a_time_and_batched(tmp_path):
+    """``gpus_per_worker`` 0.5 (two actors share the GPU) and 1 (the whole population as one
+    batched model on one GPU actor): the CPU's decisions, float64."""
+    ray = pytest.importorskip("ray")
+    import os
+    import sys
+
+    sim = sys.modules.get("simulated_cuda")
+    simulated = sim is not None and bool(sim._active)
+    env = None
+    if simulated:  # Ray's workers simulate the device too
+        here = os.path.dirname(os.path.abspath(__file__))
+        path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+        env = {"worker_process_setup_hook": "simulated_cuda.enable",
+               "env_vars": {"PYTHONPATH": path}}
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False,
+             _node_ip_address="127.0.0.1", runtime_env=env)
+    try:
+        base = dict(task="mlp64", method="fire", workers=12, steps=150, ready_interval=25,
+                    eval_interval=25, seed=3)
+        run(ExperimentConfig(**base, executor="vectorized"), tmp_path / "cpu",
+            factory=functools.partial(_mlp64, device="cpu"), space=SPACE, progress=False)
+        for gpus in (0.5, 1.0):
+            cfg = ExperimentConfig(**base, executor="ray", device="cuda", gpus_per_worker=gpus)
+            run(cfg, tmp_path / f"ray-{gpus}", factory=functools.partial(_mlp64, device="cuda"),
+                space=SPACE, progress=False)
+            _same(_records(tmp_path / "cpu"), _records(tmp_path / f"ray-{gpus}"))
+    finally:
+        ray.shutdown()
