@@ -186,6 +186,36 @@ def test_function_trainable_copies_get_their_own_generators():
         assert not torch.equal(torch.rand(4, generator=a), torch.rand(4, generator=b))
 
 
+def test_function_trainable_loads_tensors_in_lists_and_tuples_in_place():
+    """A state loaded from a store (CPU tensors) or another member goes into the trainable's
+    own tensors, in lists and tuples too: on a GPU they stay there (tests/test_gpu.py)."""
+    def init(seed):
+        return {"w": torch.zeros(2), "ws": [torch.zeros(2), torch.ones(3)],
+                "pair": (torch.zeros(1), 4), "gens": [torch.Generator().manual_seed(seed)]}
+
+    def train(state, hparams, steps):
+        for t in (state["w"], *state["ws"], state["pair"][0]):
+            t += torch.rand(t.shape, generator=state["gens"][0])
+
+    ex = LocalExecutor(function_trainable(init, train, lambda st: float(st["w"][0])))
+    ex.setup({0: 1, 1: 2})
+    ex.trainables[0].train({}, 3)
+    before = ex.trainables[1].state
+    mine = [before["w"], *before["ws"], before["pair"][0], before["gens"][0]]
+    saved = copy.deepcopy(ex.trainables[0].state_dict())
+    ex.trainables[1].load_state_dict(saved)
+    after = ex.trainables[1].state
+    now = [after["w"], *after["ws"], after["pair"][0], after["gens"][0]]
+    assert all(a is b for a, b in zip(now, mine, strict=True))  # the same objects
+    src = ex.trainables[0].state
+    for a, b in ((src["w"], after["w"]), (src["ws"][1], after["ws"][1]),
+                 (src["pair"][0], after["pair"][0])):
+        assert torch.equal(a, b)
+    assert after["pair"][1] == 4 and isinstance(after["pair"], tuple)
+    assert torch.equal(torch.rand(3, generator=src["gens"][0]),
+                       torch.rand(3, generator=after["gens"][0]))
+
+
 def test_vmpo_copies_collect_their_own_experience_and_resume_exactly():
     pytest.importorskip("gymnasium")
     from firepbt.rl.agent import VMPOTrainable

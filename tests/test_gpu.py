@@ -34,6 +34,22 @@ def _records(path):
         st.close()
 
 
+class _GpuUsed:
+    """Counts the allocations on the GPU inside ``with``: a test whose GPU side trained on the
+    CPU by mistake (a device option lost on the way) fails on ``used``."""
+
+    def __enter__(self):
+        torch.cuda.reset_accumulated_memory_stats()
+        return self
+
+    def __exit__(self, *exc):
+        self.allocations = torch.cuda.memory_stats().get("allocation.all.allocated", 0)
+
+    @property
+    def used(self):
+        return self.allocations > 0
+
+
 def _same(a, b, tol=1e-9):
     (ea, da), (eb, db) = a, b
     assert [e[:3] for e in ea] == [e[:3] for e in eb]
@@ -46,16 +62,21 @@ def _same(a, b, tol=1e-9):
 def test_float64_run_on_the_gpu_makes_the_cpu_runs_decisions(tmp_path, executor):
     cfg = ExperimentConfig(task="mlp64", method="fire", workers=12, steps=150, ready_interval=25,
                            eval_interval=25, seed=3, executor=executor)
-    for dev in ("cpu", "cuda"):
-        run(cfg, tmp_path / dev, factory=functools.partial(_mlp64, device=dev), space=SPACE,
-            progress=False)
+    run(cfg, tmp_path / "cpu", factory=functools.partial(_mlp64, device="cpu"), space=SPACE,
+        progress=False)
+    with _GpuUsed() as gpu:
+        run(cfg, tmp_path / "cuda", factory=functools.partial(_mlp64, device="cuda"),
+            space=SPACE, progress=False)
+    assert gpu.used
     _same(_records(tmp_path / "cpu"), _records(tmp_path / "cuda"))
 
 
 def test_a_gpu_store_resumes_on_the_cpu(tmp_path):
     cfg = ExperimentConfig(task="nqm", method="fire", workers=12, steps=300, ready_interval=50,
                            eval_interval=10, seed=1, device="cuda", task_options={"dims": 500})
-    run(cfg, tmp_path / "gpu", progress=False, max_rounds=3)
+    with _GpuUsed() as gpu:
+        run(cfg, tmp_path / "gpu", progress=False, max_rounds=3)
+    assert gpu.used
     resume(tmp_path / "gpu", progress=False, device="cpu")
     run(ExperimentConfig(**{**cfg.to_dict(), "device": "cpu"}), tmp_path / "cpu",
         progress=False)
@@ -95,9 +116,12 @@ def test_the_torch_func_path_on_the_gpu_equals_the_cpu(tmp_path):
     space = Space({"lr": LogUniform(1e-3, 1e-1)})
     cfg = ExperimentConfig(task="cnn", method="pbt", workers=4, steps=60, ready_interval=20,
                            eval_interval=20, executor="vectorized")
-    for dev in ("cpu", "cuda"):
-        run(cfg, tmp_path / dev, factory=functools.partial(make, device=dev), space=space,
+    run(cfg, tmp_path / "cpu", factory=functools.partial(make, device="cpu"), space=space,
+        progress=False)
+    with _GpuUsed() as gpu:
+        run(cfg, tmp_path / "cuda", factory=functools.partial(make, device="cuda"), space=space,
             progress=False)
+    assert gpu.used
     _same(_records(tmp_path / "cpu"), _records(tmp_path / "cuda"))
 
 
@@ -117,7 +141,9 @@ def test_every_built_in_task_trains_on_the_gpu_from_the_command_line(tmp_path, t
     argv = ["run", task, "--method", "pbt", "--device", "cuda", "--executor", "vectorized",
             "--workers", "4", "--steps", "100", "--ready-interval", "50", "--eval-interval",
             "25", "--store", str(store)] + extra
-    assert main(argv) == 0
+    with _GpuUsed() as gpu:
+        assert main(argv) == 0
+    assert gpu.used
     st = Store.open(store, readonly=True)
     try:
         assert json.loads(st.meta("config"))["device"] == "cuda"
@@ -127,13 +153,23 @@ def test_every_built_in_task_trains_on_the_gpu_from_the_command_line(tmp_path, t
     finally:
         st.close()
     capsys.readouterr()
-    assert main(["replay", str(store), "--device", "cuda"]) == 0
-    assert "replay" in capsys.readouterr().out.lower()
+    with _GpuUsed() as gpu:
+        assert main(["replay", str(store), "--device", "cuda"]) == 0
+    assert gpu.used and "replay" in capsys.readouterr().out.lower()
     assert main(["report", str(store)]) == 0
     assert (store / "report" / "report.html").exists()
 
 
-def test_ray_actors_train_on_the_gpu_one_member_at_a_time_and_batched(tmp_path):
+def _mlp64_checked(seed, device):
+    """``_mlp64`` that fails unless its network is on ``device`` (checked in Ray's actors)."""
+    t = _mlp64(seed, device)
+    where = {p.device.type for p in t.model.parameters()}
+    if where != {torch.device(device).type}:
+        raise RuntimeError(f"the network is on {where}, not {device}")
+    return t
+
+
+def test_ray_actors_train_on_the_gpu_one_member_at_a_time_and_batched(tmp_path, monkeypatch):
     """``gpus_per_worker`` 0.5 (two actors share the GPU) and 1 (the whole population as one
     batched model on one GPU actor): the CPU's decisions, float64."""
     ray = pytest.importorskip("ray")
@@ -141,14 +177,14 @@ def test_ray_actors_train_on_the_gpu_one_member_at_a_time_and_batched(tmp_path):
     import sys
 
     sim = sys.modules.get("simulated_cuda")
-    simulated = sim is not None and bool(sim._active)
+    simulated = sim is not None and sim.active()
     env = None
     if simulated:  # Ray's workers simulate the device too
         here = os.path.dirname(os.path.abspath(__file__))
         path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
         env = {"worker_process_setup_hook": "simulated_cuda.enable",
                "env_vars": {"PYTHONPATH": path}}
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False,
              _node_ip_address="127.0.0.1", runtime_env=env)
     try:
@@ -158,8 +194,59 @@ def test_ray_actors_train_on_the_gpu_one_member_at_a_time_and_batched(tmp_path):
             factory=functools.partial(_mlp64, device="cpu"), space=SPACE, progress=False)
         for gpus in (0.5, 1.0):
             cfg = ExperimentConfig(**base, executor="ray", device="cuda", gpus_per_worker=gpus)
-            run(cfg, tmp_path / f"ray-{gpus}", factory=functools.partial(_mlp64, device="cuda"),
-                space=SPACE, progress=False)
+            run(cfg, tmp_path / f"ray-{gpus}",
+                factory=functools.partial(_mlp64_checked, device="cuda"), space=SPACE,
+                progress=False)
             _same(_records(tmp_path / "cpu"), _records(tmp_path / f"ray-{gpus}"))
     finally:
         ray.shutdown()
+
+
+def test_a_function_trainable_on_the_gpu_resumes_and_copies_on_the_gpu(tmp_path):
+    """A custom trainable's tensors, in dicts, lists and tuples, stay on the GPU when a state
+    from the store (CPU tensors) or from another member is loaded into them."""
+    from firepbt import function_trainable
+    from firepbt.space import LogUniform, Space
+
+    def init(seed):
+        g = torch.Generator().manual_seed(seed)
+        return {"w": torch.rand(3, generator=g).cuda(), "ws": [torch.zeros(3, device="cuda")],
+                "pair": (torch.ones(1, device="cuda"), 2), "gen": g}
+
+    def train(state, hparams, steps):
+        for _ in range(steps):
+            noise = torch.rand(3, generator=state["gen"]).to(state["w"].device)
+            state["w"] -= hparams["lr"] * (state["w"] - noise)
+            state["ws"][0] += state["w"]
+            state["pair"][0].add_(1.0)
+
+    def evaluate(state):
+        tensors = (state["w"], state["ws"][0], state["pair"][0])
+        if any(t.device.type != "cuda" for t in tensors):
+            raise RuntimeError(f"left the GPU: {[t.device for t in tensors]}")
+        return -float(state["w"].sum())
+
+    cfg = ExperimentConfig(task="custom", method="pbt", workers=4, steps=60, ready_interval=10,
+                           eval_interval=10, seed=0, executor="local")
+    space = Space({"lr": LogUniform(1e-3, 1e-1)})
+    factory = function_trainable(init, train, evaluate)
+    run(cfg, tmp_path / "stopped", factory=factory, space=space, progress=False, max_rounds=3)
+    resume(tmp_path / "stopped", factory=factory, space=space, progress=False)
+    run(cfg, tmp_path / "straight", factory=factory, space=space, progress=False)
+    _same(_records(tmp_path / "straight"), _records(tmp_path / "stopped"))
+
+
+def test_on_ray_auto_is_the_cpu_unless_actors_declare_gpus():
+    """Ray gives a GPU only to an actor that declares one (``gpus_per_worker``): ``auto``
+    there is the CPU; an explicit ``cuda`` without GPUs declared is refused."""
+    from firepbt.build import resolve_task
+    from firepbt.errors import ConfigError
+
+    make, _space, _p = resolve_task(
+        ExperimentConfig(task="nqm", executor="ray", device="auto"), None, None, None)
+    assert make(0).device.type == "cpu"
+    make, _space, _p = resolve_task(ExperimentConfig(
+        task="nqm", executor="ray", device="auto", gpus_per_worker=0.5), None, None, None)
+    assert make(0).device.type == "cuda"
+    with pytest.raises(ConfigError, match="gpus_per_worker"):
+        ExperimentConfig(task="nqm", executor="ray", device="cuda")

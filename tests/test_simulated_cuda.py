@@ -27,31 +27,50 @@ pytestmark = pytest.mark.skipif(not simulated_cuda.available(), reason=(
     "this PyTorch cannot run the simulated CUDA device"))
 
 
-def test_the_simulated_device_refuses_what_cuda_refuses(tmp_path):
+def test_the_simulated_device_refuses_what_cuda_refuses(tmp_path, monkeypatch):
     with simulated():
         assert torch.cuda.is_available()
-        net = torch.nn.Linear(4, 3).to("cuda")
-        x = torch.randn(8, 4, device="cuda")
-        assert isinstance(net.weight, SimCudaTensor) and net.weight.device == torch.device("cuda:0")
+        net = torch.nn.Linear(4, 3)
+        weight = net.weight
         opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+        torch.cuda.reset_accumulated_memory_stats()
+        net.to("cuda")  # the same parameters, now on the device (an optimizer made before works)
+        x = torch.randn(8, 4, device="cuda")
+        assert torch.cuda.memory_stats()["allocation.all.allocated"] >= 3
+        assert net.weight is weight and isinstance(weight, SimCudaTensor)
+        assert weight.device == torch.device("cuda:0") and weight.is_cuda
         net(x).pow(2).mean().backward()
+        before = weight.detach().clone()
         opt.step()
-        assert net.weight.grad.device.type == "cuda"
+        assert weight.grad.device.type == "cuda" and not torch.equal(weight, before)
         assert x[torch.tensor([0, 2])].device.type == "cuda"  # CPU indices: allowed on CUDA
-        assert (x.sum() * torch.tensor(2.0)).device.type == "cuda"  # CPU scalars too
-        back = net.weight.detach().cpu()
+        assert (x.sum() * torch.tensor(2.0)).device.type == "cuda"  # CPU scalars, element-wise
+        back = weight.detach().cpu()
         assert type(back) is torch.Tensor and back.numpy().shape == (3, 4)
+        w_cpu = torch.ones(3, requires_grad=True)  # autograd follows a move to the device
+        (w_cpu.to("cuda") * 2).sum().backward()
+        assert torch.equal(w_cpu.grad, torch.full((3,), 2.0))
         with pytest.raises(RuntimeError, match="same device"):
             net(torch.randn(8, 4))
         with pytest.raises(RuntimeError, match="same device"):
             torch.gather(x, 1, torch.zeros(8, 1, dtype=torch.long))
+        with pytest.raises(RuntimeError, match="same device"):  # a 0-dim CPU tensor, not
+            torch.stack([x.sum(), torch.tensor(1.0)])           # element-wise: refused
         with pytest.raises(TypeError, match="numpy"):
             x.numpy()
         with pytest.raises(RuntimeError, match="generator"):
             torch.randperm(5, generator=torch.Generator().manual_seed(0), device="cuda")
-        with pytest.raises(RuntimeError, match="torch.save of a cuda tensor"):
-            torch.save({"w": net.weight}, tmp_path / "w.pt")
+        torch.manual_seed(3)  # seeds the CPU and the device, each its own stream
+        on_cuda, on_cpu = torch.rand(4, device="cuda").cpu(), torch.rand(4)
+        torch.manual_seed(3)
+        assert torch.equal(torch.rand(4, device="cuda").cpu(), on_cuda)
+        assert torch.equal(torch.rand(4), on_cpu) and not torch.equal(on_cpu, on_cuda)
+        with pytest.raises(RuntimeError, match="pickling a cuda tensor"):
+            torch.save({"nested": [{"w": weight}]}, tmp_path / "w.pt")
         torch.save({"w": back}, tmp_path / "w.pt")
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # a Ray actor that declares no GPU
+        assert not torch.cuda.is_available() and torch.cuda.device_count() == 0
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert not torch.cuda.is_available() and torch.ones(1, device="cpu").device.type == "cpu"
     with pytest.raises((AssertionError, RuntimeError)):  # off again: no CUDA here
         torch.ones(1, device="cuda")

@@ -88,6 +88,8 @@ def resolve_task(config: ExperimentConfig, factory: TrainableFactory | None,
     if bad:
         raise ConfigError("task_options", f"keys among {list(task.options)}", sorted(bad))
     spec = config.device
+    if lazy and spec == "auto" and config.gpus_per_worker == 0:
+        spec = "cpu"  # Ray gives a GPU only to an actor that declares one
     if not task.on_device and spec not in ("auto", "cpu"):
         raise ConfigError("device", f"cpu or auto for task {task.name!r} (it trains on the "
                           "CPU)", config.device)

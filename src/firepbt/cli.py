@@ -108,7 +108,8 @@ def _parser() -> argparse.ArgumentParser:
                    "which resume trains again")
     r.add_argument("--gpus-per-worker", type=float, default=0.0,
                    help="with --executor ray: GPUs each actor declares (fractions allowed, e.g. "
-                   "0.25 puts four actors, each holding several members, on a GPU; default 0)")
+                   "0.25 puts four actors, each holding several members, on a GPU; default 0: "
+                   "the actors hold no GPU and --device auto trains on their CPUs)")
     r.add_argument("--device", default="auto",
                    help="where built-in tasks train: auto (default: CUDA when available), cpu, "
                    "cuda or cuda:N")

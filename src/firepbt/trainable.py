@@ -139,6 +139,9 @@ def _export(obj: Any) -> Any:
         return copy.deepcopy(obj.state_dict())
     if isinstance(obj, dict):
         return {k: _export(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_export(v) for v in obj) if type(obj) in (list, tuple) \
+            else copy.deepcopy(obj)
     if isinstance(obj, torch.Tensor):
         return obj.detach().clone()
     return copy.deepcopy(obj)
@@ -158,6 +161,13 @@ def _import(target: Any, saved: Any) -> Any:
         for k, v in saved.items():
             target[k] = _import(target[k], v) if k in target else copy.deepcopy(v)
         return target
+    if type(target) in (list, tuple) and type(saved) in (list, tuple) \
+            and len(target) == len(saved):  # element by element: tensors keep their device
+        loaded = [_import(t, s) for t, s in zip(target, saved, strict=True)]
+        if isinstance(target, list):
+            target[:] = loaded
+            return target
+        return tuple(loaded)
     if isinstance(target, torch.Tensor):
         with torch.no_grad():
             target.copy_(saved)
