@@ -68,6 +68,26 @@ def test_the_device_reaches_the_tasks_trainables_and_the_store(tmp_path, monkeyp
     st.close()
 
 
+def test_the_store_says_where_a_task_trained_not_what_the_machine_has(tmp_path):
+    """A CPU-only task (V-MPO) and your own trainable do not take --device: the store and the
+    report say so, whatever ``auto`` would pick on this machine."""
+    from firepbt.build import resolve_task
+    from firepbt.space import LogUniform, Space
+    from firepbt.trainable import function_trainable
+
+    make, _s, _p = resolve_task(ExperimentConfig(task="vmpo", device="auto"), None, None, None)
+    assert make.firepbt_device == "cpu"
+    factory = function_trainable(lambda seed: {"w": torch.zeros(1)},
+                                 lambda st, hp, n: st["w"].add_(hp["lr"] * n),
+                                 lambda st: float(st["w"][0]))
+    run(ExperimentConfig(task="custom", method="pbt", workers=4, steps=20, ready_interval=10,
+                         eval_interval=10), tmp_path / "c", factory=factory,
+        space=Space({"lr": LogUniform(1e-3, 1e-1)}), progress=False)
+    st = Store.open(tmp_path / "c", readonly=True)
+    assert st.meta("device") == "chosen by the trainable"
+    st.close()
+
+
 def test_checkpoints_hold_cpu_tensors_and_resume_takes_another_device(tmp_path):
     cfg = ExperimentConfig(task="mnist1d", method="pbt", workers=4, steps=100, ready_interval=25,
                            eval_interval=25, seed=2, device="auto", executor="local")

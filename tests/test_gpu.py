@@ -78,6 +78,9 @@ def test_a_gpu_store_resumes_on_the_cpu(tmp_path):
         run(cfg, tmp_path / "gpu", progress=False, max_rounds=3)
     assert gpu.used
     resume(tmp_path / "gpu", progress=False, device="cpu")
+    st = Store.open(tmp_path / "gpu", readonly=True)
+    assert st.meta("device") == "cuda, then cpu from round 4"  # what the report says
+    st.close()
     run(ExperimentConfig(**{**cfg.to_dict(), "device": "cpu"}), tmp_path / "cpu",
         progress=False)
     _same(_records(tmp_path / "gpu"), _records(tmp_path / "cpu"))
@@ -250,3 +253,12 @@ def test_on_ray_auto_is_the_cpu_unless_actors_declare_gpus():
     assert make(0).device.type == "cuda"
     with pytest.raises(ConfigError, match="gpus_per_worker"):
         ExperimentConfig(task="nqm", executor="ray", device="cuda")
+
+
+def test_a_cpu_only_task_on_a_gpu_machine_says_it_trained_on_the_cpu():
+    from firepbt.build import resolve_task
+
+    make, _s, _p = resolve_task(ExperimentConfig(task="vmpo", device="auto"), None, None, None)
+    assert make.firepbt_device == "cpu"
+    make, _s, _p = resolve_task(ExperimentConfig(task="nqm", device="auto"), None, None, None)
+    assert make.firepbt_device == "cuda"

@@ -99,6 +99,8 @@ def resolve_task(config: ExperimentConfig, factory: TrainableFactory | None,
             return task.make(seed, **options)
         return task.make(seed, device=device or resolve_device(spec), **options)
 
+    # what the store and report say the task trained on (on Ray: as the actors resolve it)
+    make.firepbt_device = "cpu" if not task.on_device else device or spec  # type: ignore
     return make, space or task.space, schedule_param or task.schedule_param
 
 

@@ -27,7 +27,6 @@ import numpy as np
 
 from .build import build_controller, make_executor, resolve_task, worker_seeds
 from .config import ExperimentConfig
-from .devices import resolve_device
 from .errors import ConfigError, StoreError, check
 from .executor import LocalExecutor, TrainJob, observed_score, score_of, tested_value
 from .records import (
@@ -69,6 +68,8 @@ class Runner:
         self.schedule_param = schedule_param
         self.executor = (executor if executor is not None
                          else make_executor(config, factory, ray_address))
+        # where a built-in task trains (resolve_task); your own trainable chooses for itself
+        self.device_used = str(getattr(factory, "firepbt_device", "chosen by the trainable"))
         self.progress = progress
         self.workers: dict[int, dict[str, Any]] = {}
         self.best_score = -math.inf
@@ -103,9 +104,7 @@ class Runner:
             "Executor", "").lower() or "custom")  # what "auto" chose
         self.store.set_meta("initial_runner_state", json.dumps(self._runner_state()))
         self.store.set_meta("mode", self.executor.mode)
-        # Ray actors resolve the device where they run (the driver may have no GPU)
-        self.store.set_meta("device", self.config.device if self.config.executor == "ray"
-                            else resolve_device(self.config.device))
+        self.store.set_meta("device", self.device_used)
         if self.config.method == "random":
             self.store.set_meta("random_schedule", random_schedule_words(
                 self.config, self.schedule_param))
@@ -164,6 +163,12 @@ class Runner:
         self._setup_executor(len(self.workers))
         self.executor.load_states(states)
         self.round = chosen.round
+        said = self.store.meta("device")  # resumed elsewhere (resume --device): both said
+        last = self.store.meta("device_last") or said
+        if said and last != self.device_used:
+            self.store.set_meta("device", f"{said}, then {self.device_used} from round "
+                                f"{self.round + 1}")
+            self.store.set_meta("device_last", self.device_used)
 
     # -- the loop ------------------------------------------------------------------------
 
