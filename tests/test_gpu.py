@@ -84,6 +84,25 @@ def test_a_gpu_store_resumes_on_the_cpu(tmp_path):
     run(ExperimentConfig(**{**cfg.to_dict(), "device": "cpu"}), tmp_path / "cpu",
         progress=False)
     _same(_records(tmp_path / "gpu"), _records(tmp_path / "cpu"))
+    # and back: a CPU store resumed on the GPU, by the local and the vectorized executor
+    for executor in ("local", "vectorized"):
+        back = tmp_path / f"back-{executor}"
+        run(ExperimentConfig(**{**cfg.to_dict(), "device": "cpu", "executor": executor}), back,
+            progress=False, max_rounds=2)
+        with _GpuUsed() as gpu:
+            resume(back, progress=False, device="cuda")
+        assert gpu.used
+        _same(_records(back), _records(tmp_path / "cpu"))
+
+
+def test_a_gpu_run_stopped_and_resumed_on_the_gpu_equals_one_run(tmp_path):
+    cfg = ExperimentConfig(task="mlp64", method="fire", workers=12, steps=150,
+                           ready_interval=25, eval_interval=25, seed=4, executor="vectorized")
+    make = functools.partial(_mlp64, device="cuda")
+    run(cfg, tmp_path / "one", factory=make, space=SPACE, progress=False)
+    run(cfg, tmp_path / "two", factory=make, space=SPACE, progress=False, max_rounds=3)
+    resume(tmp_path / "two", factory=make, space=SPACE, progress=False)
+    _same(_records(tmp_path / "one"), _records(tmp_path / "two"))
 
 
 def test_the_vectorized_population_stays_on_the_gpu(tmp_path):
