@@ -59,7 +59,9 @@ _FROM_DATA = {torch.tensor, torch.as_tensor, torch.asarray}
 _DEVICE = torch._C.TensorBase.__dict__["device"]
 _IS_CUDA = torch._C.TensorBase.__dict__["is_cuda"]
 _DATA = torch._C.TensorBase.__dict__["data"]
-STATS = {"tensors": 0}  # cuda tensors made since the process started
+# cuda tensors made, and copies between host and device (each one a wait for the device's
+# queue on CUDA, .item() included), since the process started
+STATS = {"tensors": 0, "to_device": 0, "to_host": 0}
 _GEN = torch.Generator()  # the simulated device's default generator
 _SEED = [0]
 
@@ -164,6 +166,7 @@ def _dispatch(func: Any, args: Any, kwargs: dict[str, Any]) -> Any:
             torch.default_generator.set_state(cpu_state)
     else:
         out = func(*uargs, **ukwargs)
+    _count_transfer(func, args, to_cuda)
     if func is _aten._local_scalar_dense.default:  # .item(): a Python number, as on CUDA
         return out
 
@@ -174,6 +177,19 @@ def _dispatch(func: Any, args: Any, kwargs: dict[str, Any]) -> Any:
             return by_inner[id(t)]
         return SimCudaTensor(t) if to_cuda else t
     return tree_map(wrap, out)
+
+
+def _count_transfer(func: Any, args: Any, to_cuda: bool) -> None:
+    if func is _aten._local_scalar_dense.default:
+        STATS["to_host"] += isinstance(args[0], SimCudaTensor)
+    elif func is _aten._to_copy.default:
+        src_cuda = isinstance(args[0], SimCudaTensor)
+        STATS["to_device"] += to_cuda and not src_cuda
+        STATS["to_host"] += src_cuda and not to_cuda
+    elif func is _aten.copy_.default:
+        dst_cuda, src_cuda = isinstance(args[0], SimCudaTensor), isinstance(args[1], SimCudaTensor)
+        STATS["to_device"] += dst_cuda and not src_cuda
+        STATS["to_host"] += src_cuda and not dst_cuda
 
 
 def _names_cuda(d: Any) -> bool:

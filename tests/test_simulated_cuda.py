@@ -92,3 +92,34 @@ def test_the_gpu_tests_pass_on_the_simulated_device():
     skipped = 0 if importlib.util.find_spec("ray") else 1  # the Ray test needs Ray
     assert " passed" in summary and "failed" not in summary, tail
     assert (f"{skipped} skipped" in summary) if skipped else ("skipped" not in summary), tail
+
+
+def test_the_vectorized_steps_wait_for_no_transfer_between_host_and_device():
+    """A copy between host and device (``.item()`` included) makes the host wait for the
+    device's queue: the batched population's training steps make none, so a round's
+    transfers do not grow with its steps, nor with the members."""
+    from firepbt.executor import TrainJob
+    from firepbt.supervised import SupervisedData, SupervisedTrainable
+    from firepbt.vectorized import VectorizedExecutor
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(6_400, 8, generator=g), torch.randint(0, 3, (6_400,), generator=g)
+    data = SupervisedData(x[:6_000], y[:6_000], x[6_000:], y[6_000:])  # epochs of 93 steps
+
+    def make(seed):
+        with torch.random.fork_rng(devices=[]):
+            net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(),
+                                      torch.nn.Linear(16, 3))
+        return SupervisedTrainable(seed, model=net, data=data, batch_size=64, device="cuda")
+
+    def transfers(n_members, steps):
+        with simulated():
+            ex = VectorizedExecutor(make)
+            ex.setup({w: w for w in range(n_members)})
+            before = simulated_cuda.STATS["to_device"] + simulated_cuda.STATS["to_host"]
+            ex.train_round([TrainJob(w, 0, (({"lr": 0.1}, steps),), steps)
+                            for w in range(n_members)], -1e9)
+            return simulated_cuda.STATS["to_device"] + simulated_cuda.STATS["to_host"] - before
+
+    few = transfers(4, 10)
+    assert 0 < few == transfers(4, 80) == transfers(12, 80)

@@ -243,7 +243,11 @@ class SupervisedPopulation:
             self.has_buf.append(torch.tensor(has, device=self.device))
         # data order: each member's current permutation and position
         self.perms = torch.stack([m.perm for m in members])
-        self.pos = torch.tensor([m.pos for m in members])
+        self.pos = torch.tensor([m.pos for m in members])  # on the CPU: when epochs end
+        # the same positions on the device, moved along there: a step's batch indices cost no
+        # transfer (a copy from the host waits for the device's queue to drain)
+        self.pos_dev = self.pos.to(self.device, copy=True)
+        self.steps_dev = torch.arange(self.batch, device=self.device)
         self.n_train = len(self.data.x_train)
         if not self.fast:
             from torch.func import functional_call, grad, vmap
@@ -273,9 +277,11 @@ class SupervisedPopulation:
             m.epoch_state = m.gen.get_state()
             self.perms[i] = torch.randperm(self.n_train, generator=m.gen).to(self.device)
             self.pos[i] = 0
-        offsets = self.pos[:, None] + torch.arange(self.batch)[None, :]
+            self.pos_dev[i] = 0
+        offsets = self.pos_dev[:, None] + self.steps_dev[None, :]
         self.pos += self.batch
-        return torch.gather(self.perms, 1, offsets.to(self.device))
+        self.pos_dev += self.batch
+        return torch.gather(self.perms, 1, offsets)
 
     # -- training ---------------------------------------------------------------------------
 
@@ -414,11 +420,12 @@ class SupervisedPopulation:
                 p.copy_(stacked[i])
 
     def write_back(self) -> None:
+        has_buf = torch.stack(self.has_buf).cpu()  # one transfer, not one per member and tensor
         for i, m in enumerate(self.members):
             self.write_back_one(i)
             params = list(m.model.parameters())
             for j, p in enumerate(params):
-                if bool(self.has_buf[j][i]):
+                if bool(has_buf[j, i]):
                     m.opt.state[p]["momentum_buffer"] = self.bufs[j][i].detach().clone()
             if hasattr(self, "_last"):
                 lr, mom, wd = (float(t[i]) for t in self._last)
