@@ -147,6 +147,9 @@ def _dispatch(func: Any, args: Any, kwargs: dict[str, Any]) -> Any:
         if self_on_cuda and isinstance(values, torch.Tensor) and values.dim() > 0 \
                 and not isinstance(values, SimCudaTensor):
             _refuse(f"{func}: values on the CPU for a tensor on cuda")
+        if self_on_cuda and any(isinstance(i, torch.Tensor) and not isinstance(i, SimCudaTensor)
+                                for i in (args[1] or ())):
+            STATS["to_device"] += 1  # CPU indices are copied to the device
     elif on_cuda and func not in _CROSS_DEVICE and (on_cpu or (
             cpu_scalars and torch.Tag.pointwise not in func.tags
             and func not in _CPU_SCALAR_OK)):
@@ -182,6 +185,11 @@ def _dispatch(func: Any, args: Any, kwargs: dict[str, Any]) -> Any:
 def _count_transfer(func: Any, args: Any, to_cuda: bool) -> None:
     if func is _aten._local_scalar_dense.default:
         STATS["to_host"] += isinstance(args[0], SimCudaTensor)
+    elif to_cuda and torch.Tag.dynamic_output_shape in func.tags and (
+            func is not _aten.index.Tensor or any(
+                isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8)
+                for i in args[1])):
+        STATS["to_host"] += 1  # nonzero, masked_select, a mask index: the host waits for a size
     elif func is _aten._to_copy.default:
         src_cuda = isinstance(args[0], SimCudaTensor)
         STATS["to_device"] += to_cuda and not src_cuda
@@ -226,6 +234,7 @@ class _FunctionMode(TorchFunctionMode):
                 raise TypeError("can't convert cuda:0 device type tensor to numpy. Use "
                                 "Tensor.cpu() to copy the tensor to host memory first.")
             if func is torch.Tensor.tolist:
+                STATS["to_host"] += 1
                 return args[0].inner.tolist()
             if func is torch.Tensor.new_tensor and "device" not in kwargs:
                 kw = dict(kwargs)

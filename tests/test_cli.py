@@ -33,7 +33,7 @@ def run_cli(capsys, *args):
     (["run", "vmpo", "--factors", "lr=-1"], "factors['lr']"),
     (["run", "nqm", "--ray-address", "127.0.0.1:6379"], "ray_address"),  # executor not ray
     (["run", "nqm", "--gpus-per-worker", "0.5"], "gpus_per_worker"),  # executor not ray
-    (["run", "nqm", "--executor", "ray", "--device", "cuda"], "gpus_per_worker"),  # none declared
+    (["run", "nqm", "--executor", "ray", "--device", "cuda"], "device"),  # no GPU declared
     # nothing listens there (a port this test just freed): refused at once, not retried
     (["run", "nqm", "--executor", "ray", "--ray-address", "FREE_PORT"], "ray_address"),
     (["run", "nqm", "--executor", "ray", "--ray-address", "no-port"], "ray_address"),

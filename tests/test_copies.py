@@ -212,6 +212,13 @@ def test_function_trainable_loads_tensors_in_lists_and_tuples_in_place():
                  (src["pair"][0], after["pair"][0])):
         assert torch.equal(a, b)
     assert after["pair"][1] == 4 and isinstance(after["pair"], tuple)
+    # a tensor of another shape or dtype is the saved one (on the target's device), not the
+    # target's broadcast or cast
+    src["ws"][0] = torch.full((1,), 7.0)
+    src["w"] = torch.arange(5)
+    ex.trainables[1].load_state_dict(copy.deepcopy(ex.trainables[0].state_dict()))
+    assert torch.equal(after["ws"][0], torch.full((1,), 7.0))
+    assert torch.equal(ex.trainables[1].state["w"], torch.arange(5))
     assert torch.equal(torch.rand(3, generator=src["gens"][0]),
                        torch.rand(3, generator=after["gens"][0]))
 

@@ -86,6 +86,19 @@ def test_the_store_says_where_a_task_trained_not_what_the_machine_has(tmp_path):
     st = Store.open(tmp_path / "c", readonly=True)
     assert st.meta("device") == "chosen by the trainable"
     st.close()
+    # a store written before the device of each resume was kept: what it said stays
+    cfg = ExperimentConfig(task="nqm", method="pbt", workers=4, steps=30, ready_interval=10,
+                           eval_interval=10, task_options={"dims": 50})
+    run(cfg, tmp_path / "old", progress=False, max_rounds=1)
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "old" / "experiment.sqlite") as conn:
+        conn.execute("DELETE FROM meta WHERE key='device_last'")
+        conn.execute("UPDATE meta SET value='cuda' WHERE key='device'")  # as a GPU run said
+    resume(tmp_path / "old", progress=False)
+    st = Store.open(tmp_path / "old", readonly=True)
+    assert st.meta("device") == "cuda" and st.meta("device_last") == "cpu"
+    st.close()
 
 
 def test_checkpoints_hold_cpu_tensors_and_resume_takes_another_device(tmp_path):

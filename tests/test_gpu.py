@@ -99,7 +99,9 @@ def test_a_gpu_run_stopped_and_resumed_on_the_gpu_equals_one_run(tmp_path):
     cfg = ExperimentConfig(task="mlp64", method="fire", workers=12, steps=150,
                            ready_interval=25, eval_interval=25, seed=4, executor="vectorized")
     make = functools.partial(_mlp64, device="cuda")
-    run(cfg, tmp_path / "one", factory=make, space=SPACE, progress=False)
+    with _GpuUsed() as gpu:
+        run(cfg, tmp_path / "one", factory=make, space=SPACE, progress=False)
+    assert gpu.used
     run(cfg, tmp_path / "two", factory=make, space=SPACE, progress=False, max_rounds=3)
     resume(tmp_path / "two", factory=make, space=SPACE, progress=False)
     _same(_records(tmp_path / "one"), _records(tmp_path / "two"))
@@ -270,8 +272,10 @@ def test_on_ray_auto_is_the_cpu_unless_actors_declare_gpus():
     make, _space, _p = resolve_task(ExperimentConfig(
         task="nqm", executor="ray", device="auto", gpus_per_worker=0.5), None, None, None)
     assert make(0).device.type == "cuda"
-    with pytest.raises(ConfigError, match="gpus_per_worker"):
-        ExperimentConfig(task="nqm", executor="ray", device="cuda")
+    with pytest.raises(ConfigError, match="device must be cpu or auto on Ray actors that "
+                       "declare no GPU"):
+        resolve_task(ExperimentConfig(task="nqm", executor="ray", device="cuda"), None, None,
+                     None)
 
 
 def test_a_cpu_only_task_on_a_gpu_machine_says_it_trained_on_the_cpu():

@@ -97,7 +97,9 @@ def test_the_gpu_tests_pass_on_the_simulated_device():
 def test_the_vectorized_steps_wait_for_no_transfer_between_host_and_device():
     """A copy between host and device (``.item()`` included) makes the host wait for the
     device's queue: the batched population's training steps make none, so a round's
-    transfers do not grow with its steps, nor with the members."""
+    transfers do not grow with its steps, nor with the members; only an epoch's start (one
+    copy of the new permutations) and each evaluation (its settings there, the accuracies
+    back) add one or two."""
     from firepbt.executor import TrainJob
     from firepbt.supervised import SupervisedData, SupervisedTrainable
     from firepbt.vectorized import VectorizedExecutor
@@ -112,14 +114,16 @@ def test_the_vectorized_steps_wait_for_no_transfer_between_host_and_device():
                                       torch.nn.Linear(16, 3))
         return SupervisedTrainable(seed, model=net, data=data, batch_size=64, device="cuda")
 
-    def transfers(n_members, steps):
+    def transfers(n_members, steps, eval_interval=None):
         with simulated():
             ex = VectorizedExecutor(make)
             ex.setup({w: w for w in range(n_members)})
             before = simulated_cuda.STATS["to_device"] + simulated_cuda.STATS["to_host"]
-            ex.train_round([TrainJob(w, 0, (({"lr": 0.1}, steps),), steps)
+            ex.train_round([TrainJob(w, 0, (({"lr": 0.1}, steps),), eval_interval or steps)
                             for w in range(n_members)], -1e9)
             return simulated_cuda.STATS["to_device"] + simulated_cuda.STATS["to_host"] - before
 
-    few = transfers(4, 10)
-    assert 0 < few == transfers(4, 80) == transfers(12, 80)
+    base = transfers(4, 10)
+    assert 0 < base == transfers(4, 80) == transfers(12, 80)
+    assert transfers(12, 200) == base + 2  # two new epochs (93 steps each), all members
+    assert transfers(4, 80, eval_interval=10) == base + 7 * 2  # 7 more evaluations

@@ -188,3 +188,59 @@ def test_a_users_batched_family_goes_through_the_same_door(tmp_path):
         space=space)
     assert DecayPopulation.trained_steps > 0  # the batched population trained it
     assert_same(records(tmp_path / "local"), records(tmp_path / "vec"), 1e-12)
+
+
+def test_a_round_across_epochs_equals_each_member_training_alone():
+    """Members at different places in their epochs (one just copied and reseeded), crossing
+    three epochs each within one round, with settings changing mid-round and a member without
+    momentum that keeps the buffer it had (as torch.optim.SGD does): the batched round leaves
+    every member as training it alone does (positions, permutations, epoch states, weights,
+    momentum buffers, optimizer settings)."""
+    from firepbt.executor import LocalExecutor, TrainJob
+    from firepbt.trainable import copy_into
+    from firepbt.vectorized import VectorizedExecutor
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(700, 6, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (700,), generator=g)
+    data = SupervisedData(x[:500], y[:500], x[500:], y[500:])  # 15 steps per epoch
+
+    def make(seed):
+        with torch.random.fork_rng(devices=[]):
+            net = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3)).double()
+        return SupervisedTrainable(seed, model=net, data=data, batch_size=32)
+
+    def members():
+        ex = LocalExecutor(make)
+        ex.setup({w: 10 + w for w in range(5)})
+        for w, t in ex.trainables.items():
+            if w % 2:
+                t.train({"lr": 0.05, "momentum": 0.9}, 3 * w + 1)
+        copy_into(ex.trainables[3], ex.trainables[4], 999)
+        return ex.trainables
+
+    def hp(w, lr=None):
+        return {"lr": lr or 0.01 * (w + 1), "momentum": [0.9, 0.0, 0.5, 0.9, 0.8][w],
+                "weight_decay": 1e-3 * w}
+
+    alone, batched = members(), members()
+    for w, t in alone.items():
+        t.train(hp(w), 20)
+        t.train(hp(w, 0.02), 27)
+    vec = VectorizedExecutor(make)
+    vec.setup({w: 10 + w for w in range(5)})
+    vec.trainables = batched  # the members as prepared above
+    vec.train_round([TrainJob(w, 0, ((hp(w), 20), (hp(w, 0.02), 27)), 47) for w in batched],
+                    -1e9)
+    for w in alone:
+        a, b = alone[w], batched[w]
+        assert a.pos == b.pos and torch.equal(a.perm, b.perm)
+        assert torch.equal(a.epoch_state, b.epoch_state)
+        for pa, pb in zip(a.model.parameters(), b.model.parameters(), strict=True):
+            assert torch.allclose(pa, pb, rtol=0, atol=1e-12)
+        sa, sb = a.opt.state_dict(), b.opt.state_dict()
+        assert sa["param_groups"][0]["lr"] == sb["param_groups"][0]["lr"]
+        assert sa["state"].keys() == sb["state"].keys()
+        for k, st in sa["state"].items():
+            assert torch.allclose(st["momentum_buffer"], sb["state"][k]["momentum_buffer"],
+                                  rtol=0, atol=1e-12)

@@ -65,6 +65,21 @@ def worker_seeds(seed: int, n_workers: int) -> dict[int, int]:
     return {w: int(s) for w, s in enumerate(children)}
 
 
+def check_device(config: ExperimentConfig) -> str | None:
+    """The device a run or resume trains on, resolved (None on Ray, whose actors resolve it
+    where they run: a CPU-only driver may drive GPU nodes); an absent device, or a GPU on Ray
+    actors that declare none, is refused (:class:`ConfigError` naming ``device``). Checked when
+    a run starts or resumes, not when a stored configuration is read."""
+    if config.executor != "ray":
+        return resolve_device(config.device)
+    if config.device.startswith("cuda") and config.gpus_per_worker == 0:
+        raise ConfigError("device", "cpu or auto on Ray actors that declare no GPU (Ray gives "
+                          "a GPU only to an actor that declares one: start the run with "
+                          "--gpus-per-worker, e.g. 1, or 0.25 for four actors per GPU)",
+                          config.device)
+    return None
+
+
 def resolve_task(config: ExperimentConfig, factory: TrainableFactory | None,
                  space: Space | None, schedule_param: str | None
                  ) -> tuple[TrainableFactory, Space, str | None]:
@@ -75,7 +90,7 @@ def resolve_task(config: ExperimentConfig, factory: TrainableFactory | None,
     # the Ray executor builds trainables in its actors, which resolve the device where they run
     # (a CPU-only driver may drive GPU nodes); elsewhere an absent device is refused now
     lazy = config.executor == "ray"
-    device = None if lazy else resolve_device(config.device)
+    device = check_device(config)
     if factory is not None:
         if space is None:
             raise ConfigError("space", "a Space when a custom factory is given", None)
@@ -99,8 +114,9 @@ def resolve_task(config: ExperimentConfig, factory: TrainableFactory | None,
             return task.make(seed, **options)
         return task.make(seed, device=device or resolve_device(spec), **options)
 
-    # what the store and report say the task trained on (on Ray: as the actors resolve it)
-    make.firepbt_device = "cpu" if not task.on_device else device or spec  # type: ignore
+    # what the store and report say the task trained on
+    make.firepbt_device = ("cpu" if not task.on_device else device if device is not None  # type: ignore
+                           else "resolved on each Ray actor" if spec == "auto" else spec)
     return make, space or task.space, schedule_param or task.schedule_param
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -420,12 +421,11 @@ def _fmt(hparams: Any) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .devices import resolve_device
+    from .build import check_device
     from .runner import run
 
     config = _config_from_args(args)
-    if config.executor != "ray":  # an absent device: one line, before anything is printed
-        resolve_device(config.device)
+    check_device(config)  # an absent device: one line, before anything is printed
     if config.factors is not None:  # names of the task's hyperparameters, checked now too
         from .tasks import get_task
 
@@ -460,6 +460,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
         bound = [r.round for r in st.rounds() if r.checkpoint is not None]
     finally:
         st.close()
+    from .build import check_device
+
+    # the device it resumes on, checked before anything is printed
+    check_device(dataclasses.replace(config, device=args.device) if args.device else config)
     start = before.steps_done if before.finished else (
         bound[-1] * config.ready_interval if bound else 0)
     again = "" if start == before.steps_done else (

@@ -33,7 +33,7 @@ class ExperimentConfig:
     built-in tasks train (:mod:`firepbt.devices`: auto, cpu, cuda, cuda:N);
     ``gpus_per_worker`` the GPUs each Ray actor declares (e.g. 0.25: four actors per GPU; Ray
     gives a GPU only to an actor that declares one, so on Ray ``auto`` is the CPU without it and
-    ``cuda`` needs it).
+    ``cuda`` needs it: a run or resume is refused otherwise).
     ``checkpoint_interval``: the members' states are checkpointed every that many rounds (and
     after the last); a crash loses at most that many rounds, which ``resume`` trains again
     (exactly, for deterministic trainables); on Ray, where a checkpoint is bound to its round
@@ -72,11 +72,6 @@ class ExperimentConfig:
         check(self.gpus_per_worker == 0 or self.executor == "ray", "gpus_per_worker",
               f"0 unless executor is 'ray' (executor is {self.executor!r}; --device picks the "
               "GPU of the other executors)", self.gpus_per_worker)
-        check(self.executor != "ray" or not self.device.startswith("cuda")
-              or self.gpus_per_worker > 0, "gpus_per_worker",
-              f"> 0 with executor 'ray' and device {self.device!r} (Ray gives a GPU only to an "
-              "actor that declares one: --gpus-per-worker, e.g. 1, or 0.25 for four actors "
-              "per GPU)", self.gpus_per_worker)
         if self.method == "pbt":
             need = members_needed(self.quantile)
             check(self.workers >= need, "workers",

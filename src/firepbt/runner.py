@@ -55,6 +55,10 @@ def copy_seed(seed: int, round_: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, 2, round_, index]).generate_state(1)[0])
 
 
+def _same_device(name: str) -> str:
+    return "cuda:0" if name == "cuda" else name  # "cuda" is the first GPU
+
+
 class Runner:
     """Runs one experiment against a store. Use :func:`run` / :func:`resume` in user code."""
 
@@ -105,6 +109,7 @@ class Runner:
         self.store.set_meta("initial_runner_state", json.dumps(self._runner_state()))
         self.store.set_meta("mode", self.executor.mode)
         self.store.set_meta("device", self.device_used)
+        self.store.set_meta("device_last", self.device_used)
         if self.config.method == "random":
             self.store.set_meta("random_schedule", random_schedule_words(
                 self.config, self.schedule_param))
@@ -163,12 +168,13 @@ class Runner:
         self._setup_executor(len(self.workers))
         self.executor.load_states(states)
         self.round = chosen.round
-        said = self.store.meta("device")  # resumed elsewhere (resume --device): both said
-        last = self.store.meta("device_last") or said
-        if said and last != self.device_used:
+        # resumed on another device (resume --device): the store says both; a store written
+        # before firepbt kept device_last said the device differently: it starts keeping it
+        said, last = self.store.meta("device"), self.store.meta("device_last")
+        if said and last is not None and _same_device(last) != _same_device(self.device_used):
             self.store.set_meta("device", f"{said}, then {self.device_used} from round "
                                 f"{self.round + 1}")
-            self.store.set_meta("device_last", self.device_used)
+        self.store.set_meta("device_last", self.device_used)
 
     # -- the loop ------------------------------------------------------------------------
 

@@ -168,10 +168,12 @@ def _import(target: Any, saved: Any) -> Any:
             target[:] = loaded
             return target
         return tuple(loaded)
-    if isinstance(target, torch.Tensor):
-        with torch.no_grad():
-            target.copy_(saved)
-        return target
+    if isinstance(target, torch.Tensor) and isinstance(saved, torch.Tensor):
+        if saved.shape == target.shape and saved.dtype == target.dtype:
+            with torch.no_grad():
+                target.copy_(saved)  # in place: whatever holds it sees the loaded values
+            return target
+        return saved.detach().to(target.device).clone()  # another shape: the saved one, here
     return copy.deepcopy(saved)
 
 

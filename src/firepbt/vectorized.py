@@ -232,7 +232,7 @@ class SupervisedPopulation:
         self.params = [torch.stack([pm[i].detach() for pm in params_per_member]).requires_grad_()
                        for i in range(len(self.names))]
         self.bufs = []
-        self.has_buf = []
+        has_all = []
         for i in range(len(self.names)):
             col, has = [], []
             for m, pm in zip(members, params_per_member, strict=True):
@@ -240,7 +240,9 @@ class SupervisedPopulation:
                 has.append(b is not None)
                 col.append(torch.zeros_like(pm[i]) if b is None else b.detach())
             self.bufs.append(torch.stack(col))
-            self.has_buf.append(torch.tensor(has, device=self.device))
+            has_all.append(has)
+        # which members have a momentum buffer, per tensor: one copy to the device
+        self.has_buf = list(torch.tensor(has_all).to(self.device).unbind(0))
         # data order: each member's current permutation and position
         self.perms = torch.stack([m.perm for m in members])
         self.pos = torch.tensor([m.pos for m in members])  # on the CPU: when epochs end
@@ -272,12 +274,17 @@ class SupervisedPopulation:
 
     def _next_indices(self) -> torch.Tensor:
         wrap = (self.pos + self.batch > self.n_train).nonzero().flatten().tolist()
-        for i in wrap:  # a member starts a new shuffled epoch, as SupervisedTrainable does
-            m = self.members[i]
-            m.epoch_state = m.gen.get_state()
-            self.perms[i] = torch.randperm(self.n_train, generator=m.gen).to(self.device)
-            self.pos[i] = 0
-            self.pos_dev[i] = 0
+        if wrap:  # members start a new shuffled epoch, as SupervisedTrainable does
+            new = []
+            for i in wrap:
+                m = self.members[i]
+                m.epoch_state = m.gen.get_state()
+                new.append(torch.randperm(self.n_train, generator=m.gen))
+            moved = torch.stack(new).to(self.device)  # one copy for all of them
+            for r, i in enumerate(wrap):
+                self.perms[i] = moved[r]
+                self.pos[i] = 0
+                self.pos_dev[i] = 0
         offsets = self.pos_dev[:, None] + self.steps_dev[None, :]
         self.pos += self.batch
         self.pos_dev += self.batch
@@ -312,8 +319,12 @@ class SupervisedPopulation:
         lr, mom, wd = settings[..., 0], settings[..., 1], settings[..., 2]
         x_all, y_all = self.data.x_train, self.data.y_train
         dt = self.params[0].dtype
-        lr_t, mom_t, wd_t = (t.to(device=self.device, dtype=dt) for t in (lr, mom, wd))
+        # one copy to the device: (3, steps, N), each row contiguous
+        lr_t, mom_t, wd_t = settings.to(device=self.device, dtype=dt).permute(2, 0, 1) \
+            .contiguous()
         use_wd = bool((wd != 0).any())
+        # a member without momentum keeps its buffer as torch.optim.SGD does (it skips it)
+        keep_bufs = bool((mom == 0).any())
         shapes = [(-1,) + (1,) * (p.dim() - 1) for p in self.params]
         for k in range(len(lr)):
             idx = self._next_indices()
@@ -339,8 +350,13 @@ class SupervisedPopulation:
                         d_p.addcmul_(wd_t[k].view(shape), p)
                     m = torch.where(self.has_buf[j], mom_t[k], torch.zeros_like(mom_t[k]))
                     buf = self.bufs[j]
-                    buf.mul_(m.view(shape)).add_(d_p)
-                    p.addcmul_(lr_t[k].view(shape), buf, value=-1.0)
+                    if keep_bufs:
+                        on = (mom_t[k] != 0).view(shape)
+                        step = torch.where(on, buf * m.view(shape) + d_p, d_p)
+                        buf.copy_(torch.where(on, step, buf))
+                    else:
+                        step = buf.mul_(m.view(shape)).add_(d_p)
+                    p.addcmul_(lr_t[k].view(shape), step, value=-1.0)
                     self.has_buf[j] = self.has_buf[j] | (mom_t[k] != 0)
         self._last = (lr[-1], mom[-1], wd[-1])
 
