@@ -78,6 +78,7 @@ def test_a_gpu_store_resumes_on_the_cpu(tmp_path):
         run(cfg, tmp_path / "gpu", progress=False, max_rounds=3)
     assert gpu.used
     resume(tmp_path / "gpu", progress=False, device="cpu")
+    resume(tmp_path / "gpu", progress=False, device="cuda")  # finished: nothing trains
     st = Store.open(tmp_path / "gpu", readonly=True)
     assert st.meta("device") == "cuda, then cpu from round 4"  # what the report says
     st.close()

@@ -171,10 +171,13 @@ class Runner:
         # resumed on another device (resume --device): the store says both; a store written
         # before firepbt kept device_last said the device differently: it starts keeping it
         said, last = self.store.meta("device"), self.store.meta("device_last")
-        if said and last is not None and _same_device(last) != _same_device(self.device_used):
+        more = self.round < self.config.steps // self.config.ready_interval  # rounds to train
+        if last is None:
+            self.store.set_meta("device_last", self.device_used)
+        elif more and _same_device(last) != _same_device(self.device_used):
             self.store.set_meta("device", f"{said}, then {self.device_used} from round "
                                 f"{self.round + 1}")
-        self.store.set_meta("device_last", self.device_used)
+            self.store.set_meta("device_last", self.device_used)
 
     # -- the loop ------------------------------------------------------------------------
 
