@@ -65,6 +65,20 @@ def worker_seeds(seed: int, n_workers: int) -> dict[int, int]:
     return {w: int(s) for w, s in enumerate(children)}
 
 
+def _ray_device(config: ExperimentConfig) -> str:
+    """The device spec Ray's actors resolve where they run. Ray gives a GPU only to an actor
+    that declares one: without ``gpus_per_worker`` ``auto`` is the CPU and ``cuda`` is refused
+    (:class:`ConfigError` naming ``device``)."""
+    if config.gpus_per_worker > 0:
+        return config.device
+    if config.device.startswith("cuda"):
+        raise ConfigError("device", "cpu or auto on Ray actors that declare no GPU (Ray gives "
+                          "a GPU only to an actor that declares one: start the run with "
+                          "--gpus-per-worker, e.g. 1, or 0.25 for four actors per GPU)",
+                          config.device)
+    return "cpu"
+
+
 def check_device(config: ExperimentConfig) -> str | None:
     """The device a run or resume trains on, resolved (None on Ray, whose actors resolve it
     where they run: a CPU-only driver may drive GPU nodes); an absent device, or a GPU on Ray
@@ -72,11 +86,7 @@ def check_device(config: ExperimentConfig) -> str | None:
     a run starts or resumes, not when a stored configuration is read."""
     if config.executor != "ray":
         return resolve_device(config.device)
-    if config.device.startswith("cuda") and config.gpus_per_worker == 0:
-        raise ConfigError("device", "cpu or auto on Ray actors that declare no GPU (Ray gives "
-                          "a GPU only to an actor that declares one: start the run with "
-                          "--gpus-per-worker, e.g. 1, or 0.25 for four actors per GPU)",
-                          config.device)
+    _ray_device(config)
     return None
 
 
@@ -102,9 +112,7 @@ def resolve_task(config: ExperimentConfig, factory: TrainableFactory | None,
     bad = set(options) - set(task.options)
     if bad:
         raise ConfigError("task_options", f"keys among {list(task.options)}", sorted(bad))
-    spec = config.device
-    if lazy and spec == "auto" and config.gpus_per_worker == 0:
-        spec = "cpu"  # Ray gives a GPU only to an actor that declares one
+    spec = _ray_device(config) if lazy else config.device
     if not task.on_device and spec not in ("auto", "cpu"):
         raise ConfigError("device", f"cpu or auto for task {task.name!r} (it trains on the "
                           "CPU)", config.device)

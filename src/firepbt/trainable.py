@@ -139,9 +139,8 @@ def _export(obj: Any) -> Any:
         return copy.deepcopy(obj.state_dict())
     if isinstance(obj, dict):
         return {k: _export(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_export(v) for v in obj) if type(obj) in (list, tuple) \
-            else copy.deepcopy(obj)
+    if type(obj) in (list, tuple):  # element by element (named tuples: deep-copied below)
+        return type(obj)(_export(v) for v in obj)
     if isinstance(obj, torch.Tensor):
         return obj.detach().clone()
     return copy.deepcopy(obj)

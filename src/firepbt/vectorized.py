@@ -323,6 +323,7 @@ class SupervisedPopulation:
         lr_t, mom_t, wd_t = settings.to(device=self.device, dtype=dt).permute(2, 0, 1) \
             .contiguous()
         use_wd = bool((wd != 0).any())
+        moving = mom_t != 0  # (steps, N): members with momentum at each step
         # a member without momentum keeps its buffer as torch.optim.SGD does (it skips it)
         keep_bufs = bool((mom == 0).any())
         shapes = [(-1,) + (1,) * (p.dim() - 1) for p in self.params]
@@ -351,13 +352,13 @@ class SupervisedPopulation:
                     m = torch.where(self.has_buf[j], mom_t[k], torch.zeros_like(mom_t[k]))
                     buf = self.bufs[j]
                     if keep_bufs:
-                        on = (mom_t[k] != 0).view(shape)
+                        on = moving[k].view(shape)
                         step = torch.where(on, buf * m.view(shape) + d_p, d_p)
                         buf.copy_(torch.where(on, step, buf))
                     else:
                         step = buf.mul_(m.view(shape)).add_(d_p)
                     p.addcmul_(lr_t[k].view(shape), step, value=-1.0)
-                    self.has_buf[j] = self.has_buf[j] | (mom_t[k] != 0)
+                    self.has_buf[j] = self.has_buf[j] | moving[k]
         self._last = (lr[-1], mom[-1], wd[-1])
 
     # -- evaluation -------------------------------------------------------------------------
