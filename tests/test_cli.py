@@ -19,7 +19,7 @@ def run_cli(capsys, *args):
 @pytest.mark.parametrize("args, field", [
     (["run", "imagenet"], "task"),
     (["run", "nqm", "--steps", "-5"], "steps"),
-    (["run", "nqm", "--method", "pbt", "--workers", "3"], "workers"),
+    (["run", "nqm", "--method", "pbt", "--workers", "1"], "workers"),
     (["run", "nqm", "--method", "bayes"], "method"),
     (["run", "nqm", "--ready-interval", "55", "--eval-interval", "10"], "ready_interval"),
     (["run", "nqm", "--steps", "1010", "--ready-interval", "50"], "steps"),

@@ -14,7 +14,7 @@ GOOD = dict(task="nqm", method="pbt", workers=8, steps=200, ready_interval=50, e
     ("task", ""),
     ("method", "bayes"),
     ("workers", 0),
-    ("workers", 3),  # too small for 25% truncation
+    ("workers", 1),  # too small for truncation to select anyone
     ("workers", 2.5),
     ("steps", -10),
     ("steps", 230),  # not a multiple of ready_interval
@@ -40,16 +40,18 @@ def test_bad_field_is_refused_with_its_name(field, value):
     assert repr(value) in str(info.value) or str(value) in str(info.value)
 
 
-@pytest.mark.parametrize(("workers", "n_sub", "smallest"), [(8, None, 12), (11, None, 12),
-                                                         (19, 3, 20), (27, 4, 28)])
+@pytest.mark.parametrize(("workers", "n_sub", "smallest"), [(5, None, 6), (9, 3, 10),
+                                                         (13, 4, 14)])
 def test_fire_refuses_a_layout_in_which_a_subpopulation_cannot_evolve(workers, n_sub, smallest):
-    # 11 workers = 2 x 4 + 3 evaluators: P2 ranks at most 3 members, and 25% of 3 is no loser
+    # truncation selects one of two ranked members: every sub-population needs 2 members and
+    # the parent sub-populations 2 evaluators each (5 workers = 2 + 2 + 1: P2 ranks one)
     with pytest.raises(ConfigError, match=f"workers must be an int >= {smallest} for FIRE PBT "
                        f"with {n_sub or 2} sub-populations"):
         ExperimentConfig(**dict(GOOD, method="fire", workers=workers, n_subpopulations=n_sub))
     ExperimentConfig(**dict(GOOD, method="fire", workers=smallest, n_subpopulations=n_sub))
-    # a larger truncation fraction needs fewer members per sub-population
-    ExperimentConfig(**dict(GOOD, method="fire", workers=6, quantile=0.5))
+    # the PBT-Zoo benchmark's 8 workers (3 + 3 + 2), at any truncation fraction
+    for quantile in (0.25, 0.5, 0.1):
+        ExperimentConfig(**dict(GOOD, method="fire", workers=8, quantile=quantile))
 
 
 def test_min_steps_before_eval_is_per_subpopulation():

@@ -88,8 +88,8 @@ def test_replaying_a_custom_experiment_needs_its_factory(toy, capsys):
 
 
 @pytest.mark.parametrize("task,expected", [
-    ("nqm", (16, 3000, 50, 10)),  # the task's own defaults ('firepbt tasks')
-    ("mnist1d", (22, 6000, 125, 25)),  # the paper's Table 1 protocol
+    ("nqm", (16, 3000, 60, 5)),  # the task's own defaults ('firepbt tasks')
+    ("mnist1d", (22, 6000, 120, 10)),  # the paper's Table 1 protocol
 ])
 def test_compare_follows_the_task_settings(tmp_path, monkeypatch, task, expected):
     import firepbt.compare as compare

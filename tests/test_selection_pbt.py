@@ -27,7 +27,10 @@ def test_truncation_picks_exactly_bottom_and_top_quartiles():
 
 def test_truncation_small_population_and_quantile_checks():
     rng = np.random.default_rng(0)
-    assert truncation({0: 1.0, 1: 2.0, 2: 3.0}, rng, 0.25) == []  # floor(0.75) = 0
+    # floor(quantile * n), but at least one as soon as two members are ranked
+    assert truncation({0: 1.0}, rng, 0.25) == []
+    assert truncation({0: 1.0, 1: 2.0}, rng, 0.25) == [(0, 1)]
+    assert truncation({0: 1.0, 1: 2.0, 2: 3.0}, rng, 0.25) == [(0, 2)]  # floor(0.75) = 0
     assert truncation({0: 1.0, 1: 2.0, 2: 3.0, 3: 4.0}, rng, 0.25) == [(0, 3)]
     with pytest.raises(ConfigError, match=r"quantile must be in \(0, 0.5\], got 0.6"):
         truncation({0: 1.0}, rng, 0.6)
@@ -93,8 +96,22 @@ def test_pbt_is_deterministic_for_a_seed_and_restores_from_state():
 
 
 def test_pbt_population_too_small():
-    with pytest.raises(ConfigError, match="workers must be an int >= 4"):
-        PBT(SPACE, 3)
+    with pytest.raises(ConfigError, match="workers must be an int >= 2"):
+        PBT(SPACE, 1)
+    assert len(PBT(SPACE, 2).start()) == 2
+
+
+def test_selection_sizes_keep_the_papers_layouts_and_select_in_small_groups():
+    from firepbt.selection import members_needed, n_selected
+
+    # the paper's numbers: 2 of a sub-population of 8, 5 of 22, 12 of 50, 1 of 4 to 7
+    assert [n_selected(n) for n in (8, 22, 50, 4, 5, 6, 7)] == [2, 5, 12, 1, 1, 1, 1]
+    # where floor selects nobody, one from two ranked members on; never over half
+    assert [n_selected(n) for n in (0, 1, 2, 3)] == [0, 0, 1, 1]
+    for q in (0.05, 0.2, 0.25, 0.5):
+        assert members_needed(q) == 2
+        assert all(1 <= n_selected(n, q) <= n // 2 for n in range(2, 200))
+    assert [n_selected(n, 0.5) for n in (2, 3, 4, 5)] == [1, 1, 2, 2]
 
 
 def test_random_search_follows_hand_tuned_schedule_and_never_exploits():

@@ -115,4 +115,4 @@ def test_every_task_default_is_a_fire_layout_that_evolves(name):
             d = task.settings(preset, comparison=comparison)
             cfg = ExperimentConfig(task=name, method="fire", **d)
             n_sub, size, n_eval = fire_split(cfg.workers, cfg.n_subpopulations, cfg.quantile)
-            assert size >= 4 and n_eval >= 4 * (n_sub - 1)
+            assert size >= 2 and n_eval >= 2 * (n_sub - 1)

@@ -338,20 +338,32 @@ _N_DELTAS = 33
 
 
 def _best_score_diff_arrays(ya: np.ndarray, sa: np.ndarray, yb: np.ndarray,
-                            sb: np.ndarray) -> float:
+                            sb: np.ndarray, separated_only: bool = False,
+                            widened_range: bool = True) -> float:
     ov = _overlap_smoothed(sa, sb)
     if ov is not None:
         return float(ya[ov.r:ov.r + ov.n].max() - yb[ov.s:ov.s + ov.n].max())
-    # No overlapping section: one curve lies above the other (Assumption 2). Penalise the
-    # higher curve by a constant delta and keep the best positive score it then shows.
+    # No overlapping section (Assumption 2): the paper's special case is a curve strictly
+    # higher than the other, min(y_high) > max(y_low); the higher curve is penalised by each
+    # delta of [min(y_high) - max(y_low), min(y_high) - min(y_low)] and the best positive
+    # score it then shows is kept. Curves whose smoothed versions never overlap although the
+    # raw values are not so separated (a curve dipping to the other's best and back) are a
+    # case the paper does not define: the same search over the same formula's range, or 0
+    # (no evidence) with separated_only.
     a_higher = bool(sa[0] > sb[0])
     yh, sh, yl, sl = (ya, sa, yb, sb) if a_higher else (yb, sb, ya, sa)
-    # The paper's range is on raw values; smoothing can move a start by a noise amplitude and
-    # leave every paper delta without an overlap, so the range is widened to include the
-    # penalties that align the smoothed curves (the high start down to the low curve's maximum,
-    # and the two starts level).
-    lo = min(float(yh.min() - yl.max()), float(sh[0] - sl.max()))
-    hi = max(float(yh.min() - yl.min()), float(sh[0] - sl[0]))
+    if separated_only and not float(yh.min()) > float(yl.max()):
+        return 0.0
+    lo = float(yh.min() - yl.max())
+    hi = float(yh.min() - yl.min())
+    if widened_range:
+        # the paper's range is on raw values, the overlap is found on smoothed ones: a smoothed
+        # start a noise amplitude above the raw minimum leaves every paper delta without an
+        # overlap (a rising curve above a flat one scores 0); widened, the range also holds
+        # the penalties that align the smoothed curves (the high start down to the low
+        # curve's maximum, and the two starts level)
+        lo = min(lo, float(sh[0] - sl.max()))
+        hi = max(hi, float(sh[0] - sl[0]))
     # maxima of the sections from running maxima: max(x - delta) == max(x) - delta exactly
     # (rounding is monotone), and a section starts at 0 or runs to the end but for one case
     pre_h, suf_h = np.maximum.accumulate(yh), np.maximum.accumulate(yh[::-1])[::-1]
@@ -413,45 +425,61 @@ def _overlaps_penalised(sh: np.ndarray, sl: np.ndarray, deltas: np.ndarray
     return deltas, out
 
 
-def best_score_diff(eta: Curve, kappa: Curve) -> float:
+def best_score_diff(eta: Curve, kappa: Curve, *, separated_only: bool = False,
+                    widened_range: bool = True) -> float:
     """How much faster ``eta`` improves than ``kappa`` (paper 3.1.1); positive when eta is faster.
 
     1. smooth both curves (:func:`smooth`); 2. the curve with the higher smoothed start sets
     the level and the other's section starts at its first smoothed point reaching it; 3. the
     sections are as long as the shorter remainder; 4. return the difference of the *raw* maxima
-    within the two sections. When the smoothed curves never overlap (one lies above the other,
-    Assumption 2), the higher curve is penalised by each delta in
-    ``[min(y_high) - max(y_low), min(y_high) - min(y_low)]`` (widened to include the deltas that
-    level the smoothed starts, see the code) and the highest positive score found
-    is returned (0.0 if none): a higher curve wins only when it is improving faster too, and the
-    lower curve is never judged faster. Antisymmetric: ``best_score_diff(a, b) ==
-    -best_score_diff(b, a)``. Empty curves or curves without a finite value give 0.0.
+    within the two sections. When the smoothed curves never overlap and one curve is strictly
+    higher than the other, ``min(y_high) > max(y_low)`` (the paper's special case, Assumption
+    2), the higher curve is penalised by each of ``_N_DELTAS`` deltas spread over the paper's
+    ``[min(y_high) - max(y_low), min(y_high) - min(y_low)]`` and the highest positive score
+    found is returned (0.0 if none): a higher curve wins only when it is improving faster too,
+    and the lower curve is never judged faster. Smoothed curves that never overlap although
+    their values are not strictly separated (the paper does not define this case; it arises
+    when a curve dips below the other's best and back, or when two curves start from the
+    same value and part) go through the same penalty search over the same formula's range -
+    or give 0.0, no evidence, with ``separated_only=True``.
+    ``widened_range`` (the default) adds to the range the penalties that align the *smoothed*
+    curves, the smoothed counterparts of the paper's two ends: the overlap is found on
+    smoothed values, and a smoothed start a little above the raw minimum leaves every delta
+    of the paper's range without an overlap - a rising curve above a *flat* one, the case the
+    paper gives for this search ("degenerate neural network weights and flat training curves
+    with a minimal score"), whose range is the single delta min(y_high) - level, then scores
+    0. ``widened_range=False`` is the paper's range alone. The variants are measured against
+    each other by ``benchmarks/fire_rules.py``. Antisymmetric:
+    ``best_score_diff(a, b) == -best_score_diff(b, a)``. Empty curves or curves without a
+    finite value give 0.0.
     """
     prepared = _prepared(eta, kappa)
     if prepared is None or len(eta) == 0 or len(kappa) == 0:
         return 0.0
-    return _best_score_diff_arrays(*prepared)
+    return _best_score_diff_arrays(*prepared, separated_only, widened_range)
 
 
 def binom_test(eta: Curve, rho: Curve) -> float:
     """One-sided binomial-test p-value that ``eta`` lies above ``rho`` (paper 3.2).
 
-    Over the overlapping sections of 3.1.1, count the k points where ``eta[r+i] > rho[s+i]``
-    (ties count against eta) and return ``scipy.stats.binomtest(k, n, 0.5,
-    alternative="greater").pvalue``. When the curves do not overlap (the paper leaves this
-    open): 0.0 if every value of eta lies above every value of rho - an evaluator that is simply
-    better may still succeed, since success also needs ``best_score_diff > 0`` - and 1.0
-    otherwise. No finite value in either curve, or an empty curve, gives 1.0 (no evidence).
+    The trials are the points *past* the start pair of the overlapping sections of 3.1.1
+    (3.2: "y^eta_{r+1} > y^rho_{s+1}, ..., y^eta_{r+n} > y^rho_{s+n} ... a binomial test with
+    k successes and n trials"; the start pair is level by construction, step 2 aligns the
+    curves there): k counts the ``i = 1 .. n`` with ``eta[r+i] > rho[s+i]`` (ties count
+    against eta) and the result is ``scipy.stats.binomtest(k, n, 0.5,
+    alternative="greater").pvalue``. With no trial - no overlapping section, or one that holds
+    only its start pair - there is no evidence and the result is 1.0 (the paper defines the
+    test over the overlap only), as for curves without a finite value or empty ones.
     """
-    prepared = _prepared(eta, rho)
-    if prepared is None or len(eta) == 0 or len(rho) == 0:
-        return 1.0
-    ya, sa, yb, sb = prepared
-    ov = _overlap_smoothed(sa, sb)
-    if ov is None:
-        return 0.0 if float(ya.min()) > float(yb.max()) else 1.0
-    k = int(np.sum(ya[ov.r:ov.r + ov.n] > yb[ov.s:ov.s + ov.n]))
-    return _binom_pvalue(k, ov.n)
+    return compare(eta, rho).p
+
+
+def _trials(ya: np.ndarray, yb: np.ndarray, ov: Overlap) -> tuple[int, int]:
+    """``(k, n)`` of the binomial test (:func:`binom_test`): the overlap's pairs past its
+    start pair, and how many of them eta wins."""
+    n = ov.n - 1
+    k = int(np.sum(ya[ov.r + 1:ov.r + ov.n] > yb[ov.s + 1:ov.s + ov.n]))
+    return k, n
 
 
 @functools.lru_cache(maxsize=4096)
@@ -460,6 +488,8 @@ def _binom_pvalue(k: int, n: int) -> float:
     (alternative "greater"); a function of ``(k, n)`` alone, so cached. (scipy.stats is
     imported here, when first needed: it takes ~0.6 s, paid by every process that imports
     firepbt otherwise - the Ray actors, ``firepbt --help``.)"""
+    if n == 0:  # no trial: no evidence
+        return 1.0
     from scipy import stats
 
     return float(stats.binomtest(k, n, 0.5, alternative="greater").pvalue)
@@ -469,8 +499,9 @@ def _binom_pvalue(k: int, n: int) -> float:
 class Comparison:
     """One curve against another, computed once (paper 3.1.1-3.2), as an evaluator's decision
     carries it: ``overlap`` - whether the smoothed curves have overlapping sections; ``k`` of
-    the ``n`` overlapping points where the first curve lies above (0 of 0 without overlap);
-    ``p`` - :func:`binom_test`; ``diff`` - :func:`best_score_diff`."""
+    the ``n`` binomial trials (the overlap's points past its start pair, 3.2) where the first
+    curve lies above (0 of 0 without overlap); ``p`` - :func:`binom_test` (1.0 without a
+    trial); ``diff`` - :func:`best_score_diff`."""
 
     overlap: bool
     k: int
@@ -479,19 +510,20 @@ class Comparison:
     diff: float
 
 
-def compare(eta: Curve, kappa: Curve) -> Comparison:
+def compare(eta: Curve, kappa: Curve, *, separated_only: bool = False,
+            widened_range: bool = True) -> Comparison:
     """``eta`` against ``kappa``: the same numbers as :func:`overlap`, :func:`binom_test` and
     :func:`best_score_diff`, from one preparation of the two curves."""
     prepared = _prepared(eta, kappa)
     if prepared is None or len(eta) == 0 or len(kappa) == 0:
         return Comparison(False, 0, 0, 1.0, 0.0)
     ya, sa, yb, sb = prepared
-    diff = _best_score_diff_arrays(ya, sa, yb, sb)
+    diff = _best_score_diff_arrays(ya, sa, yb, sb, separated_only, widened_range)
     ov = _overlap_smoothed(sa, sb)
     if ov is None:
-        return Comparison(False, 0, 0, 0.0 if float(ya.min()) > float(yb.max()) else 1.0, diff)
-    k = int(np.sum(ya[ov.r:ov.r + ov.n] > yb[ov.s:ov.s + ov.n]))
-    return Comparison(True, k, ov.n, _binom_pvalue(k, ov.n), diff)
+        return Comparison(False, 0, 0, 1.0, diff)
+    k, n = _trials(ya, yb, ov)
+    return Comparison(True, k, n, _binom_pvalue(k, n), diff)
 
 
 # --------------------------------------------------------------------------------------------
@@ -504,7 +536,8 @@ def compare(eta: Curve, kappa: Curve) -> Comparison:
 _ARRAY_BOUND = 1e300
 
 
-def pairwise_best_score_diff(curves: Sequence[Curve]) -> np.ndarray:
+def pairwise_best_score_diff(curves: Sequence[Curve], *, separated_only: bool = False,
+                             widened_range: bool = True) -> np.ndarray:
     """:func:`best_score_diff` of every pair of ``curves`` (3.1.2's fitness sums them).
 
     Returns the antisymmetric matrix ``out`` with ``out[i, j] == best_score_diff(curves[i],
@@ -516,16 +549,19 @@ def pairwise_best_score_diff(curves: Sequence[Curve]) -> np.ndarray:
     rows, ra, rb = _pair_rows(curves, a, b)
     by_rows = ra >= 0
     diff = np.zeros(a.size)
-    diff[by_rows] = _compare_rows(rows, ra[by_rows], rb[by_rows])[3]
+    diff[by_rows] = _compare_rows(rows, ra[by_rows], rb[by_rows], separated_only,
+                                  widened_range)[3]
     for p in np.flatnonzero(~by_rows).tolist():
-        diff[p] = best_score_diff(curves[a[p]], curves[b[p]])
+        diff[p] = best_score_diff(curves[a[p]], curves[b[p]], separated_only=separated_only,
+                                  widened_range=widened_range)
     out = np.zeros((k, k))
     out[a, b] = diff
     out[b, a] = -diff
     return out
 
 
-def compare_many(pairs: Sequence[tuple[Curve, Curve]]) -> list[Comparison]:
+def compare_many(pairs: Sequence[tuple[Curve, Curve]], *, separated_only: bool = False,
+                 widened_range: bool = True) -> list[Comparison]:
     """``[compare(eta, kappa) for eta, kappa in pairs]``, the same numbers bit for bit (tested).
 
     The pairs are prepared as :func:`compare` prepares them (a curve with a non-finite value is
@@ -539,19 +575,20 @@ def compare_many(pairs: Sequence[tuple[Curve, Curve]]) -> list[Comparison]:
     rows, ra, rb = _pair_rows(curves, np.arange(0, len(curves), 2),
                               np.arange(1, len(curves), 2))
     by_rows = ra >= 0
-    overlapping, k, n, diff = _compare_rows(rows, ra[by_rows], rb[by_rows])
-    above = rows.y_min[ra[by_rows]] > rows.y_max[rb[by_rows]]
+    overlapping, k, n, diff = _compare_rows(rows, ra[by_rows], rb[by_rows], separated_only,
+                                            widened_range)
     out: list[Comparison] = []
     j = 0
     for (eta, kappa), fast in zip(pairs, by_rows.tolist(), strict=True):
         if not fast:
-            out.append(compare(eta, kappa))
+            out.append(compare(eta, kappa, separated_only=separated_only,
+                               widened_range=widened_range))
             continue
         if overlapping[j]:
             kj, nj = int(k[j]), int(n[j])
             out.append(Comparison(True, kj, nj, _binom_pvalue(kj, nj), float(diff[j])))
         else:
-            out.append(Comparison(False, 0, 0, 0.0 if above[j] else 1.0, float(diff[j])))
+            out.append(Comparison(False, 0, 0, 1.0, float(diff[j])))
         j += 1
     return out
 
@@ -633,11 +670,13 @@ def _pair_rows(curves: Sequence[Curve], a: np.ndarray, b: np.ndarray
     return rows, ra, rb
 
 
-def _compare_rows(rows: _Rows, a: np.ndarray, b: np.ndarray
+def _compare_rows(rows: _Rows, a: np.ndarray, b: np.ndarray, separated_only: bool = False,
+                  widened_range: bool = True
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`compare`'s ``overlap``, ``k``, ``n`` and ``diff`` of rows ``a[p]`` against rows
-    ``b[p]`` for every p: ``_overlap_smoothed`` and ``_best_score_diff_arrays`` elementwise, with
-    the scalar code's float operations and tie-breaks (``min``, ``max``, ``linspace``)."""
+    ``b[p]`` for every p: ``_overlap_smoothed``, ``_trials`` and ``_best_score_diff_arrays``
+    elementwise, with the scalar code's float operations and tie-breaks (``min``, ``max``,
+    ``linspace``)."""
     y, s, n, inside = rows.y, rows.s, rows.n, rows.inside
     # steps 2-3 (_overlap_smoothed): level starts, or the lower curve's first point that
     # reaches the higher start
@@ -652,28 +691,34 @@ def _compare_rows(rows: _Rows, a: np.ndarray, b: np.ndarray
     r = np.where(level | a_higher, 0, first)
     q = np.where(level | ~a_higher, 0, first)
     m = np.minimum(n[a] - r, n[b] - q)  # >= 1, also where there is no overlap
-    # step 4, and the binomial test's count of points where a lies above b
+    # step 4, and the binomial test's count of the points past the start pair where a lies
+    # above b (3.2: m - 1 trials)
     diff = _section_max(rows, a, r, m) - _section_max(rows, b, q, m)
     points = np.arange(y.shape[1])
     last = y.shape[1] - 1
     k = ((y[a[:, None], np.minimum(r[:, None] + points, last)]
-          > y[b[:, None], np.minimum(q[:, None] + points, last)]) & (points < m[:, None])).sum(1)
+          > y[b[:, None], np.minimum(q[:, None] + points, last)])
+         & (points >= 1) & (points < m[:, None])).sum(1)
     apart = np.flatnonzero(~overlapping)
     chunk = max(1, (1 << 20) // (_N_DELTAS * y.shape[1]))  # bounds the (pairs, deltas, points)
     for lo in range(0, apart.size, chunk):
         at = apart[lo:lo + chunk]
-        diff[at] = _penalised_rows(rows, a[at], b[at], a_higher[at])
-    return overlapping, np.where(overlapping, k, 0), np.where(overlapping, m, 0), diff
+        diff[at] = _penalised_rows(rows, a[at], b[at], a_higher[at], separated_only,
+                                   widened_range)
+    return overlapping, np.where(overlapping, k, 0), np.where(overlapping, m - 1, 0), diff
 
 
-def _penalised_rows(rows: _Rows, a: np.ndarray, b: np.ndarray, a_higher: np.ndarray
-                    ) -> np.ndarray:
+def _penalised_rows(rows: _Rows, a: np.ndarray, b: np.ndarray, a_higher: np.ndarray,
+                    separated_only: bool = False, widened_range: bool = True) -> np.ndarray:
     """The penalty search of ``_best_score_diff_arrays`` for pairs without overlap, over
     (pair, delta, point) arrays, with ``_overlaps_penalised``'s operations."""
     s, n = rows.s, rows.n
     h, low = np.where(a_higher, a, b), np.where(a_higher, b, a)
-    lo = _py_min(rows.y_min[h] - rows.y_max[low], s[h, 0] - rows.s_max[low])
-    hi = _py_max(rows.y_min[h] - rows.y_min[low], s[h, 0] - s[low, 0])
+    lo = rows.y_min[h] - rows.y_max[low]
+    hi = rows.y_min[h] - rows.y_min[low]
+    if widened_range:
+        lo = _py_min(lo, s[h, 0] - rows.s_max[low])
+        hi = _py_max(hi, s[h, 0] - s[low, 0])
     deltas = _linspace_rows(lo, hi, _N_DELTAS)  # (pairs, deltas)
     # max |sh - delta| is at sh's minimum or maximum: rounding keeps sh - delta monotone in sh
     shd_abs = np.maximum(np.abs(rows.s_min[h][:, None] - deltas),
@@ -702,6 +747,8 @@ def _penalised_rows(rows: _Rows, a: np.ndarray, b: np.ndarray, a_higher: np.ndar
     m = np.minimum(n[h][:, None] - r, n[low][:, None] - q)
     score = (_section_max(rows, h[:, None], r, m) - deltas) - _section_max(rows, low[:, None], q, m)
     best = np.where(found, score, -np.inf).max(axis=1)
+    if separated_only:  # the paper's special case only: strictly separated raw values
+        best = np.where(rows.y_min[h] > rows.y_max[low], best, -np.inf)
     return np.where(best > 0, np.where(a_higher, best, -best), 0.0)
 
 

@@ -2,6 +2,16 @@
 
 Pure functions over plain mappings and an explicit random generator.
 
+How many members truncation selects (:func:`n_selected`): the paper's "bottom 25%" of ``n``
+ranked members is ``floor(0.25 * n)`` - 2 of 8, 5 of 22, 12 of 50, as in every layout of its
+experiments -, but at least one as soon as two members are ranked, so that a small group still
+evolves (a FIRE PBT parent sub-population ranks only the members whose evaluator trained this
+round: 2 or 3 of them at 8 workers, where ``floor`` selects nobody). It never exceeds
+``floor(n / 2)``, so the bottom and top sets never share a member. Ray Tune's PBT takes
+``ceil(n * quantile)`` capped at ``floor(n / 2)`` instead; that rule moves the paper's own
+layouts (6 of 22 instead of 5; 2 of a parent sub-population's 5 or 6 ranked members instead of
+1), this one changes only the groups ``floor`` would leave without selection.
+
 Non-finite policy: a member whose fitness is NaN or +-inf is ranked below every finite one
 (it diverged) and is never a source, whatever its sign.
 """
@@ -21,13 +31,26 @@ def rank_key(value: float) -> float:
     return value if math.isfinite(value) else -math.inf
 
 
-def members_needed(quantile: float) -> int:
-    """The fewest ranked members truncation selection at ``quantile`` selects in:
-    ``ceil(1 / quantile)`` (4 at 25%), so that the bottom and top sets hold one member each.
-    The single source of this bound for PBT, FIRE PBT's layouts and the configuration."""
+def _check_quantile(quantile: float) -> None:
     check(isinstance(quantile, (int, float)) and not isinstance(quantile, bool)
           and 0 < quantile <= 0.5, "quantile", "in (0, 0.5]", quantile)
-    return math.ceil(1 / quantile - 1e-9)
+
+
+def n_selected(n: int, quantile: float = 0.25) -> int:
+    """Members in each of the bottom and top sets of ``n`` ranked members (see the module
+    doc): ``floor(quantile * n)``, at least 1 once ``n >= 2``, at most ``floor(n / 2)``."""
+    _check_quantile(quantile)
+    if n < 2:
+        return 0
+    return min(max(1, int(math.floor(quantile * n + 1e-9))), n // 2)
+
+
+def members_needed(quantile: float) -> int:
+    """The fewest ranked members truncation selection at ``quantile`` selects in (2, whatever
+    the quantile: :func:`n_selected`). The single source of this bound for PBT, FIRE PBT's
+    layouts and the configuration."""
+    _check_quantile(quantile)
+    return 2  # n_selected(1, q) == 0 and n_selected(2, q) == 1 for every q in (0, 0.5]
 
 
 def truncation(fitness: Mapping[int, float], rng: np.random.Generator,
@@ -35,13 +58,12 @@ def truncation(fitness: Mapping[int, float], rng: np.random.Generator,
     """Truncation selection: each member of the bottom ``quantile`` picks a random member of
     the top ``quantile`` to copy. Returns ``(loser, source)`` pairs in loser order.
 
-    ``floor(quantile * n)`` members form each of the bottom and top sets (so fewer than
-    ``1 / quantile`` ranked members means no selection). Ties are broken at random with
-    ``rng``. Sources are chosen only among members with a finite fitness.
+    :func:`n_selected` members form each of the bottom and top sets (``floor(quantile * n)``,
+    at least one from two ranked members on). Ties are broken at random with ``rng``. Sources
+    are chosen only among members with a finite fitness.
     """
-    check(0 < quantile <= 0.5, "quantile", "in (0, 0.5]", quantile)
     ids = sorted(fitness)
-    k = int(math.floor(quantile * len(ids) + 1e-9))
+    k = n_selected(len(ids), quantile)
     if k == 0:
         return []
     tiebreak = rng.permutation(len(ids))

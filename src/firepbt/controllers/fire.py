@@ -3,52 +3,87 @@
 Workers ``0 .. n*size-1`` are population members, sub-population ``P_{i+1}`` holding workers
 ``i*size .. (i+1)*size-1`` (so P1 is ``0 .. size-1``); the remaining workers are evaluators.
 
-Each round (one ready interval) :meth:`FirePBT.decide` does, in this order:
+Each round (one ready interval) :meth:`FirePBT.decide` does the four steps below, in this
+order. The order is chosen so that nothing a round decides is undone by a later step of the
+same round: weights an evaluator hands over are never overwritten by that round's exploits
+(step 3 exempts their receiver), and the evaluators freed by steps 2 and 3 are reassigned in
+step 4, after every copy of the round is known, so that they copy the weights the parents hold
+once the round's copies are applied (the runner applies the decisions in the order returned).
 
-1. **Record** the new evaluations: a member's curve runs from the step it last received new
-   weights (start, exploit, or evaluator success; 3.2 "the training curve of rho_child starts
-   from when it last copied the weights"); an evaluator's curve starts at the step it copied its
-   parent, with the parent's evaluation at that step as its first point (3.1.1, x_1).
+1. **Record** the new evaluations: a member's curve runs from the step it last copied another
+   member's weights through an exploit-and-explore step, or from the start (3.2: "The training
+   curve of rho_child starts from when it last copied the weights of another member via an
+   exploit-and-explore step"); an evaluator's curve starts at the step it copied its parent,
+   with the parent's evaluation at that step as its first point (3.1.1, x_1).
 2. **Evaluator criteria** (3.2), for every evaluator that trained this round, T steps since it
-   was assigned: success when ``best_score_diff(eta, target) > 0`` and
-   ``binom_test(eta, target) < p_stat``; otherwise stop when there is no overlap and
-   ``T > max_eval_steps``, or there is an overlap and ``binom_test > p_stat + max(0, 1 -
-   T / max_eval_steps)``. *Open detail 1, several successes on one target in one round:* only
-   the evaluator with the largest score difference hands its weights over (the target cannot
-   hold two networks); the others stop with reason ``target_superseded``. *Open detail 2, a
-   target whose curve restarts because it received weights:* its curve restarts at the copy
-   step with the evaluator's last evaluation as first point (those are now its weights), and
-   evaluators still comparing against it continue against the restarted curve. *Open detail
-   3, an evaluator that overlaps and is significant (p <= p_stat) but not better at its best
-   (best_score_diff <= 0):* the paper's rules neither stop nor crown it; it keeps its slot until
-   ``T > max_eval_steps`` (the budget a non-overlapping evaluator gets) and then stops with
-   reason ``not_better``, so no evaluator holds a slot forever. *Open detail 4, a member that
-   receives weights through an evaluator success* (in P_i, i >= 2, a target can also be a
-   parent): like a member that loses an evolution event, its own evaluator stops (reason
-   ``member_received_weights``: it measures weights the member no longer holds), it has no
-   fitness this round, and its time since last evaluated restarts.
+   was assigned, from the comparison of its curve with its target's
+   (:func:`~firepbt.curves.compare`; the binomial test's trials are the overlapping sections'
+   points *past* their start pair, 3.2: "y^eta_{r+1} > y^rho_{s+1}, ..., y^eta_{r+n} >
+   y^rho_{s+n}"): success when ``best_score_diff(eta, target) > 0`` and ``binom_test(eta,
+   target) < p_stat``; otherwise stop when there is no overlapping section and ``T >
+   max_eval_steps``, or there is one and ``binom_test > p_stat + max(0, 1 - T /
+   max_eval_steps)`` (:func:`judge`). **No trial, no success:** an evaluator whose curve has
+   no overlapping section with its target's (or one holding only its start pair, so no point
+   past it) has no binomial test: the paper defines the test over the overlap only ("we start
+   by extracting overlapping regions ... We run a binomial test with k successes and n
+   trials"), and for curves that do not overlap its only rule is "The evaluator's curve does
+   not overlap with rho_child's curve and T is greater than max_eval_steps" (stop). So it is
+   never crowned without a trial - an evaluator wholly above its target trains on until the
+   curves overlap and the test decides, or until ``T > max_eval_steps`` (reason
+   ``no_overlap``). *Open detail 1, several successes on one target in one round:* only the
+   evaluator with the largest score difference hands its weights over (the target cannot hold
+   two networks); the others stop with reason ``target_superseded``. *Open detail 2, the
+   target's curve after it receives weights:* it continues (the 3.2 sentence quoted in step 1
+   restarts a curve at an exploit-and-explore step only; measured against restarting it at the
+   copy: ``benchmarks/fire_rules.py``), and the target's latest evaluation, P1's fitness, is
+   the evaluator's last one (those are its weights now). *Open detail 3, an evaluator that
+   overlaps and is significant (p <= p_stat) but not better at its best (best_score_diff <=
+   0):* the paper's rules neither stop nor crown it; it keeps its slot until ``T >
+   max_eval_steps`` (the budget a non-overlapping evaluator gets) and then stops with reason
+   ``not_better``, so no evaluator holds a slot forever. *Open detail 4, a member that
+   receives weights through an evaluator success:* it has no fitness this round in its
+   sub-population (P1 included), so it is neither a loser nor a source nor a target in this
+   round's truncation (the weights it received train before anything is decided about them;
+   as members without an evaluator, 3.1.2, it is exempt from this evolution); if it is a
+   parent too (in P_i, i >= 2, a target can also be a parent), its own evaluator stops (reason
+   ``member_received_weights``: it measures weights the member no longer holds), and its time
+   since last evaluated restarts.
 3. **Fitness and PBT within each sub-population** (3.1.2): P1 uses the latest objective; a
    parent sub-population ``P_i`` uses, for each member in Φ (those whose evaluator trained this
    round), the sum of ``best_score_diff`` of its evaluator's curve against the curves of the
    other members of Φ; members outside Φ have no fitness and are exempt from evolution.
-   Truncation selection and explore as in PBT. A member that loses an evolution event frees its
-   evaluator (``member_lost_evolution``) and the evaluators targeting it
-   (``target_lost_evolution``).
-4. **Assign free evaluators** at once (section 3, steps 1-2): the parent is the member of any
-   ``P_i, i > 1`` without an evaluator, past ``min_steps_before_eval[i]``, that has trained
-   longest since it was last assigned an evaluator, lost an evolution event or received weights
-   (ties broken at random); the evaluator copies its weights and the hyperparameters of the
-   highest-fitness member of ``P_{i-1}`` (its target), ranked by this round's fitness as it was
-   *before* the round's exploits. *Open detail 5, sharing evaluators between several parent
-   sub-populations:* the free evaluator goes to the parent sub-population that has the fewest
-   evaluators, then by the paper's rule, so each parent sub-population keeps enough ranked
-   members to evolve.
+   Truncation selection (:func:`~firepbt.selection.truncation`) and explore as in PBT. A
+   member that loses an evolution event frees its evaluator (``member_lost_evolution``) and
+   the evaluators targeting it (``target_lost_evolution``).
+4. **Assign free evaluators** at once (section 3, steps 1-2): "Find the population member
+   rho_parent in the union of P_j, j >= 2, and its sub-population P_i which has least recently
+   been evaluated" - over all parent sub-populations together -, i.e. (3.2) "the one which has
+   been training for the longest since either it was evaluated or lost an evolution event":
+   among the members without an evaluator, past their sub-population's
+   ``min_steps_before_eval``, the one whose last event is oldest (ties at random), the events
+   being the start of its last evaluation (the step its evaluator copied its weights: the
+   weights it holds now have trained since then without being evaluated; the text does not
+   say whether "since it was evaluated" counts from an evaluation's start or its end, and
+   the start measured better, ``benchmarks/fire_rules.py``), an evolution event lost, and
+   weights received. The evaluator
+   copies its weights and the hyperparameters of the highest-fitness member of ``P_{i-1}``
+   (its target), ranked by this round's fitness as it was *before* the round's exploits.
+   No evaluator is assigned before the first round: the paper's runs decide at evolution
+   steps only ("a synchronous implementation which will wait for all workers to have reached
+   the next evolution step before making any decision", 4.1.1), and an assignment is a
+   decision (at step 0 it would measure the initial weights, which no hyperparameter has
+   trained yet).
+
+The readings where the text leaves a choice (when a member was last evaluated, the target's
+curve after a success, curves apart without being strictly separated, the penalty range) are
+:class:`FireRules`; the defaults are firepbt's, chosen by ``benchmarks/fire_rules.py``.
 
 **Layouts that cannot evolve are refused** (:func:`check_evolvable`): truncation selects
-``floor(quantile * k)`` of ``k`` ranked members, and a parent sub-population ranks only the
-members whose evaluator trained, so every sub-population needs ``ceil(1 / quantile)`` members
-and every parent sub-population that many evaluators (12 = 2 x 4 + 4 workers at least at 25%;
-the paper's 22, 36 and 50 all qualify).
+:func:`~firepbt.selection.n_selected` of ``k`` ranked members - ``floor(quantile * k)``, at
+least one from two on -, and a parent sub-population ranks only the members whose evaluator
+trained, so every sub-population needs 2 members and the evaluators must be at least 2 per
+parent sub-population: 6 = 2 + 2 + 2 workers at least with two sub-populations, 8 = 3 + 3 + 2
+(the PBT-Zoo benchmark's layout), and the paper's 22, 36 and 50 as before.
 
 The best-effort model at any time is the best member of P1 (4.1.2).
 """
@@ -56,7 +91,7 @@ The best-effort model at any time is the best member of P1 (4.1.2).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -87,10 +122,11 @@ def fire_split(workers: int, n_subpopulations: int | None = None,
     The paper's splits (4.1.1): 2, 3, 4 sub-populations below 36, below 50, from 50 workers
     (or ``n_subpopulations``), equal sizes, and evaluators three quarters of the parents' total
     size: 22 = 2 x 8 + 6, 36 = 3 x 8 + 12, 50 = 4 x 8 + 18. Other counts get the largest size
-    that leaves at least that many evaluators (the rest become evaluators too).
+    that leaves at least ``floor(3/4)`` of the parents' total as evaluators, and at least 2
+    per parent sub-population (the rest become evaluators too): 8 = 3 + 3 + 2, 12 = 4 + 4 + 4.
 
     A split is accepted only if every sub-population can evolve (:func:`check_evolvable`):
-    the smallest FIRE PBT run at 25% truncation is 12 = 2 x 4 + 4. Otherwise a
+    the smallest FIRE PBT run is 6 = 2 + 2 + 2 with two sub-populations. Otherwise a
     :class:`~firepbt.errors.ConfigError` names the smallest worker count that can.
     """
     check(isinstance(workers, int) and not isinstance(workers, bool) and workers > 0,
@@ -100,9 +136,9 @@ def fire_split(workers: int, n_subpopulations: int | None = None,
     check(isinstance(n, int) and n >= 2, "n_subpopulations", "an int >= 2", n)
     need = members_needed(quantile)
     split = _split(workers, n, need)
-    if not _evolvable(*split, need):
+    if split is None:
         smallest = next(w for w in range(n * need, 100 * n * need)
-                        if _evolvable(*_split(w, n, need), need))
+                        if _split(w, n, need) is not None)
         check(False, "workers",
               f"an int >= {smallest} for FIRE PBT with {n} sub-populations (each sub-population "
               f"needs {need} members and each parent sub-population {need} evaluators for "
@@ -110,27 +146,26 @@ def fire_split(workers: int, n_subpopulations: int | None = None,
     return split
 
 
-def _split(workers: int, n: int, need: int = 4) -> tuple[int, int, int]:
-    # the paper's proportions, capped so that each parent sub-population keeps `need`
-    # evaluators
-    size = min(int(workers // (n + 0.75 * (n - 1))), (workers - need * (n - 1)) // n)
-    return n, size, workers - n * size
-
-
-def _evolvable(n: int, size: int, n_evaluators: int, need: int) -> bool:
-    return size >= need and n_evaluators >= need * (n - 1)
+def _split(workers: int, n: int, need: int = 2) -> tuple[int, int, int] | None:
+    """The largest sub-population size that leaves at least three quarters of the parents'
+    total as evaluators (rounded down) and ``need`` per parent sub-population; None when not
+    even ``need`` members per sub-population leave that many."""
+    best = None
+    for size in range(need, workers // n + 1):
+        if workers - n * size >= max(need * (n - 1), (3 * (n - 1) * size) // 4):
+            best = size
+    return None if best is None else (n, best, workers - n * best)
 
 
 def check_evolvable(n_subpopulations: int, subpopulation_size: int, n_evaluators: int,
                     quantile: float = 0.25) -> None:
     """Refuse a layout in which some sub-population could never evolve.
 
-    Truncation selection makes ``floor(quantile * k)`` losers among ``k`` ranked members, so it
-    needs ``k >= ceil(1 / quantile)`` (4 at 25%). In P1 every member is ranked, so P1 needs
-    that many members. In a parent sub-population only the members whose evaluator trained
-    this round are ranked (3.1.2, the set Φ), so it also needs that many evaluators: the
-    evaluators are shared out evenly between the parent sub-populations (see
-    :meth:`FirePBT._assign`), hence ``n_evaluators >= ceil(1 / quantile) * (n - 1)``.
+    Truncation selection makes :func:`~firepbt.selection.n_selected` losers among ``k``
+    ranked members, at least one once ``k >= 2``. In P1 every member is ranked, so P1 needs 2
+    members. In a parent sub-population only the members whose evaluator trained this round
+    are ranked (3.1.2, the set Φ), so it also needs 2 evaluators at a time, hence
+    ``n_evaluators >= 2 * (n - 1)``.
     """
     need = members_needed(quantile)
     check(isinstance(subpopulation_size, int) and subpopulation_size >= need,
@@ -142,6 +177,51 @@ def check_evolvable(n_subpopulations: int, subpopulation_size: int, n_evaluators
           f"{n_subpopulations - 1})", n_evaluators)
 
 
+EVALUATED_SINCE = ("end", "start")
+TARGET_CURVE = ("continues", "restarts")
+
+
+@dataclass(frozen=True, slots=True)
+class FireRules:
+    """The readings of section 3 where the paper's text leaves a choice (module doc); the
+    defaults are firepbt's, chosen by a measurement (``benchmarks/fire_rules.py``, README).
+
+    Args:
+        evaluated_since: when a member "was evaluated" for the choice of the next parent
+            (3.2, "training for the longest since either it was evaluated or lost an
+            evolution event"): ``"end"``, the end of its last evaluation, or ``"start"``, the
+            step its last evaluator copied its weights.
+        target_curve: a member's curve after it receives an evaluator's weights:
+            ``"continues"`` (3.2 restarts it at an exploit-and-explore step only) or
+            ``"restarts"`` at the copy, with the evaluator's last evaluation as first point.
+        separated_only: best_score_diff's penalty search (3.1.1) only for curves strictly
+            separated, ``min(y_high) > max(y_low)`` (the paper's case), 0 for curves apart
+            after smoothing but not so separated; ``False`` searches those too.
+        widened_range: the penalty search's range, the paper's ``[min(y_high) - max(y_low),
+            min(y_high) - min(y_low)]`` (``False``) or widened by the penalties that align
+            the smoothed curves (:func:`~firepbt.curves.best_score_diff`).
+    """
+
+    evaluated_since: str = "start"
+    target_curve: str = "continues"
+    separated_only: bool = False
+    widened_range: bool = True
+
+    def __post_init__(self) -> None:
+        check(self.evaluated_since in EVALUATED_SINCE, "rules.evaluated_since",
+              f"one of {list(EVALUATED_SINCE)}", self.evaluated_since)
+        check(self.target_curve in TARGET_CURVE, "rules.target_curve",
+              f"one of {list(TARGET_CURVE)}", self.target_curve)
+        check(isinstance(self.separated_only, bool), "rules.separated_only", "a bool",
+              self.separated_only)
+        check(isinstance(self.widened_range, bool), "rules.widened_range", "a bool",
+              self.widened_range)
+
+    def penalty(self) -> dict[str, bool]:
+        """The keyword arguments of the curve comparisons (:mod:`firepbt.curves`)."""
+        return {"separated_only": self.separated_only, "widened_range": self.widened_range}
+
+
 class FirePBT(Controller):
     """The FIRE PBT controller.
 
@@ -150,8 +230,8 @@ class FirePBT(Controller):
         ready_interval: steps per round; evaluators check their criteria every round.
         n_subpopulations: ``n >= 2`` (P1 greedy, P2..Pn parents).
         subpopulation_size: members per sub-population (>= ``1/quantile``).
-        n_evaluators: default three quarters of the parents' total size (4), at least
-            ``ceil(1 / quantile)`` per parent sub-population (:func:`check_evolvable`).
+        n_evaluators: default three quarters of the parents' total size (rounded down), at
+            least 2 per parent sub-population (:func:`check_evolvable`).
         max_eval_steps: default 3 ready intervals.
         p_stat: significance level of the binomial test (paper: 0.01).
         min_steps_before_eval: per sub-population (one int for all, or a sequence of length n;
@@ -159,6 +239,7 @@ class FirePBT(Controller):
         quantile: truncation fraction (25%).
         seed: seed or generator.
         workers: shortcut; when given, the split comes from :func:`fire_split`.
+        rules: the readings where the paper leaves a choice (:class:`FireRules`).
     """
 
     method = "fire"
@@ -167,7 +248,8 @@ class FirePBT(Controller):
                  subpopulation_size: int = 8, n_evaluators: int | None = None,
                  max_eval_steps: int | None = None, p_stat: float = 0.01,
                  min_steps_before_eval: int | Sequence[int] = 0, quantile: float = 0.25,
-                 seed: int | np.random.Generator = 0, workers: int | None = None) -> None:
+                 seed: int | np.random.Generator = 0, workers: int | None = None,
+                 rules: FireRules | None = None) -> None:
         if workers is not None:
             n_subpopulations, subpopulation_size, n_evaluators = fire_split(
                 workers, None, quantile)
@@ -185,6 +267,8 @@ class FirePBT(Controller):
         check(isinstance(max_eval_steps, int) and max_eval_steps > 0, "max_eval_steps",
               "an int > 0", max_eval_steps)
         check(0 < p_stat < 1, "p_stat", "in (0, 1)", p_stat)
+        rules = FireRules() if rules is None else rules
+        check(isinstance(rules, FireRules), "rules", "a FireRules", rules)
         if isinstance(min_steps_before_eval, int):
             min_steps = [min_steps_before_eval] * n_subpopulations
         else:
@@ -201,6 +285,7 @@ class FirePBT(Controller):
         self.p_stat = p_stat
         self.min_steps = min_steps
         self.quantile = quantile
+        self.rules = rules
         self.rng = make_rng(seed)
         self.members: dict[int, MemberState] = {}
         self.evaluators: dict[int, EvaluatorState] = {}
@@ -246,15 +331,15 @@ class FirePBT(Controller):
                          for e, c in zip(trained, curves, strict=True)}
         # 2. evaluator criteria (3.2)
         decisions, received = self._judge(trained, curves, step)
-        for target in received:  # open detail 4: its own evaluation ended, no fitness
-            eval_curve_of.pop(target, None)
         # 3. fitness and PBT within each sub-population (3.1.2, 2); the fitness is taken
-        # before any exploit of the round, and the evaluators' targets are chosen by it
+        # before any exploit of the round, and the evaluators' targets are chosen by it; the
+        # members that received weights in step 2 sit this evolution out (open detail 4)
         fitness_by_sub: dict[int, dict[int, float]] = {}
         losers: set[int] = set()
+        exempt = set(received)
         for i in range(self.n_sub):
             fitness = subpopulation_fitness(self.members, self.subpopulation(i), i == 0,
-                                            eval_curve_of)
+                                            eval_curve_of, exempt, **self.rules.penalty())
             fitness_by_sub[i] = fitness
             decisions.append(FitnessRecord(i, dict(fitness)))
             for loser, source in truncation(fitness, self.rng, self.quantile):
@@ -266,8 +351,8 @@ class FirePBT(Controller):
             if self.evaluators[e].active:
                 continue
             if choose is None:  # the candidates as they stand now, for every free evaluator
-                choose = parent_chooser(self.members, self.evaluators, self.subpopulation,
-                                        self.n_sub, self.min_steps, step, self.rng)
+                choose = parent_chooser(self.members, self.subpopulation, self.n_sub,
+                                        self.min_steps, step, self.rng)
             assignment = self._assign(e, step, fitness_by_sub, losers, choose())
             if assignment is None:
                 break
@@ -288,7 +373,8 @@ class FirePBT(Controller):
         targets = [self.evaluators[e].target for e in trained]
         target_curve = {t: Curve.of(self.members[t].curve) for t in set(targets)}
         comparisons = compare_many([(c, target_curve[t])
-                                    for c, t in zip(curves, targets, strict=True)])
+                                    for c, t in zip(curves, targets, strict=True)],
+                                   **self.rules.penalty())
         for e, c in zip(trained, comparisons, strict=True):
             ev = self.evaluators[e]
             verdict = judge(c, step - ev.start, self.p_stat, self.max_eval_steps)
@@ -304,9 +390,11 @@ class FirePBT(Controller):
             value = ev.curve[-1][1]
             decisions.append(EvaluatorSuccess(e, ev.parent, target, c.diff, c.p,
                                               step - ev.start, c))
-            self.members[target] = replace(self.members[target], curve=((step, value),),
-                                           latest=value, last_event=step)
-            self._free(e)
+            curve = (((step, value),) if self.rules.target_curve == "restarts"
+                     else self.members[target].curve)
+            self.members[target] = replace(self.members[target], curve=curve, latest=value,
+                                           last_event=step)
+            self._free(e, step)
             for _d2, e2, c2 in ranked[1:]:
                 decisions.append(self._stop(e2, "target_superseded", step, c2))
             received.append(target)
@@ -327,13 +415,18 @@ class FirePBT(Controller):
                           None if comparison is None else comparison.p,
                           None if comparison is None else comparison.diff,
                           step - ev.start, comparison)
-        self._free(e)
+        self._free(e, step)
         return d
 
-    def _free(self, e: int) -> None:
+    def _free(self, e: int, step: int) -> None:
+        """The evaluation of ``e`` ends at ``step``: its parent has no evaluator any more and
+        (``evaluated_since="end"``) was last evaluated now."""
         parent = self.evaluators[e].parent
         if parent is not None and self.members[parent].evaluator == e:
-            self.members[parent] = replace(self.members[parent], evaluator=None)
+            pm = self.members[parent]
+            last = step if self.rules.evaluated_since == "end" else pm.last_event
+            self.members[parent] = replace(self.members[parent], evaluator=None,
+                                           last_event=last)
         self.evaluators[e] = IDLE
 
     def _exploit(self, loser: int, source: int, sub: int, fitness: Mapping[int, float],
@@ -430,9 +523,10 @@ def curve_from(d: Mapping[str, Any], observed: Sequence[Sequence[float]]) -> Poi
 @dataclass(frozen=True, slots=True)
 class MemberState:
     """A population member as the controller sees it: its sub-population (0 = P1), its
-    hyperparameters, its curve since it last received weights, its latest evaluation, the step
-    of its last event (start, weights received, evaluator assigned, evolution lost) and its
-    evaluator (None when it has none)."""
+    hyperparameters, its curve since its last exploit (or the start), its latest evaluation,
+    the step of its last event (start, evolution lost, weights received, evaluator assigned;
+    also the end of an evaluation under ``FireRules.evaluated_since="end"``) and its evaluator
+    (None when it has none)."""
 
     sub: int
     hparams: Mapping[str, Any]
@@ -508,12 +602,15 @@ def judge(c: Comparison, t_steps: int, p_stat: float, max_eval_steps: int) -> st
     """Step 2 for one evaluator (3.2), from the comparison ``c`` of its curve against its
     target's (:func:`~firepbt.curves.compare`) after ``t_steps`` steps: ``"success"``,
     ``"continue"``, or the reason it stops (``no_overlap``, ``not_significant``,
-    ``not_better``: open detail 3)."""
-    if c.diff > 0 and c.p < p_stat:
+    ``not_better``: open detail 3). An overlapping section counts when it holds a binomial
+    trial (``c.n > 0``, a point past its start pair); without one there is no test, so no
+    success, and the evaluator stops only once ``t_steps > max_eval_steps`` (module doc,
+    step 2)."""
+    if c.n > 0 and c.diff > 0 and c.p < p_stat:
         return "success"
-    if not c.overlap and t_steps > max_eval_steps:
-        return "no_overlap"
-    if c.overlap and c.p > p_stat + max(0.0, 1 - t_steps / max_eval_steps):
+    if c.n == 0:
+        return "no_overlap" if t_steps > max_eval_steps else "continue"
+    if c.p > p_stat + max(0.0, 1 - t_steps / max_eval_steps):
         return "not_significant"
     if t_steps > max_eval_steps:
         # open detail 3: significant (p <= p_stat) but not better at its best
@@ -522,65 +619,55 @@ def judge(c: Comparison, t_steps: int, p_stat: float, max_eval_steps: int) -> st
 
 
 def subpopulation_fitness(members: Mapping[int, MemberState], ids: Sequence[int], greedy: bool,
-                          eval_curve_of: Mapping[int, Curve]) -> dict[int, float]:
+                          eval_curve_of: Mapping[int, Curve], exempt: Collection[int] = (),
+                          **penalty: bool) -> dict[int, float]:
     """Step 3's fitness (3.1.2): P1 (``greedy``) ranks every member by its latest evaluation; a
     parent sub-population ranks the members of Φ (those whose evaluator trained this round) by
-    the sum of ``best_score_diff`` of their evaluator's curve against the others' in Φ."""
+    the sum of ``best_score_diff`` of their evaluator's curve against the others' in Φ. The
+    ``exempt`` members (those that received weights this round) have no fitness."""
     if greedy:
         return {m: float(members[m].latest) for m in ids  # type: ignore[arg-type]
-                if members[m].latest is not None}
-    phi = [m for m in ids if m in eval_curve_of]
+                if members[m].latest is not None and m not in exempt}
+    phi = [m for m in ids if m in eval_curve_of and m not in exempt]
     # every pair at once, each compared once (best_score_diff is antisymmetric, exactly); the
     # sums add Python floats in the order of Φ
-    diff = pairwise_best_score_diff([eval_curve_of[m] for m in phi]).tolist()
+    diff = pairwise_best_score_diff([eval_curve_of[m] for m in phi], **penalty).tolist()
     return {m: float(sum(diff[i][j] for j in range(len(phi)) if j != i))
             for i, m in enumerate(phi)}
 
 
-def choose_parent(members: Mapping[int, MemberState], evaluators: Mapping[int, EvaluatorState],
-                  subpopulation: Any, n_sub: int, min_steps: Sequence[int], step: int,
-                  rng: np.random.Generator) -> int | None:
-    """Step 4's parent: among members of P2..Pn without an evaluator, past their
-    sub-population's ``min_steps_before_eval`` and evaluated at least once, one of the
-    sub-population with the fewest evaluators (open detail 5), then the one that has trained
-    longest since its last event (ties at random: one permutation of the candidates drawn per
-    choice); None when there is none."""
-    return parent_chooser(members, evaluators, subpopulation, n_sub, min_steps, step, rng)()
+def choose_parent(members: Mapping[int, MemberState], subpopulation: Any, n_sub: int,
+                  min_steps: Sequence[int], step: int, rng: np.random.Generator) -> int | None:
+    """Step 4's parent (section 3, step 1; 3.2): among the members of P2..Pn together without
+    an evaluator, past their sub-population's ``min_steps_before_eval`` and evaluated at least
+    once, the one whose last event (:attr:`MemberState.last_event`) is oldest, ties at random
+    (one permutation of the candidates drawn per choice); None when there is none."""
+    return parent_chooser(members, subpopulation, n_sub, min_steps, step, rng)()
 
 
-def parent_chooser(members: Mapping[int, MemberState], evaluators: Mapping[int, EvaluatorState],
-                   subpopulation: Any, n_sub: int, min_steps: Sequence[int], step: int,
-                   rng: np.random.Generator) -> Callable[[], int | None]:
+def parent_chooser(members: Mapping[int, MemberState], subpopulation: Any, n_sub: int,
+                   min_steps: Sequence[int], step: int, rng: np.random.Generator
+                   ) -> Callable[[], int | None]:
     """:func:`choose_parent` for a round's free evaluators one after another: the candidates
-    and the sub-populations' evaluator counts are taken once; each choice then takes its
-    parent out of the candidates and counts its new evaluator (all that assigning it changes),
-    so the choices and random draws are those of calling :func:`choose_parent` after each
-    assignment (tested)."""
+    are taken once; each choice then takes its parent out of them (all that assigning it
+    changes), so the choices and random draws are those of calling :func:`choose_parent`
+    after each assignment (tested)."""
     candidates = [m for i in range(1, n_sub) for m in subpopulation(i)
                   if members[m].evaluator is None and step >= min_steps[i]
                   and members[m].latest is not None]
-    load = np.zeros(n_sub, dtype=np.int64)
-    for ev in evaluators.values():
-        if ev.active:
-            assert ev.parent is not None
-            load[members[ev.parent].sub] += 1
     ids = np.array(candidates, dtype=np.int64)
-    subs = np.array([members[c].sub for c in candidates], dtype=np.int64)
     last = np.array([members[c].last_event for c in candidates], dtype=np.int64)
 
     def choose() -> int | None:
-        nonlocal ids, subs, last
+        nonlocal ids, last
         if ids.size == 0:
             return None
         tiebreak = rng.permutation(ids.size)
-        # the smallest (load, last event, tiebreak), in that order
-        ld = load[subs]
-        at = np.flatnonzero(ld == ld.min())
-        at = at[last[at] == last[at].min()]
+        # the smallest (last event, tiebreak), in that order
+        at = np.flatnonzero(last == last.min())
         i = int(at[np.argmin(tiebreak[at])])
         parent = int(ids[i])
-        load[subs[i]] += 1
-        ids, subs, last = np.delete(ids, i), np.delete(subs, i), np.delete(last, i)
+        ids, last = np.delete(ids, i), np.delete(last, i)
         return parent
 
     return choose
