@@ -102,8 +102,8 @@ def test_compare_follows_the_task_settings(tmp_path, monkeypatch, task, expected
     assert {(s.workers, s.steps, s.ready_interval, s.eval_interval) for s in seen} == {expected}
     seen.clear()
     assert main(["compare", task, "--out", str(tmp_path / "d"), "--seeds", "0", "--steps",
-                 "1000", "--workers", "12"]) == 0
-    assert {(s.workers, s.steps) for s in seen} == {(12, 1000)}
+                 "1200", "--workers", "12"]) == 0
+    assert {(s.workers, s.steps) for s in seen} == {(12, 1200)}
 
 
 
