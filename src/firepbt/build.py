@@ -13,7 +13,7 @@ from .config import ExperimentConfig
 from .controllers import PBT, Controller, FirePBT, RandomSearch
 from .controllers.fire import fire_split
 from .devices import resolve_device
-from .errors import ConfigError
+from .errors import ConfigError, check
 from .executor import LocalExecutor
 from .schedule import Schedule, Segment
 from .space import Space
@@ -101,9 +101,16 @@ def resolve_task(config: ExperimentConfig, factory: TrainableFactory | None,
     # (a CPU-only driver may drive GPU nodes); elsewhere an absent device is refused now
     lazy = config.executor == "ray"
     device = check_device(config)
+    check(schedule_param is None or config.method == "random", "schedule_param",
+          f"given only with method 'random' (the hand-tuned schedule of random search; PBT and "
+          f"FIRE PBT find their own schedules; method is {config.method!r})", schedule_param)
     if factory is not None:
         if space is None:
             raise ConfigError("space", "a Space when a custom factory is given", None)
+        check(isinstance(space, Space), "space", "a firepbt.Space, e.g. Space({'lr': "
+              "LogUniform(1e-4, 1e-1)})", f"a {type(space).__name__}")
+        check(callable(factory), "factory", "a callable seed -> trainable",
+              f"a {type(factory).__name__}")
         return factory, space, schedule_param
     from .tasks import get_task
 

@@ -29,8 +29,24 @@ OBJECTIVES = ("accuracy", "f1")
 
 
 class _Parser(argparse.ArgumentParser):
+    """One-line errors; no abbreviated options (``--step`` for ``--steps``: an option added
+    later could silently change what an old abbreviation means)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # one line, exit 2
         self.exit(2, f"firepbt: error: {message}\n")
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the process is, so that a run stops as after Ctrl-C (the round in
+    flight is lost, the committed ones are kept) and says so."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
 
 
 def _positive_int(name: str):  # type: ignore[no-untyped-def]
@@ -45,17 +61,25 @@ def _positive_int(name: str):  # type: ignore[no-untyped-def]
     return parse
 
 
+FACTORY_HELP = ("your own trainable: module:callable, the factory seed -> Trainable (imported "
+                "from the current folder), with its Space as the factory's 'space' attribute "
+                "or the module's SPACE; TASK then names the experiment")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="firepbt", description="FIRE PBT, PBT and random search for "
                 "hyperparameter schedules.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    r = sub.add_parser("run", help="run a new experiment on a built-in task")
-    r.add_argument("task", help="a built-in task (see 'firepbt tasks')")
+    r = sub.add_parser("run", help="run a new experiment on a built-in task or your own "
+                       "trainable (--factory)")
+    r.add_argument("task", help="a built-in task (see 'firepbt tasks'), or with --factory the "
+                   "experiment's name")
+    r.add_argument("--factory", default=None, help=FACTORY_HELP)
     r.add_argument("--method", default="fire", help=f"one of {list(METHODS)} (default fire)")
     r.add_argument("--workers", type=_positive_int("workers"), default=None,
                    help="population size, evaluators included (default: the task's, see "
-                   "'firepbt tasks'; FIRE PBT needs at least 12)")
+                   "'firepbt tasks'; FIRE PBT needs at least 6)")
     r.add_argument("--steps", type=_positive_int("steps"), default=None,
                    help="training steps per worker (default: the task's)")
     r.add_argument("--seed", type=int, default=0,
@@ -116,7 +140,8 @@ def _parser() -> argparse.ArgumentParser:
                    "cuda or cuda:N")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    s = sub.add_parser("resume", help="continue a stopped or killed experiment")
+    s = sub.add_parser("resume", help="continue a stopped or killed experiment (or extend a "
+                       "finished one: --steps)")
     s.add_argument("store", help="the store folder of the experiment")
     s.add_argument("--ray-address", default=None,
                    help="a running Ray cluster for a Ray experiment (default RAY_ADDRESS, else "
@@ -124,6 +149,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default=None,
                    help="train the rest on this device instead of the stored one (auto, cpu, "
                    "cuda, cuda:N; e.g. cpu for a store begun on a GPU machine)")
+    s.add_argument("--factory", default=None,
+                   help="an experiment on your own trainable: the module:callable it ran with "
+                   "(see 'run --factory')")
+    s.add_argument("--steps", type=_positive_int("steps"), default=None,
+                   help="extend the run to this many steps per worker (PBT and FIRE PBT; a "
+                   "finished run continues)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     t = sub.add_parser("status", help="progress and best member of a store")
@@ -156,7 +187,9 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compare", help="methods x worker counts x seeds, resumable; writes "
                        "the paper's Table 1 (Markdown and CSV)")
-    c.add_argument("task", help="a built-in task (see 'firepbt tasks')")
+    c.add_argument("task", help="a built-in task (see 'firepbt tasks'), or with --factory the "
+                   "comparison's name")
+    c.add_argument("--factory", default=None, help=FACTORY_HELP)
     c.add_argument("--out", required=True, help="folder for the runs and the table")
     c.add_argument("--methods", nargs="+", default=["random", "pbt", "fire"],
                    help="methods to compare (default random pbt fire)")
@@ -192,8 +225,36 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import signal
+
     args = _parser().parse_args(argv)
     _log_warnings()
+    previous = None
+    with contextlib.suppress(ValueError):  # (not the main thread: SIGTERM stays as it is)
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _main(args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _stopped(args: argparse.Namespace, what: str) -> str:
+    """The line a run stopped by a signal prints: what continues it, with its real path."""
+    import shlex
+
+    if args.command == "compare":
+        return f"firepbt: {what}; the same 'firepbt compare' command continues it"
+    store = getattr(args, "store", None)
+    if args.command in ("run", "resume") and store is not None:
+        factory = getattr(args, "factory", None)
+        more = f" --factory {shlex.quote(factory)}" if factory else ""
+        return (f"firepbt: {what}; 'firepbt resume {shlex.quote(str(store))}{more}' continues "
+                "from the last round")
+    return f"firepbt: {what}"
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         return int(_COMMANDS[args.command](args) or 0)
     except (ConfigError, StoreError) as exc:
@@ -217,9 +278,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"firepbt: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("firepbt: interrupted; 'firepbt resume STORE' continues from the last round",
-              file=sys.stderr)
+        print(_stopped(args, "interrupted"), file=sys.stderr)
         return 130
+    except Terminated:
+        print(_stopped(args, "terminated (SIGTERM)"), file=sys.stderr)
+        return 143
 
 
 def _log_warnings() -> None:
@@ -248,9 +311,21 @@ def _json(obj: Any) -> str:
     return json.dumps(clean(obj), allow_nan=False)
 
 
+def _custom_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """``run --factory``: the configuration's own defaults, and no built-in task's options."""
+    for name, given in (("objective", args.objective), ("data_dir", args.data_dir),
+                        ("preset", args.preset)):
+        check(given is None, name, "given only for a built-in task (not with --factory)", given)
+    fields = {f.name: f.default for f in dataclasses.fields(ExperimentConfig)}
+    d = {k: fields[k] for k in ("workers", "steps", "ready_interval", "eval_interval")}
+    return {**d, **({} if args.steps is None else {"steps": args.steps})}
+
+
 def _config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     from .tasks import get_task
 
+    if getattr(args, "factory", None) is not None:
+        return _custom_config(args)
     task = get_task(args.task)
     d = task.settings(args.preset, args.steps)
     options: dict[str, Any] = {}
@@ -273,9 +348,25 @@ def _config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         load_mnist(None)
     schedule = None
     if args.schedule is not None:
-        schedule = _schedule_arg(args, task, args.steps or d["steps"])
+        schedule = _schedule_arg(args, task.space, args.steps or d["steps"])
+    return _config(args, task.name, d, options, schedule)
+
+
+def _custom_config(args: argparse.Namespace) -> ExperimentConfig:
+    from .replay import load_experiment
+
+    _factory, space, _param = load_experiment(args.factory)
+    d = _custom_settings(args)
+    schedule = None
+    if args.schedule is not None:
+        schedule = _schedule_arg(args, space, d["steps"])
+    return _config(args, args.task, d, {}, schedule)
+
+
+def _config(args: argparse.Namespace, task: str, d: dict[str, Any], options: dict[str, Any],
+            schedule: dict[str, Any] | None) -> ExperimentConfig:
     return ExperimentConfig(
-        task=task.name, method=args.method, workers=args.workers or d["workers"],
+        task=task, method=args.method, workers=args.workers or d["workers"],
         steps=args.steps or d["steps"], ready_interval=args.ready_interval or d["ready_interval"],
         eval_interval=args.eval_interval or d["eval_interval"], seed=args.seed,
         quantile=args.quantile, factors=_parse_factors(args.factors), p_stat=args.p_stat,
@@ -295,7 +386,7 @@ def _min_steps(value: Any) -> int | tuple[int, ...]:
     return value
 
 
-def _schedule_arg(args: argparse.Namespace, task: Any, steps: int) -> dict[str, Any]:
+def _schedule_arg(args: argparse.Namespace, space: Any, steps: int) -> dict[str, Any]:
     """``--schedule FILE``: a schedule for random search over the task's hyperparameters, with
     valid values, as long as the run."""
     from .schedule import Schedule
@@ -314,7 +405,7 @@ def _schedule_arg(args: argparse.Namespace, task: Any, steps: int) -> dict[str, 
                           f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
     from .controllers.random_search import check_schedule
 
-    check_schedule(task.space, sched, steps)
+    check_schedule(space, sched, steps)
     return json.loads(sched.to_json())
 
 
@@ -426,34 +517,51 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = _config_from_args(args)
     check_device(config)  # an absent device: one line, before anything is printed
+    code = _code(args, config.method)
     if config.factors is not None:  # names of the task's hyperparameters, checked now too
         from .tasks import get_task
 
-        get_task(config.task).space.with_factors(config.factors)
+        (code[1] if code else get_task(config.task).space).with_factors(config.factors)
     if args.ray_address is not None and config.executor == "ray":  # answers, or one line now
         from .ray_executor import check_address
 
         check_address(args.ray_address)
     store: Any = args.store if args.store is not None else _default_store(config)
     _check_new_store(store)
+    args.store = store  # (what a stop message names)
     print(f"firepbt: {config.method} on {config.task}, {config.workers} workers x "
           f"{config.steps} steps (ready every {config.ready_interval}, eval every "
           f"{config.eval_interval}), seed {config.seed}, store {store}")
     progress = ProgressBar(not args.no_progress, config.steps)
+    custom = {} if code is None else dict(zip(("factory", "space", "schedule_param"), code,
+                                              strict=True))
     try:
-        summary = run(config, store, progress=progress, ray_address=args.ray_address)
+        summary = run(config, store, progress=progress, ray_address=args.ray_address, **custom)
     finally:
         progress.stop()
     _print_summary(summary)
     return 0
 
 
-def cmd_resume(args: argparse.Namespace) -> int:
-    from .results import summarize
-    from .runner import resume
-    from .store import Store
+def _code(args: argparse.Namespace, method: str) -> tuple[Any, Any, str | None] | None:
+    """``--factory``: (factory, space, schedule_param; the latter for random search only)."""
+    if getattr(args, "factory", None) is None:
+        return None
+    from .replay import load_experiment
 
-    st = Store.open(args.store)
+    factory, space, param = load_experiment(args.factory)
+    return factory, space, param if method == "random" else None
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    import shlex
+
+    from .results import summarize
+    from .runner import extended, resume
+    from .store import Store
+    from .tasks import TASKS
+
+    st = Store.open(args.store)  # (a second writer is refused now, in one line)
     try:
         config = ExperimentConfig.from_dict(st.config)
         before = summarize(st)
@@ -462,7 +570,19 @@ def cmd_resume(args: argparse.Namespace) -> int:
         st.close()
     from .build import check_device
 
-    # the device it resumes on, checked before anything is printed
+    # everything checked before anything is printed: the trainable, the length, the device
+    if config.task not in TASKS and args.factory is None:
+        raise ConfigError("factory", f"the module:callable the experiment ran with (task "
+                          f"{config.task!r} is not built in): 'firepbt resume "
+                          f"{shlex.quote(args.store)} --factory module:callable'", None)
+    code = _code(args, config.method)
+    if args.steps is not None and args.steps != config.steps:
+        config = extended(config, args.steps)
+    elif before.finished:
+        print(f"firepbt: {args.store} is finished ({before.steps_done}/{config.steps} steps per "
+              f"worker); nothing to resume ('firepbt resume {shlex.quote(args.store)} --steps N' "
+              "extends a PBT or FIRE PBT run)")
+        return 0
     check_device(dataclasses.replace(config, device=args.device) if args.device else config)
     start = before.steps_done if before.finished else (
         bound[-1] * config.ready_interval if bound else 0)
@@ -471,9 +591,11 @@ def cmd_resume(args: argparse.Namespace) -> int:
         "trained again)")
     print(f"firepbt: resuming {args.store} at step {start}/{config.steps}{again}")
     progress = ProgressBar(not args.no_progress, config.steps, start)
+    custom = {} if code is None else dict(zip(("factory", "space", "schedule_param"), code,
+                                              strict=True))
     try:
         summary = resume(args.store, progress=progress, ray_address=args.ray_address,
-                         device=args.device)
+                         device=args.device, steps=args.steps, **custom)
     finally:
         progress.stop()
     _print_summary(summary)
@@ -662,12 +784,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from .devices import resolve_device
     from .tasks import get_task
 
-    task = get_task(args.task)
-    # the task's comparison settings ('firepbt tasks'), or its preset's, unless given
-    d = task.settings(args.preset, args.steps, comparison=True)
-    if not task.on_device and args.device not in ("auto", "cpu"):
-        raise ConfigError("device", f"cpu or auto for task {task.name!r} (it trains on the "
-                          "CPU)", args.device)
+    if args.factory is not None:  # your own trainable: the configuration's defaults
+        _code(args, "fire")  # importable, with a space: checked now, not in every child
+        args.objective = args.data_dir = None
+        d = _custom_settings(args)
+        on_device = False
+    else:
+        task = get_task(args.task)
+        # the task's comparison settings ('firepbt tasks'), or its preset's, unless given
+        d = task.settings(args.preset, args.steps, comparison=True)
+        if not task.on_device and args.device not in ("auto", "cpu"):
+            raise ConfigError("device", f"cpu or auto for task {task.name!r} (it trains on the "
+                              "CPU)", args.device)
+        on_device = task.on_device
     workers = _first(args.workers, d["workers"])
     specs = plan(args.task, args.methods, args.seeds, workers, args.fire_workers or [workers],
                  d["steps"], _first(args.ready_interval, d["ready_interval"]),
@@ -675,8 +804,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                  _first(args.max_eval_steps, d.get("max_eval_steps")),
                  _min_steps(_first(args.min_steps_before_eval, d.get("min_steps_before_eval"),
                                    0)), d.get("n_subpopulations"),
-                 resolve_device(args.device) if task.on_device or args.device != "auto"
-                 else "cpu")
+                 resolve_device(args.device) if on_device or args.device != "auto"
+                 else "cpu", args.factory)
     for s in specs:  # validate every run before starting any
         s.config()
     t0 = time.time()

@@ -47,6 +47,7 @@ class RunSpec:
     min_steps_before_eval: int | tuple[int, ...] = 0
     n_subpopulations: int | None = None
     device: str = "cpu"
+    factory: str | None = None  # module:callable of your own trainable (--factory)
 
     def __post_init__(self) -> None:
         if isinstance(self.min_steps_before_eval, list):  # read back from JSON
@@ -86,7 +87,8 @@ class RunSpec:
 def plan(task: str, methods: Sequence[str], seeds: Sequence[int], workers: int,
          fire_workers: Sequence[int], steps: int, ready_interval: int, eval_interval: int,
          max_eval_steps: int | None = None, min_steps_before_eval: int | tuple[int, ...] = 0,
-         n_subpopulations: int | None = None, device: str = "cpu") -> list[RunSpec]:
+         n_subpopulations: int | None = None, device: str = "cpu",
+         factory: str | None = None) -> list[RunSpec]:
     """The runs of a comparison, in a fixed order (``device``: a resolved device, see
     :func:`firepbt.devices.resolve_device`)."""
     for m in methods:
@@ -99,7 +101,7 @@ def plan(task: str, methods: Sequence[str], seeds: Sequence[int], workers: int,
             for s in seeds:
                 specs.append(RunSpec(task, m, int(w), int(s), steps, ready_interval,
                                      eval_interval, max_eval_steps, min_steps_before_eval,
-                                     n_subpopulations, device))
+                                     n_subpopulations, device, factory))
     return specs
 
 
@@ -120,20 +122,25 @@ def _state(store: Path) -> str:
 
 def _one(spec: RunSpec, store: Path) -> None:
     """Bring one run to 'done' (called in a child process)."""
-    from .replay import replay_store
+    from .replay import load_experiment, replay_store
     from .runner import resume, run
 
+    code: dict[str, Any] = {}
+    if spec.factory is not None:  # your own trainable, imported in this child as in its parent
+        factory, space, param = load_experiment(spec.factory)
+        code = {"factory": factory, "space": space,
+                "schedule_param": param if spec.method == "random" else None}
     state = _state(store)
     if state == "new":
         if store.exists():  # a run killed before its first round: start again
             import shutil
 
             shutil.rmtree(store)
-        run(spec.config(), store, progress=False)
+        run(spec.config(), store, progress=False, **code)
     elif state == "partial":
-        resume(store, progress=False)
+        resume(store, progress=False, **code)
     if _state(store) == "trained":
-        replay_store(str(store))
+        replay_store(str(store), factory=code.get("factory"))
 
 
 def run_comparison(out: Path, specs: Sequence[RunSpec], jobs: int = 2,
@@ -177,9 +184,10 @@ def run_comparison(out: Path, specs: Sequence[RunSpec], jobs: int = 2,
     if failures:
         raise RuntimeError(f"runs failed (see their .log in {out / 'runs'}): {failures}")
     rows = table_rows(out, specs)
-    from .tasks import get_task
+    from .tasks import TASKS
 
-    write_table(out, rows, percent=get_task(specs[0].task).has_test)
+    task = TASKS.get(specs[0].task)
+    write_table(out, rows, percent=task is not None and task.has_test)
     return rows
 
 

@@ -31,7 +31,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError, TrainableError
-from .trainable import Trainable, TrainableFactory, clone_state, copy_into, mode_of, test_of
+from .trainable import (
+    Trainable,
+    TrainableFactory,
+    check_trainable,
+    clone_state,
+    copy_into,
+    mode_of,
+    test_of,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +230,7 @@ def build_population(factory: TrainableFactory, seeds: Mapping[int, int]) -> dic
     if not order:
         return {}
     first = factory(int(order[0][1]))
+    check_trainable(first)
     check_population_fits(first, len(order))
     out = {order[0][0]: first}
     for w, s in order[1:]:

@@ -131,3 +131,29 @@ def load_factory(spec: str) -> TrainableFactory:
     if not callable(obj):
         raise ConfigError("factory", what, f"{spec} (not callable)")
     return obj  # type: ignore[no-any-return]
+
+
+def load_experiment(spec: str) -> tuple[TrainableFactory, Any, str | None]:
+    """``module:callable`` -> ``(factory, space, schedule_param)`` for the command line's
+    ``--factory`` (``run``, ``resume``, ``compare``): the factory (:func:`load_factory`), its
+    search space - the factory's ``space`` attribute, else the module's ``SPACE`` (a
+    :class:`~firepbt.space.Space`, or a function returning one) - and the hyperparameter the
+    hand-tuned schedule of random search applies to (``schedule_param`` on the factory, else
+    the module's ``SCHEDULE_PARAM``; None when neither is set)."""
+    import sys
+
+    from .space import Space
+
+    factory = load_factory(spec)
+    module = sys.modules[spec.partition(":")[0]]
+    space = getattr(factory, "space", None)
+    if space is None:
+        space = getattr(module, "SPACE", None)
+    if callable(space) and not isinstance(space, Space):
+        space = space()
+    if not isinstance(space, Space):
+        raise ConfigError("factory", "module:callable whose search space is a Space, as the "
+                          "factory's 'space' attribute or the module's SPACE",
+                          f"{spec} ({'no space' if space is None else type(space).__name__})")
+    param = getattr(factory, "schedule_param", None) or getattr(module, "SCHEDULE_PARAM", None)
+    return factory, space, param

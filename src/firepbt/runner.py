@@ -199,6 +199,10 @@ class Runner:
             self._bind_checkpoint()
             if self.round >= cfg.rounds and self.store.meta("final") is None:
                 self._finish()
+        if self.round >= cfg.rounds and not math.isfinite(self.best_score):
+            logging.getLogger("firepbt").warning(
+                "no evaluation of a best-effort member was finite (NaN or inf throughout): the "
+                "networks diverged, or evaluate() returns NaN; there is no best member")
         return summarize(self.store)
 
     def _bind_checkpoint(self) -> None:
@@ -485,15 +489,22 @@ def run(config: ExperimentConfig, store: str | Path, *, factory: TrainableFactor
 def resume(store: str | Path, *, factory: TrainableFactory | None = None,
            space: Space | None = None, schedule_param: str | None = None,
            progress: ProgressFn | bool | None = None, max_rounds: int | None = None,
-           ray_address: str | None = None, device: str | None = None) -> Summary:
+           ray_address: str | None = None, device: str | None = None,
+           steps: int | None = None) -> Summary:
     """Continue a stopped or killed experiment from its last completed round (``progress`` as
     for :func:`run`). ``device`` trains the rest elsewhere than the stored configuration says
-    (e.g. ``"cpu"`` for a store begun on a GPU machine; checkpoints hold CPU tensors)."""
+    (e.g. ``"cpu"`` for a store begun on a GPU machine; checkpoints hold CPU tensors).
+    ``steps`` extends the run to that many steps per worker (PBT and FIRE PBT; random search
+    follows schedules fixed to the run's length): a finished run continues from its last
+    round, and its final member and replay, which were the old end's, are taken again then."""
     st = Store.open(store)
     runner = None
     bar = None
     try:
         config = ExperimentConfig.from_dict(st.config)
+        if steps is not None and steps != config.steps:
+            config = extended(config, steps)
+            st.extend(config.to_dict())
         if device is not None:
             config = dataclasses.replace(config, device=device)
         _check_ray_address(config, ray_address)
@@ -516,6 +527,17 @@ def resume(store: str | Path, *, factory: TrainableFactory | None = None,
         if runner is not None:
             runner.executor.close()
         st.close()
+
+
+def extended(config: ExperimentConfig, steps: int) -> ExperimentConfig:
+    """``config`` run to ``steps`` steps per worker (``resume(..., steps=)``), refused in one
+    line where it cannot be: random search (schedules fixed to the run's length), fewer
+    steps, steps that are no multiple of the ready interval."""
+    check(config.method != "random", "steps", "the run's own for random search (its members "
+          f"follow schedules fixed to {config.steps} steps)", steps)
+    check(isinstance(steps, int) and steps > config.steps, "steps",
+          f"more than the run's {config.steps} to extend it", steps)
+    return dataclasses.replace(config, steps=steps)  # (validated: ready_interval)
 
 
 def _check_ray_address(config: ExperimentConfig, ray_address: str | None) -> None:

@@ -496,6 +496,14 @@ class Store:
         with self.conn:
             self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
+    def extend(self, config: Mapping[str, Any]) -> None:
+        """A longer run (``resume --steps``): the new configuration, and what was derived from
+        the old end (the final member, the replay) removed, in one transaction."""
+        with self.conn:
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('config', ?)",
+                              (json.dumps(dict(config)),))
+            self.conn.execute("DELETE FROM meta WHERE key IN ('final', 'replay')")
+
     def meta(self, key: str) -> str | None:
         row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return None if row is None else row[0]

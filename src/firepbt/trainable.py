@@ -52,6 +52,24 @@ class Trainable(Protocol):
 
 TrainableFactory = Callable[[int], Trainable]
 
+_REQUIRED = ("train", "evaluate", "state_dict", "load_state_dict")
+
+
+def check_trainable(obj: Any) -> None:
+    """Refuse, in one line naming the factory, an object that does not keep the contract (the
+    first trainable a factory builds, before the first round): the four methods above, as
+    callables."""
+    from .errors import ConfigError
+
+    what = ("a callable seed -> trainable with train(hparams, steps), evaluate(), "
+            "state_dict() and load_state_dict(state) (see firepbt.trainable)")
+    if obj is None:
+        raise ConfigError("factory", what, "a factory that returned None")
+    missing = [m for m in _REQUIRED if not callable(getattr(obj, m, None))]
+    if missing:
+        raise ConfigError("factory", what, f"one that returned a {type(obj).__name__} without "
+                          f"{', '.join(m + '()' for m in missing)}")
+
 
 def _rebuilt(obj: Any, leaf: Callable[[Any], Any]) -> Any:
     """``obj`` with its containers rebuilt (dicts, module state dicts with their version

@@ -1,0 +1,201 @@
+"""Your own trainable from the command line (``--factory`` on run, resume and compare), the
+trainable contract checked before the first round, and how a stopped or finished run speaks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from firepbt import ExperimentConfig, LogUniform, Space
+from firepbt.cli import main
+from firepbt.errors import ConfigError
+from firepbt.runner import run
+from firepbt.store import Store
+
+MODULE = textwrap.dedent("""
+    import torch
+    from firepbt import LogUniform, Space, function_trainable
+
+    SPACE = Space({"lr": LogUniform(1e-3, 1e-1)})
+    SCHEDULE_PARAM = "lr"
+
+    def _train(state, hparams, steps):
+        for _ in range(steps):
+            state["w"] += hparams["lr"] * (1.0 - state["w"])
+
+    make = function_trainable(lambda seed: {"w": torch.zeros(1) + seed % 7 / 100}, _train,
+                              lambda state: float(state["w"][0]))
+
+    class NoState:
+        def train(self, hparams, steps): pass
+        def evaluate(self): return 0.5
+
+    def no_state(seed):
+        return NoState()
+
+    no_state.space = SPACE
+
+    nan = function_trainable(lambda seed: {"w": torch.zeros(1)}, _train,
+                             lambda state: float("nan"))
+""")
+
+SMALL = ["--workers", "4", "--steps", "40", "--ready-interval", "10", "--eval-interval", "10",
+         "--no-progress"]
+
+
+@pytest.fixture()
+def mine(tmp_path, monkeypatch):
+    (tmp_path / "mine.py").write_text(MODULE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("mine", None)
+    return tmp_path
+
+
+def call(capsys, *args):
+    try:
+        code = main(list(args))
+    except SystemExit as exc:  # argparse
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_run_resume_and_extend_your_own_trainable_from_the_command_line(mine, capsys):
+    code, out, err = call(capsys, "run", "mine-exp", "--factory", "mine:make", "--method", "pbt",
+                          "--store", "s", *SMALL)
+    assert code == 0, err
+    assert "Experiment finished: 40/40 steps" in out
+    assert Store.open("s", readonly=True).config["task"] == "mine-exp"
+    # resume without the factory: refused before anything is printed, naming the way
+    code, out, err = call(capsys, "resume", "s")
+    assert code == 2 and out == ""
+    assert "--factory module:callable" in err and len(err.strip().splitlines()) == 1
+    # a finished run says so, and trains nothing
+    code, out, err = call(capsys, "resume", "s", "--factory", "mine:make", "--no-progress")
+    assert code == 0 and "is finished (40/40 steps per worker); nothing to resume" in out
+    # extending it continues from its last round
+    code, out, err = call(capsys, "resume", "s", "--factory", "mine:make", "--steps", "60",
+                          "--no-progress")
+    assert code == 0, err
+    assert "resuming s at step 40/60" in out and "Experiment finished: 60/60 steps" in out
+    st = Store.open("s", readonly=True)
+    assert st.config["steps"] == 60 and st.last_round().round == 6
+    assert json.loads(st.meta("final"))["step"] == 60
+    st.close()
+    # fewer steps, or steps off the ready interval: one line, nothing written
+    for steps, why in (("50", "steps must be more than the run's 60"),
+                       ("65", "steps must be a multiple of ready_interval (10)")):
+        code, out, err = call(capsys, "resume", "s", "--factory", "mine:make", "--steps", steps)
+        assert code == 2 and why in err and out == ""
+
+
+def test_random_search_takes_the_modules_schedule_param_and_cannot_be_extended(mine, capsys):
+    code, out, err = call(capsys, "run", "mine-rs", "--factory", "mine:make", "--method",
+                          "random", "--store", "r", *SMALL)
+    assert code == 0, err
+    assert "lr followed the hand-tuned schedule" in out
+    code, out, err = call(capsys, "resume", "r", "--factory", "mine:make", "--steps", "80")
+    assert code == 2 and "steps must be the run's own for random search" in err
+
+
+def test_compare_your_own_trainable(mine, capsys):
+    code, out, err = call(capsys, "compare", "mine-cmp", "--factory", "mine:make", "--out", "c",
+                          "--methods", "pbt", "fire", "--workers", "6", "--seeds", "0",
+                          "--steps", "40", "--ready-interval", "10", "--eval-interval", "5")
+    assert code == 0, err
+    assert "| PBT | 1 |" in out and "| FIRE PBT (6) | 1 |" in out
+
+
+def test_the_trainable_contract_is_checked_before_the_first_round(mine, capsys, tmp_path):
+    import mine as m
+
+    cfg = ExperimentConfig(task="mine", method="pbt", workers=4, steps=20, ready_interval=10,
+                           eval_interval=10)
+    with pytest.raises(ConfigError, match=r"factory must be a callable seed -> trainable with "
+                       r".* got 'one that returned a NoState without state_dict\(\), "
+                       r"load_state_dict\(\)"):
+        run(cfg, tmp_path / "a", factory=m.no_state, space=m.SPACE, progress=False)
+    assert not (tmp_path / "a").exists()
+    with pytest.raises(ConfigError, match=r"space must be a firepbt.Space, .* got 'a dict'"):
+        run(cfg, tmp_path / "b", factory=m.make, space={"lr": (1e-3, 1e-1)},  # type: ignore
+            progress=False)
+    with pytest.raises(ConfigError, match="schedule_param must be given only with method "
+                       "'random'"):
+        run(cfg, tmp_path / "c", factory=m.make, space=m.SPACE, schedule_param="lr",
+            progress=False)
+    code, out, err = call(capsys, "run", "x", "--factory", "mine:no_state", "--store", "d",
+                          "--method", "pbt", *SMALL)
+    assert code == 2 and "factory must be" in err and len(err.strip().splitlines()) == 1
+    code, out, err = call(capsys, "run", "x", "--factory", "mine:SPACE", "--store", "e",
+                          "--method", "pbt", *SMALL)
+    assert code == 2 and "factory must be" in err
+
+
+def test_a_run_without_one_finite_evaluation_says_so(mine, caplog):
+    import mine as m
+
+    cfg = ExperimentConfig(task="mine", method="pbt", workers=4, steps=20, ready_interval=10,
+                           eval_interval=10)
+    with caplog.at_level("WARNING", logger="firepbt"):
+        s = run(cfg, mine / "n", factory=m.nan, space=Space({"lr": LogUniform(1e-3, 1e-1)}),
+                progress=False)
+    assert s.finished and s.top_value is None
+    assert any("no evaluation of a best-effort member was finite" in r.message
+               for r in caplog.records)
+
+
+def test_abbreviated_options_are_refused(capsys):
+    code, _out, err = call(capsys, "run", "nqm", "--step", "100")
+    assert code == 2 and "unrecognized arguments: --step" in err
+
+
+def test_ctrl_c_names_the_store_and_how_to_continue(tmp_path, capsys, monkeypatch):
+    import firepbt.runner
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(firepbt.runner, "run", interrupted)
+    store = tmp_path / "my store"
+    code, _out, err = call(capsys, "run", "nqm", "--store", str(store), "--no-progress")
+    assert code == 130
+    assert err.strip() == (f"firepbt: interrupted; 'firepbt resume '{store}'' continues from "
+                           "the last round")
+
+
+def test_sigterm_stops_a_run_with_its_rounds_and_says_so(tmp_path):
+    store = tmp_path / "st"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "firepbt.cli", "run", "nqm", "--method", "pbt", "--workers", "4",
+         "--steps", "300000", "--ready-interval", "60", "--eval-interval", "5", "--store",
+         str(store), "--no-progress", "--executor", "local"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1"))
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:  # until a round is committed
+            if (store / "experiment.sqlite").exists():
+                st = Store.open(store, readonly=True)
+                try:
+                    if st.last_round() is not None:
+                        break
+                finally:
+                    st.close()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143
+    assert f"firepbt: terminated (SIGTERM); 'firepbt resume {store}' continues" in err
+    st = Store.open(store, readonly=True)
+    assert st.last_round() is not None
+    st.close()
