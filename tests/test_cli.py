@@ -166,3 +166,25 @@ def test_status_says_which_rounds_a_resume_trains_again(tmp_path, capsys):
     assert code == 0
     assert ("resuming " + str(tmp_path / "s") + " at step 100/300 (from the checkpoint at step "
             "100; steps 100-150 are trained again)") in out, out
+
+
+def test_lineage_replay_and_report_name_one_schedule(tmp_path, capsys):
+    # the top point's schedule by default (what replay retrains and the report shows), the
+    # best member's at the end with --best-member; each labelled
+    from firepbt import open_experiment
+
+    store = tmp_path / "s"
+    code, _, err = run_cli(capsys, "run", "nqm", "--method", "pbt", "--workers", "4", "--steps",
+                           "240", "--store", str(store), "--no-progress")
+    assert code == 0, err
+    with open_experiment(store) as exp:
+        top, top_sched = exp.top(), exp.schedule()
+        best = exp.summary().best_worker
+    code, out, _ = run_cli(capsys, "lineage", str(store), "--json")
+    assert json.loads(out) == json.loads(top_sched.to_json())
+    code, out, _ = run_cli(capsys, "lineage", str(store))
+    assert out.startswith(f"the top point, worker {top.worker} at step {top.step} ")
+    code, out, _ = run_cli(capsys, "replay", str(store), "--json")
+    assert json.loads(out)["schedule"] == json.loads(top_sched.to_json())
+    code, out, _ = run_cli(capsys, "lineage", str(store), "--best-member")
+    assert out.startswith(f"the best member at the end, worker {best}:")

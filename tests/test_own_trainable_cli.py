@@ -199,3 +199,44 @@ def test_sigterm_stops_a_run_with_its_rounds_and_says_so(tmp_path):
     st = Store.open(store, readonly=True)
     assert st.last_round() is not None
     st.close()
+
+
+def test_a_scheduled_members_hyperparameters_are_those_it_trains_with_now(tmp_path):
+    # random search on the hand-tuned schedule: the best member's hyperparameters are the
+    # schedule's at the last step (the sampled value / 1000 at the end), not its warm-up's first
+    from firepbt import open_experiment
+
+    cfg = ExperimentConfig(task="nqm", method="random", workers=4, steps=900, ready_interval=60,
+                           eval_interval=5)
+    s = run(cfg, tmp_path / "rs", progress=False)
+    with open_experiment(tmp_path / "rs") as exp:
+        sched = exp.schedule(s.best_worker, 900)
+    assert s.best_hparams == sched.hparams_at(899)
+    assert s.best_hparams["lr"] == pytest.approx(sched.hparams_at(450)["lr"] / 100)
+
+
+def test_the_hand_tuned_schedules_shape_is_configurable(tmp_path, capsys):
+    # warm-up 10%, decays by 0.5 at 50% and 75% (ExperimentConfig.hand_tuned, CLI flags)
+    from firepbt import open_experiment
+
+    code, out, err = call(capsys, "run", "nqm", "--method", "random", "--workers", "2",
+                          "--steps", "600", "--warmup-fraction", "0.1", "--decay-at", "0.5",
+                          "0.75", "--decay-factor", "0.5", "--store", str(tmp_path / "h"),
+                          "--no-progress")
+    assert code == 0, err
+    assert "warmed up linearly over the first 0.1 of training, then multiplied by 0.5 at 0.5, " \
+           "0.75" in out
+    with open_experiment(tmp_path / "h") as exp:
+        sched = exp.schedule(0, 600)
+    base = sched.hparams_at(100)["lr"]
+    assert sched.hparams_at(0)["lr"] < base and sched.hparams_at(59)["lr"] == base  # warm-up
+    assert sched.hparams_at(299)["lr"] == base
+    assert sched.hparams_at(300)["lr"] == pytest.approx(base / 2)
+    assert sched.hparams_at(450)["lr"] == pytest.approx(base / 4)
+    for bad, why in ((["--decay-at", "0.5", "0.4"], "hand_tuned['decay_fractions'] must be "
+                      "increasing"), (["--decay-factor", "2"], "hand_tuned['decay_factor'] "
+                      "must be a number in (0, 1]"), (["--method", "pbt", "--decay-factor",
+                      "0.5"], "hand_tuned must be given only with method 'random'")):
+        args = ["run", "nqm", "--method", "random", *bad, "--store", str(tmp_path / "x")]
+        code, out, err = call(capsys, *args)
+        assert code == 2 and why in err and not (tmp_path / "x").exists(), err

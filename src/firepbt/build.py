@@ -34,7 +34,7 @@ def build_controller(config: ExperimentConfig, space: Space,
             fixed = Schedule(tuple(Segment(s["hparams"], int(s["steps"]))
                                    for s in config.schedule["segments"]))
         return RandomSearch(space, config.workers, config.steps, schedule_param=schedule_param,
-                            fixed_schedule=fixed, seed=seed)
+                            fixed_schedule=fixed, seed=seed, shape=config.hand_tuned)
     n_sub, size, n_eval = fire_split(config.workers, config.n_subpopulations, config.quantile)
     return FirePBT(space, ready_interval=config.ready_interval, n_subpopulations=n_sub,
                    subpopulation_size=size, n_evaluators=n_eval,

@@ -115,6 +115,14 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--data-dir", default=None, help="mnist: folder with the four IDX files")
     r.add_argument("--schedule", default=None,
                    help="random search: follow this JSON schedule (from 'firepbt lineage --json')")
+    r.add_argument("--warmup-fraction", type=float, default=None,
+                   help="random search: the hand-tuned schedule's linear warm-up, as a fraction "
+                   "of training (default 5/90, the paper's)")
+    r.add_argument("--decay-at", type=float, nargs="*", default=None,
+                   help="random search: fractions of training where the hand-tuned schedule "
+                   "decays (default 30/90 60/90 80/90, the paper's)")
+    r.add_argument("--decay-factor", type=float, default=None,
+                   help="random search: what each decay multiplies by (default 0.1)")
     r.add_argument("--executor", default="auto",
                    help="auto (default: vectorized when possible), local, vectorized or ray")
     r.add_argument("--ray-address", default=None,
@@ -163,10 +171,14 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("tasks", help="list the built-in tasks")
 
-    lin = sub.add_parser("lineage", help="the best member's schedule and copy chain")
+    lin = sub.add_parser("lineage", help="the schedule and copy chain behind the top point "
+                         "(what replay retrains and the report shows)")
     lin.add_argument("store", help="the store folder")
     lin.add_argument("--worker", type=int, default=None,
-                     help="whose network at the last step (default: the best member)")
+                     help="that worker's network at the last step instead of the top point")
+    lin.add_argument("--best-member", action="store_true",
+                     help="the best member at the end (the best-effort model) instead of the "
+                     "top point")
     lin.add_argument("--json", action="store_true", help="print the schedule as JSON")
     rep = sub.add_parser("report", help="write an HTML report (figures embedded) for a store or "
                          "a comparison folder")
@@ -374,9 +386,19 @@ def _config(args: argparse.Namespace, task: str, d: dict[str, Any], options: dic
         min_steps_before_eval=_min_steps(_first(args.min_steps_before_eval,
                                                 d.get("min_steps_before_eval"), 0)),
         n_subpopulations=_first(args.subpopulations, d.get("n_subpopulations")),
-        task_options=options, schedule=schedule, executor=args.executor, threads=args.threads,
+        task_options=options, schedule=schedule, hand_tuned=_hand_tuned_arg(args),
+        executor=args.executor, threads=args.threads,
         device=args.device, gpus_per_worker=args.gpus_per_worker,
         checkpoint_interval=args.checkpoint_interval)
+
+
+def _hand_tuned_arg(args: argparse.Namespace) -> dict[str, Any] | None:
+    """``--warmup-fraction``, ``--decay-at``, ``--decay-factor``: the hand-tuned schedule's
+    shape (the configuration checks them, and that the method is random search)."""
+    given = {"warmup_fraction": args.warmup_fraction, "decay_fractions": args.decay_at,
+             "decay_factor": args.decay_factor}
+    given = {k: v for k, v in given.items() if v is not None}
+    return given or None
 
 
 def _min_steps(value: Any) -> int | tuple[int, ...]:
@@ -713,28 +735,38 @@ def _settings(d: dict[str, Any]) -> str:
 
 def cmd_lineage(args: argparse.Namespace) -> int:
     from .lineage import chain, schedule
-    from .results import summarize
+    from .results import summarize, top_measures
     from .store import Store
 
     st = Store.open(args.store, readonly=True)
     try:
-        worker = args.worker
+        worker, step = args.worker, None
         n_workers = len(json.loads(st.meta("initial_runner_state") or '{"workers": {}}')["workers"])
+        check(worker is None or not args.best_member, "worker", "given without --best-member",
+              worker)
         if worker is not None:
             check(0 <= worker < n_workers, "worker", f"an int in [0, {n_workers}) (the store's "
                   "workers)", worker)
-        if worker is None:
+            what = f"worker {worker}'s network at the last step"
+        elif args.best_member:
             worker = summarize(st).best_worker
+            what = f"the best member at the end, worker {worker}"
+        else:
+            top = top_measures(st)
+            if top is not None:
+                worker, step = top.worker, top.step
+                what = (f"the top point, worker {worker} at step {step} (the run's best "
+                        "validation value; what 'firepbt replay' retrains)")
         if worker is None:
             raise StoreError(f"store {args.store!r} has no completed round yet")
-        sched = schedule(st, worker)
-        links = chain(st, worker)
+        sched = schedule(st, worker, step)
+        links = chain(st, worker, step)
     finally:
         st.close()
     if args.json:
         print(_json(json.loads(sched.to_json())))
         return 0
-    print(f"worker {worker}: weights descend through")
+    print(f"{what}: weights descend through")
     for link in links:
         via = "initial network" if link.via is None else f"{link.via} from worker {link.received_from}"
         held = (f"steps {link.start}-{link.stop}" if link.stop > link.start else

@@ -55,6 +55,7 @@ class ExperimentConfig:
     n_subpopulations: int | None = None
     task_options: Mapping[str, Any] = field(default_factory=dict)
     schedule: Mapping[str, Any] | None = None
+    hand_tuned: Mapping[str, Any] | None = None
     executor: str = "auto"
     threads: int | None = None
     device: str = "auto"
@@ -105,6 +106,17 @@ class ExperimentConfig:
                   "could never be evaluated, so it could never evolve)",
                   list(ms) if isinstance(ms, (list, tuple)) else ms)
         object.__setattr__(self, "task_options", dict(self.task_options))
+        if self.hand_tuned is not None:
+            from .schedule import hand_tuned_settings
+
+            check(self.method == "random" and self.schedule is None, "hand_tuned",
+                  "given only with method 'random' and no fixed schedule (the shape of random "
+                  "search's hand-tuned schedule)", dict(self.hand_tuned))
+            given = dict(self.hand_tuned)
+            hand_tuned_settings(given)  # each key checked, named
+            if "decay_fractions" in given:
+                given["decay_fractions"] = [float(x) for x in given["decay_fractions"]]
+            object.__setattr__(self, "hand_tuned", given)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -286,6 +286,10 @@ class Runner:
 
         results = self.executor.train_round(jobs, self.best_score, tick)
         self._bind_checkpoint()  # the last round's, written before this round trained
+        for st in self.workers.values():  # a member on a schedule: what it trains with now
+            if st.get("schedule") and st["active"]:
+                sched = Schedule(tuple(Segment(h, int(n)) for h, n in st["schedule"]))
+                st["hparams"] = sched.hparams_at(step - 1)
         mode = self.executor.mode
         observations = {res.worker: [(s, observed_score(v, mode)) for s, v in res.evaluations]
                         for res in results}
@@ -420,9 +424,19 @@ def random_schedule_words(config: ExperimentConfig, schedule_param: str | None) 
     if schedule_param is None:
         return ("every hyperparameter stayed constant at its sampled value (no schedule_param: "
                 "give run(..., schedule_param=NAME) for the hand-tuned schedule)")
+    from .schedule import HAND_TUNED, hand_tuned_settings
+
+    shape = hand_tuned_settings(config.hand_tuned)
+    if config.hand_tuned is None or shape == hand_tuned_settings(HAND_TUNED):
+        warm, at = "5/90", "30/90, 60/90 and 80/90"
+    else:
+        warm = f"{shape['warmup_fraction']:.3g}"
+        at = ", ".join(f"{f:.3g}" for f in shape["decay_fractions"]) or "no point"
+    factor = shape["decay_factor"]
+    times = "divided by 10" if factor == 0.1 else f"multiplied by {factor:g}"
     return (f"{schedule_param} followed the hand-tuned schedule: the sampled value warmed up "
-            "linearly over the first 5/90 of training, then divided by 10 at 30/90, 60/90 and "
-            "80/90; the other hyperparameters stayed constant at their sampled values")
+            f"linearly over the first {warm} of training, then {times} at {at}; the other "
+            "hyperparameters stayed constant at their sampled values")
 
 
 def _worker_state(spec: WorkerSpec) -> dict[str, Any]:

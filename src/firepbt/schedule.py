@@ -92,6 +92,35 @@ class Schedule:
         return cls((Segment(hparams, steps),))
 
 
+HAND_TUNED = {"warmup_fraction": 5 / 90, "decay_fractions": (30 / 90, 60 / 90, 80 / 90),
+              "decay_factor": 0.1}
+
+
+def hand_tuned_settings(given: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The hand-tuned schedule's shape (:func:`hand_tuned`'s keywords): the paper's
+    (``HAND_TUNED``) with ``given``'s keys in place, each validated: ``warmup_fraction`` in
+    [0, 1), ``decay_fractions`` increasing, in (warmup_fraction, 1), ``decay_factor`` in
+    (0, 1]. A :class:`~firepbt.errors.ConfigError` names the key."""
+    given = {} if given is None else dict(given)
+    unknown = sorted(set(given) - set(HAND_TUNED))
+    check(not unknown, "hand_tuned", f"keys among {sorted(HAND_TUNED)}", unknown)
+    out = {**HAND_TUNED, **given}
+    w = out["warmup_fraction"]
+    check(isinstance(w, (int, float)) and not isinstance(w, bool) and 0 <= w < 1,
+          "hand_tuned['warmup_fraction']", "a number in [0, 1)", w)
+    fr = out["decay_fractions"]
+    ok = (isinstance(fr, (list, tuple)) and all(
+        isinstance(f, (int, float)) and not isinstance(f, bool) and w < f < 1 for f in fr)
+        and all(a < b for a, b in zip(fr[:-1], fr[1:], strict=True)))
+    check(ok, "hand_tuned['decay_fractions']", f"increasing numbers in ({w:g}, 1) (after the "
+          "warm-up, before the end)", fr)
+    f = out["decay_factor"]
+    check(isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f <= 1,
+          "hand_tuned['decay_factor']", "a number in (0, 1]", f)
+    out["decay_fractions"] = tuple(float(x) for x in fr)
+    return out
+
+
 def hand_tuned(hparams: Mapping[str, Any], name: str, total_steps: int, *,
                warmup_fraction: float = 5 / 90,
                decay_fractions: Sequence[float] = (30 / 90, 60 / 90, 80 / 90),

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import check
 from ..records import MEMBER, Decision, WorkerSpec
-from ..schedule import Schedule, hand_tuned
+from ..schedule import Schedule, hand_tuned, hand_tuned_settings
 from ..space import Space
 from .base import Controller, Observations, load_rng_state, make_rng, rng_state
 
@@ -52,7 +52,8 @@ class RandomSearch(Controller):
 
     def __init__(self, space: Space, n_members: int, total_steps: int, *,
                  schedule_param: str | None = None, fixed_schedule: Schedule | None = None,
-                 seed: int | np.random.Generator = 0) -> None:
+                 seed: int | np.random.Generator = 0,
+                 shape: Mapping[str, Any] | None = None) -> None:
         check(isinstance(n_members, int) and n_members >= 1, "workers", "an int >= 1", n_members)
         check(schedule_param is None or schedule_param in space.params, "schedule_param",
               f"one of {sorted(space.params)} or None", schedule_param)
@@ -63,6 +64,7 @@ class RandomSearch(Controller):
         self.total_steps = total_steps
         self.schedule_param = schedule_param
         self.fixed_schedule = fixed_schedule
+        self.shape = hand_tuned_settings(shape)  # the hand-tuned schedule's fractions
         self.rng = make_rng(seed)
 
     @property
@@ -76,7 +78,7 @@ class RandomSearch(Controller):
                 sched = self.fixed_schedule
             else:
                 hp = self.space.sample(self.rng)
-                sched = (hand_tuned(hp, self.schedule_param, self.total_steps)
+                sched = (hand_tuned(hp, self.schedule_param, self.total_steps, **self.shape)
                          if self.schedule_param else Schedule.constant(hp, self.total_steps))
             specs.append(WorkerSpec(w, MEMBER, 0, sched.hparams_at(0), sched))
         return specs
