@@ -220,3 +220,38 @@ def test_figure3_shows_exactly_the_curves_the_controller_compared(fire_store):
     eta = Curve.of([(s, -v) for s, v in pair.evaluator_curve])
     kappa = Curve.of([(s, -v) for s, v in pair.target_curve])
     assert d.comparison is not None and compare(eta, kappa) == d.comparison
+
+
+def test_every_hyperparameter_has_its_panel_and_the_space_is_shown(tmp_path):
+    # a space of two hyperparameters (one mnist1d-like weight decay that the trainable ignores):
+    # one Figure 4a each, both in the evaluator events and in the search-space table
+    import torch
+
+    from firepbt import LogUniform, Space, function_trainable
+
+    def _train(state, hp, steps):
+        for _ in range(steps):
+            state["w"] += hp["lr"] * (1.0 - state["w"]) - hp["weight_decay"] * state["w"]
+
+    make = function_trainable(lambda seed: {"w": torch.zeros(1) + seed % 5 / 50}, _train,
+                              lambda s: float(s["w"][0]))
+    space = Space({"lr": LogUniform(1e-3, 1e-1), "weight_decay": LogUniform(1e-5, 1e-3,
+                                                                           bounds=(1e-6, 1e-2))})
+    cfg = ExperimentConfig(task="two", method="fire", workers=12, steps=240, ready_interval=60,
+                           eval_interval=5, seed=3)
+    run(cfg, tmp_path / "s", factory=make, space=space, progress=False)
+    data = experiment_data(tmp_path / "s")
+    assert [p.param for p in data.panels] == ["lr", "weight_decay"]
+    for p in data.panels:
+        assert [b.subpopulation for b in p.bands] == [0, 1]
+        assert [v for _a, _b, v in p.best_schedule] == [h[p.param] for _a, _b, h in
+                                                        data.best_segments]
+    assigns = [e for e in data.events if e.kind == "assign_evaluator"]
+    assert assigns and all("lr=" in e.detail and "weight_decay=" in e.detail for e in assigns)
+    assert [r["name"] for r in data.space] == ["lr", "weight_decay"]
+    assert data.space[1]["bounds"] == [1e-6, 1e-2] and data.space[1]["initial"] == [1e-5, 1e-3]
+    page = report(tmp_path / "s").read_text()
+    assert 'alt="figure4a"' in page and 'alt="figure4a-weight_decay"' in page
+    assert "Each sub-population&#x27;s weight_decay over training" in page
+    assert (tmp_path / "s" / "report" / "figure4a-weight_decay.png").is_file()
+    assert "<h2>Search space</h2>" in page and "[1e-06, 0.01]" in page

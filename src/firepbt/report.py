@@ -75,6 +75,17 @@ class CurvePair:
 
 
 @dataclass(frozen=True)
+class Panel:
+    """Figure 4a for one hyperparameter: its bands per sub-population, the winning schedule's
+    values and, at each evaluator success, the target's value."""
+
+    param: str
+    bands: tuple[SubpopulationBand, ...]
+    best_schedule: tuple[tuple[int, int, float], ...]
+    successes: tuple[tuple[int, float], ...] = ()
+
+
+@dataclass(frozen=True)
 class ExperimentData:
     store: str
     config: dict[str, Any]
@@ -101,6 +112,9 @@ class ExperimentData:
     # every hyperparameter of the best schedule: (start, stop, hparams)
     best_segments: tuple[tuple[int, int, dict[str, Any]], ...] = ()
     best_hparams: dict[str, Any] | None = None
+    # one Figure 4a per numeric hyperparameter, the figures' main one (``param``) first
+    panels: tuple[Panel, ...] = ()
+    space: tuple[dict[str, Any], ...] = ()  # Space.describe() as the run stored it
 
 
 def _num(value: Any) -> float:
@@ -162,28 +176,7 @@ def experiment_data(path: str | Path) -> ExperimentData:
 
         # Figure 4a bands: hyperparameters in force during each round, per sub-population
         states = [initial["workers"]] + [r.runner_state["workers"] for r in rounds[:-1]]
-        subs = sorted({v["sub"] for v in initial["workers"].values() if v["sub"] is not None})
-        bands = []
-        for sub in subs:
-            steps, med, lo, hi = [], [], [], []
-            for i, ws in enumerate(states):
-                vals = []
-                for v in ws.values():
-                    if v["sub"] != sub or v["role"] != "member":
-                        continue
-                    if v.get("schedule"):
-                        from .schedule import Schedule, Segment
-
-                        sched = Schedule(tuple(Segment(h, int(n)) for h, n in v["schedule"]))
-                        vals.append(_num(sched.hparams_at(i * cfg.ready_interval).get(param)))
-                    elif v.get("hparams"):
-                        vals.append(_num(v["hparams"].get(param)))
-                if vals:
-                    steps.append(i * cfg.ready_interval)
-                    med.append(float(np.median(vals)))
-                    lo.append(float(np.percentile(vals, 10)))
-                    hi.append(float(np.percentile(vals, 90)))
-            bands.append(SubpopulationBand(sub, tuple(steps), tuple(med), tuple(lo), tuple(hi)))
+        bands = _bands(states, initial, cfg, param)
 
         # Figure 4b: best validation value reached by each step (best-effort members)
         wanted = set(candidates)
@@ -208,7 +201,8 @@ def experiment_data(path: str | Path) -> ExperimentData:
             counts[d.kind] = counts.get(d.kind, 0) + 1
             if isinstance(d, AssignEvaluator):
                 events.append(EvaluatorEvent(step, d.kind, d.evaluator, d.parent, d.target,
-                                             f"{param}={_fmt_value(d.hparams.get(param))}"))
+                                             ", ".join(f"{k}={_fmt_value(v)}" for k, v in
+                                                       sorted(d.hparams.items()))))
             elif isinstance(d, StopEvaluator):
                 events.append(EvaluatorEvent(step, d.kind, d.evaluator, d.parent, d.target,
                                              f"{d.reason}, {_evidence(d)}"))
@@ -221,6 +215,21 @@ def experiment_data(path: str | Path) -> ExperimentData:
                 if pair is None or d.trained_steps > pair.success_step - pair.evaluator_curve[0][0]:
                     pair = _curve_pair(st, d, step, mode,
                                        row_at.get(step - cfg.ready_interval)) or pair
+        # one panel per numeric hyperparameter
+        names = sorted({k for v in initial["workers"].values() for k in (v.get("hparams") or {})
+                        if not math.isnan(_num(v["hparams"][k]))})
+        panels = []
+        for name in [param, *(n for n in names if n != param)]:
+            succ = []
+            for _r, step, d in st.decisions(["evaluator_success"]):
+                hp = hp_after.get(step, {}).get(str(d.target), {}).get("hparams") or {}
+                if name in hp:
+                    succ.append((step, _num(hp[name])))
+            panels.append(Panel(name, bands if name == param else _bands(states, initial, cfg,
+                                                                         name),
+                                tuple((a, b, _num(h.get(name))) for a, b, h in segments),
+                                tuple(succ)))
+        space = tuple(json.loads(st.meta("space") or "[]"))
         compute = {"train_seconds": sum(r.train_seconds for r in rounds),
                    "eval_seconds": sum(r.eval_seconds for r in rounds),
                    "controller_seconds": sum(r.decide_seconds for r in rounds)}
@@ -230,9 +239,38 @@ def experiment_data(path: str | Path) -> ExperimentData:
             tuple(best_sched), tuple(bands), tuple(best_so_far), top_at_step, tuple(events),
             tuple(lineage_rows), pair, compute, counts, mode, _used(resolved_settings(cfg), st),
             summary.activity,
-            tuple(segments), summary.best_hparams)
+            tuple(segments), summary.best_hparams, tuple(panels), space)
     finally:
         st.close()
+
+
+def _bands(states: Sequence[dict[str, Any]], initial: dict[str, Any], cfg: ExperimentConfig,
+           param: str) -> tuple[SubpopulationBand, ...]:
+    """The median and 10-90% of ``param`` over each sub-population's members, round by round
+    (``states``: the workers before each round)."""
+    from .schedule import Schedule, Segment
+
+    subs = sorted({v["sub"] for v in initial["workers"].values() if v["sub"] is not None})
+    bands = []
+    for sub in subs:
+        steps, med, lo, hi = [], [], [], []
+        for i, ws in enumerate(states):
+            vals = []
+            for v in ws.values():
+                if v["sub"] != sub or v["role"] != "member":
+                    continue
+                if v.get("schedule"):
+                    sched = Schedule(tuple(Segment(h, int(n)) for h, n in v["schedule"]))
+                    vals.append(_num(sched.hparams_at(i * cfg.ready_interval).get(param)))
+                elif v.get("hparams"):
+                    vals.append(_num(v["hparams"].get(param)))
+            if vals:
+                steps.append(i * cfg.ready_interval)
+                med.append(float(np.median(vals)))
+                lo.append(float(np.percentile(vals, 10)))
+                hi.append(float(np.percentile(vals, 90)))
+        bands.append(SubpopulationBand(sub, tuple(steps), tuple(med), tuple(lo), tuple(hi)))
+    return tuple(bands)
 
 
 def _used(settings: dict[str, Any], st: Store) -> dict[str, Any]:
@@ -473,11 +511,16 @@ def figure1(data: ComparisonData, path: Path,
     return _finish(fig, ax, path, title, "training step", data.param, log_y=True)
 
 
-def figure4a(data: ExperimentData, path: Path) -> Path:
+def figure4a(data: ExperimentData, path: Path, panel: Panel | None = None) -> Path:
+    """Figure 4a for ``panel`` (default: the main hyperparameter's)."""
+    if panel is None:
+        panel = Panel(data.param, data.bands, data.best_schedule,
+                      tuple((e.step, e.value) for e in data.events
+                            if e.kind == "evaluator_success" and e.value is not None))
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 3.8))
     end = data.steps_done
-    for band in data.bands:
+    for band in panel.bands:
         # each value holds for its round: the last one up to the last step
         steps = [*band.steps, end] if band.steps and end > band.steps[-1] else list(band.steps)
         extend = len(steps) - len(band.steps)
@@ -486,15 +529,14 @@ def figure4a(data: ExperimentData, path: Path) -> Path:
         ax.fill_between(steps, [*band.low, *band.low[-1:] * extend],
                         [*band.high, *band.high[-1:] * extend], step="post", alpha=0.2,
                         color=line.get_color())
-    xs, ys = _step_xy(data.best_schedule)
+    xs, ys = _step_xy(panel.best_schedule)
     ax.plot(xs, ys, color="black", lw=1.5, ls="--", label="winning schedule")
-    succ = [(e.step, e.value) for e in data.events if e.kind == "evaluator_success"
-            and e.value is not None]
+    succ = list(panel.successes)
     if succ:
         ax.scatter([s for s, _ in succ], [v for _, v in succ], s=40, facecolors="none",
                    edgecolors="black", zorder=5, label="evaluator success")
-    return _finish(fig, ax, path, f"Figure 4a: {data.param} per sub-population "
-                   "(median, 10-90%)", "training step", data.param, log_y=True)
+    return _finish(fig, ax, path, f"Figure 4a: {panel.param} per sub-population "
+                   "(median, 10-90%)", "training step", panel.param, log_y=True)
 
 
 def _across_runs(curves: dict[str, Sequence[Sequence[tuple[int, float]]]]
@@ -639,6 +681,19 @@ def _page(title: str, parts: Sequence[str]) -> str:
             f"</title><style>{_CSS}</style></head><body>{''.join(parts)}</body></html>")
 
 
+def _range(pair: Any) -> str:
+    return "" if not pair else f"[{fmt_num(pair[0])}, {fmt_num(pair[1])}]"
+
+
+def _file_part(name: str) -> str:
+    """A hyperparameter's name as part of a file name (any name a space may hold)."""
+    import hashlib
+    import re
+
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:40]
+    return safe if safe == name and safe else f"{safe}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+
+
 def render_experiment(data: ExperimentData, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = data.config
@@ -668,17 +723,24 @@ def render_experiment(data: ExperimentData, out_dir: Path) -> Path:
                      "the network of the top score, from step 0 (<code>firepbt lineage --json"
                      "</code> writes it; <code>firepbt replay</code> retrains it).</p>"
                      + _schedule_table(data.best_segments))
-    parts.append(_img(figure4a(data, out_dir / "figure4a.png"),
-                      f"Each sub-population's {data.param} over training (median and 10-90% of "
-                      "its members), the winning schedule dashed, evaluator successes circled "
-                      "at the target's value."))
+    for i, panel in enumerate(data.panels or (None,)):
+        name = data.param if panel is None else panel.param
+        parts.append(_img(figure4a(data, out_dir / ("figure4a.png" if i == 0 else
+                                                    f"figure4a-{_file_part(name)}.png"), panel),
+                          f"Each sub-population's {name} over training (median and 10-90% of "
+                          "its members), the winning schedule dashed, evaluator successes "
+                          "circled at the target's value."))
     parts.append(_img(figure4b({method: [data.best_so_far]}, out_dir / "figure4b.png",
                                data.mode, f"{what} value"),
                       f"The best {what} value any best-effort member had reached by each step."))
     if data.curve_pair is not None:
         parts.append(_img(figure3(data.curve_pair, out_dir / "figure3.png", data.mode),
                           "An evaluator's curve against its target's, up to the success with "
-                          "the longest evaluation."))
+                          "the longest evaluation. A success means the evaluator improved "
+                          "faster than its target from the same level (best_score_diff > 0, "
+                          "and the binomial test significant: paper 3.2), not that its value "
+                          "is better at that moment: its curve may still lie below the "
+                          "target's."))
     if data.lineage:
         parts.append(_img(lineage_figure(data, out_dir / "lineage.png"),
                           "Which worker held the winning network's weights over training; "
@@ -701,6 +763,16 @@ def render_experiment(data: ExperimentData, out_dir: Path) -> Path:
             + _table(["step", "event", "evaluator", "parent", "target", "detail"],
                      [(f"{e.step:,}", e.kind, e.evaluator, e.parent, e.target, e.detail)
                       for e in data.events[:500]]))
+    if data.space:
+        parts.append("<h2>Search space</h2><p class='note'>Initial values are sampled from the "
+                     "initial range; explore multiplies by one of the factors and clips to the "
+                     "bounds.</p>" + _table(
+                         ["hyperparameter", "kind", "initial range", "bounds", "explore factors"],
+                         [(r["name"], r["kind"], _range(r.get("initial")) if "initial" in r else
+                           "choices " + ", ".join(map(str, r.get("choices", []))),
+                           _range(r.get("bounds")), ", ".join(f"{f:g}" for f in
+                                                              r.get("factors", [])))
+                          for r in data.space]))
     parts.append("<h2>Configuration</h2><p class='note'>As the run used it, defaults resolved."
                  "</p>" + _table(["setting", "value"],
                                  [(k, json.dumps(v) if isinstance(v, dict) else v)

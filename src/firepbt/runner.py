@@ -108,6 +108,9 @@ class Runner:
             "Executor", "").lower() or "custom")  # what "auto" chose
         self.store.set_meta("initial_runner_state", json.dumps(self._runner_state()))
         self.store.set_meta("mode", self.executor.mode)
+        space = getattr(self.controller, "space", None)
+        if isinstance(space, Space):  # (with the run's explore factors)
+            self.store.set_meta("space", json.dumps(space.describe()))
         self.store.set_meta("device", self.device_used)
         self.store.set_meta("device_last", self.device_used)
         if self.config.method == "random":

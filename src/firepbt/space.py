@@ -216,6 +216,22 @@ class Space:
         for name, p in self.params.items():
             p.validate(f"hparams[{name!r}]", hparams[name])
 
+    def describe(self) -> list[dict[str, Any]]:
+        """One row per hyperparameter, in name order, as plain JSON values (what the store
+        keeps and the report shows): its kind, initial range, bounds and explore factors, or
+        its choices."""
+        rows: list[dict[str, Any]] = []
+        for name in sorted(self.params):
+            p = self.params[name]
+            if isinstance(p, Categorical):
+                rows.append({"name": name, "kind": "Categorical",
+                             "choices": [c if isinstance(c, (int, float, str, bool)) or c is None
+                                         else repr(c) for c in p.choices]})
+            else:
+                rows.append({"name": name, "kind": type(p).__name__, "initial": [p.low, p.high],
+                             "bounds": list(p.limits), "factors": list(p.factors)})
+        return rows
+
     def with_factors(self, factors: Mapping[str, Sequence[float]] | Sequence[float]) -> Space:
         """A copy whose float/int parameters use other explore factors (one list, or per name;
         names not given keep their own)."""
