@@ -240,3 +240,34 @@ def test_the_hand_tuned_schedules_shape_is_configurable(tmp_path, capsys):
         args = ["run", "nqm", "--method", "random", *bad, "--store", str(tmp_path / "x")]
         code, out, err = call(capsys, *args)
         assert code == 2 and why in err and not (tmp_path / "x").exists(), err
+
+
+@pytest.mark.parametrize("steps", [120, 1800])
+def test_a_fire_run_says_where_it_did_not_show_fire(tmp_path, capsys, steps):
+    # no success (2 rounds: too short), or a parent sub-population whose median lr ended below
+    # P1's: said in the summary (and the report's story); said only when true
+    import numpy as np
+
+    from firepbt.results import fire_caveats
+
+    store = tmp_path / "f"
+    # 2 rounds of 3 evaluations: at most 3 trials, p >= 1/8, so no success can happen
+    every = "20" if steps == 120 else "5"
+    code, out, err = call(capsys, "run", "nqm", "--method", "fire", "--workers", "8", "--steps",
+                          str(steps), "--eval-interval", every, "--store", str(store),
+                          "--no-progress")
+    assert code == 0, err
+    st = Store.open(store, readonly=True)
+    try:
+        notes = fire_caveats(st)
+        successes = len(st.decisions(["evaluator_success"]))
+        ws = st.last_round().runner_state["workers"]
+    finally:
+        st.close()
+    med = {sub: np.median([v["hparams"]["lr"] for v in ws.values()
+                           if v["sub"] == sub and v["role"] == "member"]) for sub in (0, 1)}
+    assert any("No evaluator succeeded" in n for n in notes) == (successes == 0)
+    assert any("is below P1's" in n for n in notes) == (med[1] < med[0])
+    assert sum(f"Note: {n}" in out for n in notes) == len(notes)
+    if steps == 120:
+        assert successes == 0 and notes

@@ -504,6 +504,14 @@ def _print_summary(summary: Any) -> None:
         else:
             print(f"Top objective over the run: {summary.top_value:.4f} {where}")
     _print_activity(summary.activity)
+    from .results import fire_caveats
+
+    st = Store.open(summary.store, readonly=True)
+    try:
+        for line in fire_caveats(st):
+            print(f"Note: {line}")
+    finally:
+        st.close()
     if summary.random_schedule:
         print(f"Random search: {summary.random_schedule}.")
     print(f"Store: {summary.store}  (firepbt status {summary.store})")

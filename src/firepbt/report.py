@@ -35,6 +35,8 @@ from .results import (
     Activity,
     TopPoint,
     best_effort_workers,
+    fire_caveats,
+    main_param,
     resolved_settings,
     summarize,
 )
@@ -115,6 +117,7 @@ class ExperimentData:
     # one Figure 4a per numeric hyperparameter, the figures' main one (``param``) first
     panels: tuple[Panel, ...] = ()
     space: tuple[dict[str, Any], ...] = ()  # Space.describe() as the run stored it
+    caveats: tuple[str, ...] = ()  # results.fire_caveats: where FIRE PBT did not show
 
 
 def _num(value: Any) -> float:
@@ -129,24 +132,6 @@ def _fmt_value(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _param_of(cfg: ExperimentConfig, runner_state: dict[str, Any]) -> str:
-    """The hyperparameter the figures show: the task's schedule parameter, else ``lr``, else
-    the first numeric one (else the first)."""
-    from .tasks import TASKS
-
-    task = TASKS.get(cfg.task)
-    if task is not None and task.schedule_param:
-        return task.schedule_param
-    for st in runner_state["workers"].values():
-        hp = st.get("hparams")
-        if hp:
-            if "lr" in hp:
-                return "lr"
-            numeric = [k for k in sorted(hp) if not math.isnan(_num(hp[k]))]
-            return (numeric or sorted(hp))[0]
-    return "lr"
-
-
 def experiment_data(path: str | Path) -> ExperimentData:
     """Everything a report shows about one store, as plain records."""
     st = Store.open(path, readonly=True)
@@ -156,7 +141,7 @@ def experiment_data(path: str | Path) -> ExperimentData:
         summary = summarize(st)
         rounds = st.rounds()
         initial = json.loads(st.meta("initial_runner_state") or '{"workers": {}}')
-        param = _param_of(cfg, initial)
+        param = main_param(cfg, initial)
         candidates = best_effort_workers(cfg)
         top = summary.top
         replay = json.loads(st.meta("replay") or "null")
@@ -239,7 +224,8 @@ def experiment_data(path: str | Path) -> ExperimentData:
             tuple(best_sched), tuple(bands), tuple(best_so_far), top_at_step, tuple(events),
             tuple(lineage_rows), pair, compute, counts, mode, _used(resolved_settings(cfg), st),
             summary.activity,
-            tuple(segments), summary.best_hparams, tuple(panels), space)
+            tuple(segments), summary.best_hparams, tuple(panels), space,
+            tuple(fire_caveats(st)))
     finally:
         st.close()
 
@@ -449,6 +435,7 @@ def story(data: ExperimentData) -> list[str]:
     if cfg["method"] == "fire" and moves:
         out.append(f"Median {data.param} per sub-population, first round -> last: "
                    f"{'; '.join(moves)} (Figure 4a).")
+    out += data.caveats
     return out
 
 

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from .config import ExperimentConfig
 from .controllers.fire import fire_split
 from .executor import score_of
@@ -174,6 +176,69 @@ def activity(store: Store) -> Activity:
             stops[d.reason] = stops.get(d.reason, 0) + 1
     return Activity(dict(sorted(exploits.items())), assignments, successes,
                     dict(sorted(stops.items())))
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return math.nan
+
+
+def main_param(cfg: ExperimentConfig, runner_state: dict[str, Any]) -> str:
+    """The hyperparameter a run is summed up by (the report's main figure): the task's
+    schedule parameter, else ``lr``, else the first numeric one (else the first)."""
+    from .tasks import TASKS
+
+    task = TASKS.get(cfg.task)
+    if task is not None and task.schedule_param:
+        return task.schedule_param
+    for st in runner_state["workers"].values():
+        hp = st.get("hparams")
+        if hp:
+            if "lr" in hp:
+                return "lr"
+            numeric = [k for k in sorted(hp) if not math.isnan(_number(hp[k]))]
+            return (numeric or sorted(hp))[0]
+    return "lr"
+
+
+def fire_caveats(store: Store) -> list[str]:
+    """Where a FIRE PBT run did not show what FIRE PBT is for, in sentences (the summary and
+    the report say them): no evaluator success (no weights handed down: P1 was PBT on its
+    own), and a parent sub-population whose median of the main hyperparameter ended below
+    P1's (its improvement-rate fitness did not keep it higher). Empty for other methods and
+    before the first round."""
+    cfg = ExperimentConfig.from_dict(store.config)
+    last = store.last_round()
+    if cfg.method != "fire" or last is None:
+        return []
+    out = []
+    act = activity(store)
+    if act.successes == 0:
+        out.append(f"No evaluator succeeded in {last.round} rounds: no weights were handed "
+                   "down, so P1 behaved like PBT on its own. A success needs an evaluator to "
+                   "improve faster than its target over enough binomial trials (7 of 7 at "
+                   "p_stat 0.01): a longer run, more evaluations per ready interval (the "
+                   "paper's 12) or more workers give evaluators the rounds and points it takes.")
+    workers = last.runner_state["workers"]
+    initial = json.loads(store.meta("initial_runner_state") or '{"workers": {}}')
+    param = main_param(cfg, initial)
+    med: dict[int, float] = {}
+    for sub in range(n_subpopulations(cfg)):
+        vals = [_number((v.get("hparams") or {}).get(param)) for v in workers.values()
+                if v["sub"] == sub and v["role"] == "member"]
+        vals = [x for x in vals if math.isfinite(x)]
+        if vals:
+            med[sub] = float(np.median(vals))
+    if 0 in med:
+        low = [s for s in sorted(med) if s > 0 and med[s] < med[0]]
+        if low:
+            which = ", ".join(f"P{s + 1}'s {med[s]:.3g}" for s in low)
+            out.append(f"At the end the median {param} of {which} is below P1's {med[0]:.3g}: "
+                       f"in this run the improvement-rate fitness did not keep the parents' "
+                       f"{param} above the greedy sub-population's (with few rounds or few "
+                       "successes it has little to act on).")
+    return out
 
 
 def latest_scores(store: Store, workers: list[int]) -> dict[int, tuple[int, float]]:
