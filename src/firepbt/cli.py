@@ -92,8 +92,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="steps between two evaluations of the objective; divides the ready "
                    "interval (default: the task's)")
     r.add_argument("--max-eval-steps", type=_positive_int("max_eval_steps"), default=None,
-                   help="FIRE PBT: an evaluator's training budget before it must stop "
-                   "(default 3 ready intervals)")
+                   help="FIRE PBT: an evaluator's training budget: without an overlap with "
+                   "its target (or when significant but not better) it stops once it has "
+                   "trained more than this, checked each round, so up to one ready interval "
+                   "more (default 3 ready intervals)")
     r.add_argument("--p-stat", type=float, default=0.01,
                    help="FIRE PBT: significance level of the evaluators' binomial test "
                    "(default 0.01)")
