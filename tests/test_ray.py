@@ -53,6 +53,10 @@ class Faulty:
                 Path(self.marker).write_text("done")
                 if self.how == "kill":
                     os.kill(os.getpid(), signal.SIGKILL)
+                if self.how == "hang":  # a train() that never returns
+                    import time
+
+                    time.sleep(3600)
                 raise ValueError("a one-off failure")
         self.inner.train(hparams, steps)
         self.steps += steps
@@ -150,6 +154,28 @@ def test_a_member_that_keeps_failing_is_retired_and_refilled_by_exploitation(tmp
     assert nan_steps and min(nan_steps) == 60
     exploits = [d for d in decisions if d.kind == "exploit" and d.worker == 4]
     assert exploits, "the retired member must be refilled by exploitation"
+
+
+def test_a_hung_member_cannot_hold_the_run_past_its_deadline(tmp_path):
+    # worker 5's train() sleeps for an hour in round 3: at the round's deadline (3 s) its actor
+    # is killed and replaced, the members it held (2 CPUs, 2 actors: 1, 3, 5, 7) are retired
+    # for the round with NaN evaluations, and the run goes on to the end
+    import time
+
+    make = faulty(5, "hang", 120, tmp_path / "hung")
+    c = ExperimentConfig(**{**cfg("ray").to_dict(), "round_timeout": 3.0})
+    t0 = time.monotonic()
+    s = run(c, tmp_path / "ray", factory=make, space=SPACE)
+    assert s.finished and (tmp_path / "hung").exists()
+    assert time.monotonic() - t0 < 120  # not an hour
+    (evals, _tests), decisions = records(tmp_path / "ray")
+    failures = [d for d in decisions if d.kind == "worker_failure"]
+    assert sorted(f.worker for f in failures) == [1, 3, 5, 7]
+    assert {f.error for f in failures} == {"round_timeout"}
+    assert all(f.step == 100 and "retired for the round" in f.action for f in failures)
+    nan = {(w, st) for _r, w, st, v in evals if math.isnan(v)}
+    assert nan == {(w, st) for w in (1, 3, 5, 7) for st in range(110, 151, 10)}
+    assert all(math.isfinite(v) for _r, w, st, v in evals if st > 150)  # refilled, trained on
 
 
 def test_resume_after_the_driver_stops_equals_an_uninterrupted_run(tmp_path):

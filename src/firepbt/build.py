@@ -53,7 +53,8 @@ def make_executor(config: ExperimentConfig, factory: TrainableFactory,
 
         return RayExecutor(factory, address=ray_address,
                            gpus_per_worker=config.gpus_per_worker,
-                           cpus_per_actor=float(config.threads or 1))
+                           cpus_per_actor=float(config.threads or 1),
+                           round_timeout=config.round_timeout)
     from .vectorized import VectorizedExecutor
 
     return VectorizedExecutor(factory)

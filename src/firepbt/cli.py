@@ -66,6 +66,22 @@ FACTORY_HELP = ("your own trainable: module:callable, the factory seed -> Traina
                 "or the module's SPACE; TASK then names the experiment")
 
 
+def _seconds(name: str):  # type: ignore[no-untyped-def]
+    def parse(text: str) -> float:
+        from .deadlines import parse_seconds
+
+        try:
+            value = parse_seconds(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be seconds > 0 (e.g. 90, 15m, 1.5h), "
+                                             f"got {text!r}") from None
+        if not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{name} must be seconds > 0 (e.g. 90, 15m, "
+                                             f"1.5h), got {text!r}")
+        return value
+    return parse
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="firepbt", description="FIRE PBT, PBT and random search for "
                 "hyperparameter schedules.")
@@ -141,6 +157,15 @@ def _parser() -> argparse.ArgumentParser:
                    "(default 1); a crash loses at most that many rounds (on Ray, where the "
                    "actors write a checkpoint while the next round trains, that many + 1), "
                    "which resume trains again")
+    r.add_argument("--time-budget", type=_seconds("time_budget"), default=None,
+                   help="wall-clock budget of the experiment's rounds, over its runs and "
+                   "resumes: seconds, or with s/m/h (90m, 1.5h); once spent the run ends "
+                   "before its next round, everything committed kept (default: none)")
+    r.add_argument("--round-timeout", type=_seconds("round_timeout"), default=None,
+                   help="a round's training deadline (seconds, or with s/m/h; default off): "
+                   "on Ray a member past it is retired for the round and its actor replaced; "
+                   "in this process the run stops with its last round intact, naming the "
+                   "worker")
     r.add_argument("--gpus-per-worker", type=float, default=0.0,
                    help="with --executor ray: GPUs each actor declares (fractions allowed, e.g. "
                    "0.25 puts four actors, each holding several members, on a GPU; default 0: "
@@ -162,6 +187,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--factory", default=None,
                    help="an experiment on your own trainable: the module:callable it ran with "
                    "(see 'run --factory')")
+    s.add_argument("--time-budget", type=_seconds("time_budget"), default=None,
+                   help="a new budget for the experiment's rounds, all of them counted "
+                   "(e.g. larger than the one that ended it)")
     s.add_argument("--steps", type=_positive_int("steps"), default=None,
                    help="extend the run to this many steps per worker (PBT and FIRE PBT; a "
                    "finished run continues)")
@@ -391,7 +419,8 @@ def _config(args: argparse.Namespace, task: str, d: dict[str, Any], options: dic
         task_options=options, schedule=schedule, hand_tuned=_hand_tuned_arg(args),
         executor=args.executor, threads=args.threads,
         device=args.device, gpus_per_worker=args.gpus_per_worker,
-        checkpoint_interval=args.checkpoint_interval)
+        checkpoint_interval=args.checkpoint_interval, time_budget=args.time_budget,
+        round_timeout=args.round_timeout)
 
 
 def _hand_tuned_arg(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -479,7 +508,8 @@ def _print_summary(summary: Any) -> None:
 
     print()
     state = "finished" if summary.finished else "stopped"
-    print(f"Experiment {state}: {summary.steps_done}/{summary.steps_total} steps per worker.")
+    print(f"Experiment {state}: {summary.steps_done}/{summary.steps_total} steps per worker"
+          + (f" ({_ended_words(summary.ended)})." if summary.ended else "."))
     # tasks with a test set say "validation" and show the test score; the others (RL, NQM,
     # trainables without test()) say "objective"
     has_test = summary.best_test is not None or summary.top_test is not None
@@ -517,6 +547,14 @@ def _print_summary(summary: Any) -> None:
     if summary.random_schedule:
         print(f"Random search: {summary.random_schedule}.")
     print(f"Store: {summary.store}  (firepbt status {summary.store})")
+
+
+def _ended_words(ended: dict[str, Any]) -> str:
+    if ended.get("reason") == "time_budget":
+        return (f"its time budget of {ended['budget']:g} s was spent: the rounds took "
+                f"{ended['elapsed']:.0f} s; 'firepbt resume STORE --time-budget SECONDS' with "
+                "a larger budget continues it")
+    return str(ended.get("reason"))
 
 
 def _print_activity(act: Any) -> None:
@@ -610,6 +648,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
     code = _code(args, config.method)
     if args.steps is not None and args.steps != config.steps:
         config = extended(config, args.steps)
+    elif before.ended and args.time_budget is None and not before.finished:
+        print(f"firepbt: {args.store} ended by itself ({_ended_words(before.ended)})")
+        return 0
     elif before.finished:
         print(f"firepbt: {args.store} is finished ({before.steps_done}/{config.steps} steps per "
               f"worker); nothing to resume ('firepbt resume {shlex.quote(args.store)} --steps N' "
@@ -627,7 +668,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
                                               strict=True))
     try:
         summary = resume(args.store, progress=progress, ray_address=args.ray_address,
-                         device=args.device, steps=args.steps, **custom)
+                         device=args.device, steps=args.steps, time_budget=args.time_budget,
+                         **custom)
     finally:
         progress.stop()
     _print_summary(summary)
@@ -663,6 +705,7 @@ def status_dict(path: str) -> dict[str, Any]:
         "activity": None if s.activity is None else s.activity.to_dict(),
         "random_schedule": s.random_schedule,
         "last_error": last_error,
+        "ended": s.ended,
         "rounds_done": rounds[-1].round if rounds else 0,
         # where resume continues from: the last round whose checkpoint is bound
         "checkpoint_round": max((r.round for r in rounds if r.checkpoint is not None),
@@ -682,6 +725,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         e = d["last_error"]
         state = (f"stopped by an error in round {e['round']}: {e['error']}; fix it, then "
                  "'firepbt resume' continues")
+    elif state == "stopped" and d["ended"]:
+        state = f"stopped: {_ended_words(d['ended'])}"
     elif state == "stopped":
         state = "stopped: 'firepbt resume' continues it"
     if d["state"] == "stopped" and (d["checkpoint_round"] or 0) < d["rounds_done"]:

@@ -34,6 +34,11 @@ class ExperimentConfig:
     ``gpus_per_worker`` the GPUs each Ray actor declares (e.g. 0.25: four actors per GPU; Ray
     gives a GPU only to an actor that declares one, so on Ray ``auto`` is the CPU without it and
     ``cuda`` needs it: a run or resume is refused otherwise).
+    ``time_budget``: seconds the experiment's rounds may take, over all its runs and resumes
+    (None: no limit); once spent, the run ends before its next round, everything committed
+    kept (:mod:`firepbt.deadlines`). ``round_timeout``: seconds one round's training may take
+    (None, the default: no deadline); on Ray a member past it is retired for the round, in
+    this process the run stops with its last round intact (:mod:`firepbt.deadlines`).
     ``checkpoint_interval``: the members' states are checkpointed every that many rounds (and
     after the last); a crash loses at most that many rounds, which ``resume`` trains again
     (exactly, for deterministic trainables); on Ray, where a checkpoint is bound to its round
@@ -61,6 +66,8 @@ class ExperimentConfig:
     device: str = "auto"
     gpus_per_worker: float = 0.0
     checkpoint_interval: int = 1
+    time_budget: float | None = None
+    round_timeout: float | None = None
 
     def __post_init__(self) -> None:
         for rule in FIELD_RULES:  # each field on its own (declared below the class)
@@ -252,6 +259,10 @@ FIELD_RULES: tuple[FieldRule, ...] = (
               note="Ray: GPUs each actor declares, fractions allowed"),
     FieldRule("checkpoint_interval", "int", 1,
               note="rounds between checkpoints; a crash loses at most that many (Ray: + 1)"),
+    FieldRule("time_budget", "number", 0, math.inf, high_open=True, optional=True,
+              note="seconds of rounds over the experiment's runs; None: no limit"),
+    FieldRule("round_timeout", "number", 0, math.inf, high_open=True, optional=True,
+              note="seconds a round's training may take; None: no deadline"),
 )
 """Each field's own constraint. What relates fields (multiples of intervals, workers that
 truncation can select in, a FIRE layout in which every sub-population evolves -

@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .deadlines import RoundTimeout
 from .errors import ConfigError, TrainableError
 from .trainable import (
     Trainable,
@@ -213,8 +214,8 @@ def run_job(trainable: Trainable, job: TrainJob, best: BestPoint, mode: str) -> 
                 remaining -= k
                 if step % job.eval_interval == 0:
                     evaluate()
-    except ConfigError:  # the trainable broke the contract (e.g. evaluate() returned a string)
-        raise
+    except (ConfigError, RoundTimeout):  # the contract broken (e.g. evaluate() returned a
+        raise                              # string), or the round's deadline passed
     except Exception as exc:  # reported with worker, step and the original traceback
         raise TrainableError(job.worker, step, traceback.format_exc()) from exc
     held = own is not None and best.beats(own[0], own[1], job.worker)  # a finished job only
@@ -305,9 +306,11 @@ class LocalExecutor:
         self.best = BestPoint(best_score)
         out = []
         for job in jobs:
+            self.current: int | str | None = job.worker  # (who trains: a deadline names it)
             out.append(run_job(self.trainables[job.worker], job, self.best, self.mode))
             if progress is not None:
                 progress(sum(n for _, n in job.pieces))
+        self.current = None
         return out
 
     def test_best(self, worker: int, step: int) -> Callable[[], tuple[float | None, float]]:

@@ -58,6 +58,8 @@ decides, the others let go of theirs). A test lost with its actor is recorded as
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
 import secrets
@@ -225,13 +227,23 @@ class RayExecutor:
         checkpoint_writes: who writes the members' states at a checkpoint: ``"actors"`` (each
             its members, into the store's folder), ``"driver"`` (gathered in a background
             thread), or ``"auto"`` (the actors when they all see the store's folder).
+        round_timeout: seconds a round's training may take (None: no deadline). The actors
+            still busy then are killed and replaced from the round's start states, and every
+            member they held is retired for the round (NaN evaluations, a ``worker_failure``
+            with error ``round_timeout``): one actor is one process, so the members it trains
+            share its fate - for a member of its own per hung ``train()``, give the actors
+            one member each (``max_actors`` >= members, or as many CPUs).
     """
+
+    #: the runner leaves the round's deadline to this executor (it retires, not stops)
+    handles_round_timeout = True
 
     def __init__(self, factory: TrainableFactory, *, address: str | None = None,
                  num_cpus: int | None = None, cpus_per_actor: float = 1.0,
                  gpus_per_worker: float = 0.0, max_actors: int | None = None,
                  max_failures: int = 2, batched: bool = True,
-                 restart_timeout: float = 20.0, checkpoint_writes: str = "auto") -> None:
+                 restart_timeout: float = 20.0, checkpoint_writes: str = "auto",
+                 round_timeout: float | None = None) -> None:
         if checkpoint_writes not in ("auto", "actors", "driver"):
             raise ConfigError("checkpoint_writes", "'auto', 'actors' or 'driver'",
                               checkpoint_writes)
@@ -244,6 +256,7 @@ class RayExecutor:
         self.max_failures = max_failures
         self.batched = batched
         self.restart_timeout = restart_timeout
+        self.round_timeout = round_timeout
         self.hosts: list[Any] = []
         self.home: dict[int, int] = {}  # worker -> index of the actor holding it
         self.seeds: dict[int, int] = {}
@@ -368,8 +381,15 @@ class RayExecutor:
         submit(list(jobs))
         tries = {j.worker: 0 for j in jobs}
         results: dict[int, TrainResult] = {}
+        from .deadlines import clock
+
+        deadline = None if self.round_timeout is None else clock() + self.round_timeout
         while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
+            wait = None if deadline is None else max(0.0, deadline - clock())
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=wait)
+            if not ready:  # past the round's deadline: the busy actors are hung
+                self._retire_hung(pending, jobs, results)
+                break
             index, todo = pending.pop(ready[0])
             try:
                 out = ray.get(ready[0])
@@ -420,6 +440,35 @@ class RayExecutor:
             if again:
                 submit(again, one_by_one=True)
         return [results[j.worker] for j in jobs]
+
+    def _retire_hung(self, pending: dict[Any, tuple[int, list[TrainJob]]],
+                     jobs: Sequence[TrainJob], results: dict[int, TrainResult]) -> None:
+        """The round's deadline passed with calls still ``pending``: each busy actor is killed
+        and replaced from the round's start states (:meth:`_restart`), and the members it
+        held are retired for the round - NaN evaluations, which truncation selection refills
+        by exploitation - with a ``worker_failure`` each."""
+        ray = _require_ray()
+
+        hung = sorted({index for index, _todo in pending.values()})
+        pending.clear()
+        for index in hung:
+            lost = set(self._members(index))
+            for j in jobs:
+                if j.worker in lost:
+                    results[j.worker] = _retired(j)
+                    self.failures.append(WorkerFailure(
+                        j.worker, j.start, "round_timeout",
+                        f"actor {index} was still training past the round's deadline of "
+                        f"{self.round_timeout:g} s",
+                        "retired for the round (NaN evaluations); its actor was replaced "
+                        "from the state at the round's start"))
+            logging.getLogger("firepbt").warning(
+                "round deadline of %g s passed: Ray actor %d (workers %s) was killed and "
+                "replaced; its members are retired for the round", self.round_timeout, index,
+                sorted(lost))
+            with contextlib.suppress(Exception):
+                ray.kill(self.hosts[index])
+            self._restart(index)
 
     def _round_start_states(self, workers: Sequence[int]) -> dict[int, Any]:
         """The members' states at the round's start, fetched to the driver (a failure's path

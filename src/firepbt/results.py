@@ -95,6 +95,9 @@ class Summary:
     activity: Activity | None = None
     mode: str = "max"
     random_schedule: str | None = None  # random search: what its members followed, in words
+    # why a run that is not finished ended, when it ended by itself: {"reason": "time_budget",
+    # "budget": seconds, "elapsed": seconds of rounds, "round": the last one} (None otherwise)
+    ended: dict[str, Any] | None = None
 
     @property
     def top(self) -> TopPoint | None:
@@ -303,7 +306,8 @@ def summarize(store: Store) -> Summary:
                    best_worker, best_value, best_test, best_hparams,
                    None if top is None else top.value, None if top is None else top.test,
                    None if top is None else top.worker, None if top is None else top.step,
-                   activity(store), mode, store.meta("random_schedule"))
+                   activity(store), mode, store.meta("random_schedule"),
+                   json.loads(store.meta("ended") or "null"))
 
 
 class Experiment:

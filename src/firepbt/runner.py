@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from . import deadlines
 from .build import build_controller, make_executor, resolve_task, worker_seeds
 from .config import ExperimentConfig
 from .errors import ConfigError, StoreError, check
@@ -79,6 +80,7 @@ class Runner:
         self.best_score = -math.inf
         self.round = 0
         self._checkpoint_verified = False
+        self.elapsed = 0.0  # seconds the experiment's rounds took, over its runs (meta elapsed)
         # a checkpoint being written while the next round trains: (round, wait -> its name)
         self._pending: tuple[int, Callable[[], str]] | None = None
 
@@ -148,6 +150,7 @@ class Runner:
                 "%s; resuming from round %d, the rounds after it are trained again",
                 problems[0], chosen.round)
         self.store.discard_after(chosen.round)
+        self.elapsed = float(self.store.meta("elapsed") or 0.0)
         self.controller.start()  # layout; state is replaced below
         load = self.controller.load_state_dict
         try:
@@ -189,10 +192,15 @@ class Runner:
         done_here = 0
         if self.store.meta("last_error") not in (None, "null"):
             self.store.set_meta("last_error", "null")  # tried again
+        if self.store.meta("ended") not in (None, "null"):
+            self.store.set_meta("ended", "null")  # continued (e.g. with a larger budget)
         with training_threads(cfg.threads, cfg.executor != "ray"):
             try:
                 while self.round < cfg.rounds:
                     if max_rounds is not None and done_here >= max_rounds:
+                        break
+                    if cfg.time_budget is not None and self.elapsed >= cfg.time_budget:
+                        self._end_on_budget()
                         break
                     self._round(self.round + 1)
                     done_here += 1
@@ -207,6 +215,19 @@ class Runner:
                 "no evaluation of a best-effort member was finite (NaN or inf throughout): the "
                 "networks diverged, or evaluate() returns NaN; there is no best member")
         return summarize(self.store)
+
+    def _end_on_budget(self) -> None:
+        """The time budget is spent: the run ends before its next round, and says so (the
+        store's meta ``ended``; ``status`` and the summary read it)."""
+        cfg = self.config
+        self._bind_checkpoint()
+        self.store.set_meta("ended", json.dumps({
+            "reason": "time_budget", "budget": cfg.time_budget, "elapsed": self.elapsed,
+            "round": self.round}))
+        logging.getLogger("firepbt").warning(
+            "the time budget of %g s is spent (the rounds took %.1f s): the run ends after "
+            "round %d of %d; resume with a larger budget continues it", cfg.time_budget,
+            self.elapsed, self.round, cfg.rounds)
 
     def _bind_checkpoint(self) -> None:
         """Bind the checkpoint that was being written (executors with ``begin_checkpoint``) to
@@ -280,6 +301,7 @@ class Runner:
     def _round(self, r: int) -> None:
         cfg = self.config
         step = r * cfg.ready_interval
+        began = deadlines.clock()
         jobs = self._jobs(r)
 
         def tick(n: int) -> None:
@@ -287,7 +309,11 @@ class Runner:
                 self.progress((r - 1) * cfg.ready_interval, cfg.steps,
                               {"advance": n / max(1, len(jobs)), "round": r})
 
-        results = self.executor.train_round(jobs, self.best_score, tick)
+        if getattr(self.executor, "handles_round_timeout", False):  # Ray: it retires members
+            results = self.executor.train_round(jobs, self.best_score, tick)
+        else:
+            with deadlines.round_deadline(cfg.round_timeout, r, self._training_now):
+                results = self.executor.train_round(jobs, self.best_score, tick)
         self._bind_checkpoint()  # the last round's, written before this round trained
         for st in self.workers.values():  # a member on a schedule: what it trains with now
             if st.get("schedule") and st["active"]:
@@ -348,14 +374,27 @@ class Runner:
         if take is not None:
             decisions = [*take(), *decisions]
         evals = [(res.worker, s, v) for res in results for s, v in res.evaluations]
-        self.store.commit_round(row, evals, tests, decisions,
-                                meta=None if final is None else {"final": json.dumps(final)})
+        elapsed = self.elapsed + (deadlines.clock() - began)
+        meta = {"elapsed": repr(elapsed)}
+        if final is not None:
+            meta["final"] = json.dumps(final)
+        self.store.commit_round(row, evals, tests, decisions, meta=meta)
+        self.elapsed = elapsed
         self.round = r
         if r == cfg.rounds:
             self._bind_checkpoint()
         if self.progress is not None:
             self.progress(step, cfg.steps, {"round": r, "best": self.best_score,
                                             "done": True})
+
+    def _training_now(self) -> str | None:
+        """Who is training, as the round deadline names it."""
+        current = getattr(self.executor, "current", None)
+        if current is None:
+            return None
+        if isinstance(current, int):
+            return f"worker {current}"
+        return str(current)
 
     def _apply(self, decisions: list[Decision], r: int) -> None:
         """Apply the decisions in order; every weight copy gives the receiving worker an
@@ -507,13 +546,15 @@ def resume(store: str | Path, *, factory: TrainableFactory | None = None,
            space: Space | None = None, schedule_param: str | None = None,
            progress: ProgressFn | bool | None = None, max_rounds: int | None = None,
            ray_address: str | None = None, device: str | None = None,
-           steps: int | None = None) -> Summary:
+           steps: int | None = None, time_budget: float | None = None) -> Summary:
     """Continue a stopped or killed experiment from its last completed round (``progress`` as
     for :func:`run`). ``device`` trains the rest elsewhere than the stored configuration says
     (e.g. ``"cpu"`` for a store begun on a GPU machine; checkpoints hold CPU tensors).
     ``steps`` extends the run to that many steps per worker (PBT and FIRE PBT; random search
     follows schedules fixed to the run's length): a finished run continues from its last
-    round, and its final member and replay, which were the old end's, are taken again then."""
+    round, and its final member and replay, which were the old end's, are taken again then.
+    ``time_budget`` replaces the experiment's budget (:mod:`firepbt.deadlines`: all of its
+    rounds count, those of earlier runs too)."""
     st = Store.open(store)
     runner = None
     bar = None
@@ -522,6 +563,9 @@ def resume(store: str | Path, *, factory: TrainableFactory | None = None,
         if steps is not None and steps != config.steps:
             config = extended(config, steps)
             st.extend(config.to_dict())
+        if time_budget is not None and time_budget != config.time_budget:
+            config = dataclasses.replace(config, time_budget=time_budget)  # (validated)
+            st.set_meta("config", json.dumps(config.to_dict()))
         if device is not None:
             config = dataclasses.replace(config, device=device)
         _check_ray_address(config, ray_address)

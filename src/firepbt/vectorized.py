@@ -84,6 +84,8 @@ class VectorizedExecutor(LocalExecutor):
             self.best = best = BestPoint(best_score)
         if not jobs:
             return []
+        # (who trains, as a round deadline names it: all of them at once)
+        self.current = f"the batched population (workers {jobs[0].worker}-{jobs[-1].worker})"
         old_threads = torch.get_num_threads()
         if self.threads is not None:
             torch.set_num_threads(self.threads)
