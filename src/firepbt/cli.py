@@ -305,6 +305,12 @@ def _main(args: argparse.Namespace) -> int:
     except sqlite3.DatabaseError as exc:
         store = str(getattr(args, "store", None) or getattr(args, "path", None))
         why = " ".join(str(exc).split())
+        if isinstance(exc, sqlite3.OperationalError) and "locked" in why:
+            print(f"firepbt: error: store {store!r} is locked by another process holding its "
+                  f"database (SQLite: {why}); the store is not damaged: run the command again "
+                  "once that process lets go ('firepbt resume' continues a run)",
+                  file=sys.stderr)
+            return 2
         print(f"firepbt: error: store {store!r} is damaged (SQLite: {why}); keep a copy and "
               "recover it with sqlite3's .recover", file=sys.stderr)
         return 2
@@ -474,6 +480,7 @@ def _parse_factors(items: list[str] | None) -> Any:
         out = {}
         for item in items:
             name, _, values = item.partition("=")
+            check(name not in out, "factors", "each hyperparameter named once", items)
             try:
                 out[name] = tuple(float(v) for v in values.split(","))
             except ValueError:

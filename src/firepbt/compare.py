@@ -93,7 +93,12 @@ def plan(task: str, methods: Sequence[str], seeds: Sequence[int], workers: int,
     :func:`firepbt.devices.resolve_device`)."""
     for m in methods:
         check(m in METHODS, "methods", f"a list of {list(METHODS)}", list(methods))
+    check(len(set(methods)) == len(methods), "methods", "each method once", list(methods))
     check(len(seeds) >= 1, "seeds", "at least one seed", list(seeds))
+    check(len(set(seeds)) == len(seeds), "seeds", "each seed once (two runs of one seed are "
+          "one run)", list(seeds))
+    check(len(set(fire_workers)) == len(fire_workers), "fire_workers", "each count once",
+          list(fire_workers))
     specs = []
     for m in methods:
         counts = fire_workers if m == "fire" else [workers]
@@ -147,6 +152,8 @@ def run_comparison(out: Path, specs: Sequence[RunSpec], jobs: int = 2,
                    on_update: Callable[[int, int, str], None] | None = None) -> list[dict[str, Any]]:
     """Run (or resume) every spec with up to ``jobs`` child processes, then write the table."""
     check(isinstance(jobs, int) and jobs >= 1, "jobs", "an int >= 1", jobs)
+    check(not (out / "experiment.sqlite").exists(), "out", "a folder for the comparison, not "
+          "an experiment's store", str(out))
     out.mkdir(parents=True, exist_ok=True)
     spec_file = out / "comparison.json"
     spec_json = json.dumps([asdict(s) for s in specs], indent=1)

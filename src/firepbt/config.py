@@ -113,6 +113,9 @@ class ExperimentConfig:
                   "could never be evaluated, so it could never evolve)",
                   list(ms) if isinstance(ms, (list, tuple)) else ms)
         object.__setattr__(self, "task_options", dict(self.task_options))
+        check(self.schedule is None or self.method == "random", "schedule",
+              "given only with method 'random' (PBT and FIRE PBT find their own schedules)",
+              None if self.schedule is None else "a schedule")
         if self.hand_tuned is not None:
             from .schedule import hand_tuned_settings
 
@@ -242,7 +245,8 @@ def _num(x: float) -> str:
 FIELD_RULES: tuple[FieldRule, ...] = (
     FieldRule("task", "name"),
     FieldRule("method", "choice", choices=METHODS),
-    FieldRule("workers", "int", 1),
+    FieldRule("workers", "int", 1, 100_001,
+              note="a population beyond 100,000 is refused before anything is sampled"),
     FieldRule("steps", "int", 1),
     FieldRule("ready_interval", "int", 1),
     FieldRule("eval_interval", "int", 1),
@@ -252,7 +256,7 @@ FIELD_RULES: tuple[FieldRule, ...] = (
     FieldRule("max_eval_steps", "int", 1, optional=True, note="default: 3 ready intervals"),
     FieldRule("n_subpopulations", "int", 2, optional=True, note="default: from workers"),
     FieldRule("executor", "choice", choices=EXECUTORS),
-    FieldRule("threads", "int", 0, optional=True,
+    FieldRule("threads", "int", 0, 1025, optional=True,
               note="0: PyTorch's own setting; None, the default: the free cores"),
     FieldRule("device", "device"),
     FieldRule("gpus_per_worker", "number", 0, math.inf, high_open=True, low_closed=True,

@@ -27,6 +27,7 @@ import numpy as np
 
 from .config import ExperimentConfig
 from .controllers.fire import curve_from
+from .errors import ConfigError, StoreError
 from .executor import observed_score, score_of
 from .lineage import chain
 from .lineage import schedule as lineage_schedule
@@ -828,7 +829,15 @@ def _is_rl(data: ComparisonData) -> bool:
 def report(path: str | Path, out_dir: str | Path | None = None) -> Path:
     """Write ``report.html`` (and the PNG figures) for a store or a comparison folder."""
     path = Path(path)
+    if out_dir is not None and not str(out_dir).strip():
+        raise ConfigError("out", "a folder path (not empty)", str(out_dir))
     out = Path(out_dir) if out_dir is not None else path / "report"
+    if out_dir is None:  # inside the store: never written through a symbolic link (a store
+        for p in (out, *(out.glob("*") if out.is_dir() else ())):  # from elsewhere may hold
+            if p.is_symlink():                                       # links out of it)
+                raise StoreError(f"the report folder {str(out)!r} holds a symbolic link "
+                                 f"({p.name}); firepbt does not write through links - remove "
+                                 "it, or give --out")
     if (path / "comparison.json").exists():
         return render_comparison(comparison_data(path), out)
     return render_experiment(experiment_data(path), out)

@@ -133,11 +133,17 @@ class Runner:
             return
         states = chosen = None
         problems = []
+        wanted = set(int(w) for w in rows[-1].runner_state["workers"])
         for row in reversed(rows[-KEEP_CHECKPOINTS:]):
             try:
                 states = self.store.read_checkpoint(row.checkpoint)
             except StoreError as exc:
                 problems.append(str(exc))
+                continue
+            if set(states) != wanted:  # every worker's state, no other (an edited file)
+                problems.append(f"checkpoint {row.checkpoint} holds the states of workers "
+                                f"{sorted(states)[:8]}..., not of the run's {len(wanted)}")
+                states = None
                 continue
             chosen = row
             break
@@ -194,7 +200,7 @@ class Runner:
             self.store.set_meta("last_error", "null")  # tried again
         if self.store.meta("ended") not in (None, "null"):
             self.store.set_meta("ended", "null")  # continued (e.g. with a larger budget)
-        with training_threads(cfg.threads, cfg.executor != "ray"):
+        with training_threads(self._threads(), cfg.executor != "ray"):
             try:
                 while self.round < cfg.rounds:
                     if max_rounds is not None and done_here >= max_rounds:
@@ -215,6 +221,27 @@ class Runner:
                 "no evaluation of a best-effort member was finite (NaN or inf throughout): the "
                 "networks diverged, or evaluate() returns NaN; there is no best member")
         return summarize(self.store)
+
+    def _threads(self) -> int | None:
+        """PyTorch's threads for this process's training: the configuration's, or when it
+        leaves them to firepbt (None) the count the experiment's first run chose, kept in the
+        store (meta ``threads_used``) - floating-point sums depend on it, so a resume on a
+        machine with other free cores still ends exactly where an uninterrupted run would."""
+        cfg = self.config
+        if cfg.threads is not None or cfg.executor == "ray":
+            return cfg.threads
+        stored = self.store.meta("threads_used")
+        if stored is not None:
+            return int(stored)
+        from .threads import auto_threads
+
+        n = auto_threads()
+        if not n:  # OMP_NUM_THREADS decides: the count it gives
+            import torch
+
+            n = torch.get_num_threads()
+        self.store.set_meta("threads_used", str(n))
+        return n
 
     def _end_on_budget(self) -> None:
         """The time budget is spent: the run ends before its next round, and says so (the

@@ -85,7 +85,14 @@ class Schedule:
         data = json.loads(text)
         if not isinstance(data, dict) or not isinstance(data.get("segments"), list):
             raise ConfigError("schedule", "a JSON object with a 'segments' list", text[:80])
-        return cls(tuple(Segment(s["hparams"], int(s["steps"])) for s in data["segments"]))
+        segs = []
+        for i, seg in enumerate(data["segments"]):
+            steps = seg.get("steps") if isinstance(seg, dict) else None
+            # an int, as written: 200.9, true or "200" are not a number of steps
+            check(type(steps) is int and steps > 0, f"schedule.segments[{i}].steps",
+                  "an int > 0", steps)
+            segs.append(Segment(seg["hparams"], steps))
+        return cls(tuple(segs))
 
     @classmethod
     def constant(cls, hparams: Mapping[str, Any], steps: int) -> Schedule:

@@ -50,6 +50,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import sqlite3
 import time
@@ -65,6 +66,9 @@ SCHEMA_VERSION = 1
 DB_NAME = "experiment.sqlite"
 LOCK_NAME = "writer.lock"
 KEEP_CHECKPOINTS = 2
+# seconds the driver waits for another process's lock on the database (a reader's snapshot,
+# sqlite3's shell) before it gives up; Python's default is 5
+BUSY_TIMEOUT = 30.0
 PARTS_SUFFIX = ".parts"  # a checkpoint written in parts (a folder, see Store.parts_folder)
 MANIFEST = "manifest.json"
 _DIGESTS = "CREATE TABLE IF NOT EXISTS checkpoint_digests (name TEXT PRIMARY KEY, sha256 TEXT NOT NULL)"
@@ -248,7 +252,7 @@ class Store:
             _fsync(tmp)
             os.replace(tmp, root / DB_NAME)  # the store exists from this rename on
             _fsync(root)
-            conn = sqlite3.connect(root / DB_NAME)
+            conn = sqlite3.connect(root / DB_NAME, timeout=BUSY_TIMEOUT)
         except BaseException:
             lock.release()
             raise
@@ -269,10 +273,8 @@ class Store:
                 raise StoreError(f"store {str(root)!r} is read-only; copy it somewhere writable "
                                  "to continue it ('status', 'lineage' and 'report' read it as is)")
             lock = _WriterLock.acquire(root)
-        uri = f"file:{db}?mode=ro" if readonly else f"file:{db}"
         try:
-            conn = sqlite3.connect(uri, uri=True)
-            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            conn, meta = _connect(db, readonly)
         except sqlite3.DatabaseError as exc:
             if lock is not None:
                 lock.release()
@@ -291,9 +293,8 @@ class Store:
         if not readonly:
             with conn:
                 conn.execute(_DIGESTS)  # stores made before checkpoints had digests
-            for pattern in ("*.tmp", "*/*.tmp"):  # writes that were killed
-                for tmp in (root / "checkpoints").glob(pattern):
-                    tmp.unlink(missing_ok=True)
+            for tmp in _own_entries(root / "checkpoints", "*.tmp", deep=True):  # killed writes
+                tmp.unlink(missing_ok=True)
         return cls(root, conn, lock)
 
     def check_integrity(self) -> None:
@@ -357,6 +358,13 @@ class Store:
                 if wanted is None or k in wanted]
 
     def checkpoint_path(self, name: str) -> Path:
+        """A checkpoint's file (or parts folder) by its name, which must be one the store
+        writes (``round-NNNNNN.pt`` or ``.parts``): a name read from the database never points
+        outside ``checkpoints/``."""
+        if not _CHECKPOINT_NAME.fullmatch(name):
+            raise StoreError(f"store {str(self.path)!r} names a checkpoint {name!r}, which is "
+                             "not one firepbt writes (round-NNNNNN.pt or .parts); the database "
+                             "was edited")
         return self.path / "checkpoints" / name
 
     # -- writing (driver only) -------------------------------------------------------------
@@ -488,7 +496,14 @@ class Store:
                 self.conn.execute(f"DELETE FROM {table} WHERE round > ?", (round_index,))
             if gone:
                 self.conn.execute("DELETE FROM meta WHERE key IN ('final', 'replay')")
-        for f in (self.path / "checkpoints").glob("round-*"):  # those rounds' checkpoints
+            # their checkpoints' digests too: a round trained again writes a checkpoint of the
+            # same name, which is checked against its own digest, not the discarded one's
+            with contextlib.suppress(sqlite3.OperationalError):  # (older stores: no digests)
+                stale = [n for (n,) in self.conn.execute("SELECT name FROM checkpoint_digests")
+                         if _round_of(n) > round_index]
+                self.conn.executemany("DELETE FROM checkpoint_digests WHERE name=?",
+                                      [(n,) for n in stale])
+        for f in _own_entries(self.path / "checkpoints", "round-*"):  # those rounds' files
             if _round_of(f.name) > round_index:
                 _remove(f)
 
@@ -517,7 +532,7 @@ class Store:
         if not keep:
             return
         oldest = min(_round_of(k) for k in keep)
-        for f in (self.path / "checkpoints").glob("round-*"):
+        for f in _own_entries(self.path / "checkpoints", "round-*"):
             if f.name not in keep and _round_of(f.name) <= oldest:
                 _remove(f)
         with self.conn:
@@ -534,8 +549,53 @@ def _round_of(name: str) -> int:
         return -1
 
 
+_CHECKPOINT_NAME = re.compile(r"round-\d{6,}(\.pt|" + re.escape(PARTS_SUFFIX) + ")")
+
+
+def _own_entries(folder: Path, pattern: str, deep: bool = False) -> list[Path]:
+    """The entries of ``folder`` matching ``pattern`` that are its own - never a symbolic link
+    nor what lies behind one (a store received from someone else may hold links: removing
+    through them would delete files outside the store); with ``deep``, also in its own
+    sub-folders. Nothing when ``folder`` is itself a link."""
+    if folder.is_symlink() or not folder.is_dir():
+        return []
+    out = []
+    for entry in folder.iterdir():
+        if entry.is_symlink():
+            continue
+        if entry.match(pattern):
+            out.append(entry)
+        if deep and entry.is_dir():
+            out += [e for e in entry.iterdir() if not e.is_symlink() and e.match(pattern)]
+    return out
+
+
+def _connect(db: Path, readonly: bool) -> tuple[sqlite3.Connection, dict[str, str]]:
+    """The store's database and its meta table. The path goes into SQLite's URI quoted (a
+    folder named ``q?x`` or ``p%41`` is that folder). Read-only: ``mode=ro``, and where SQLite
+    cannot open a database in WAL mode read-only (a cleanly closed store on a read-only
+    medium or folder: no ``-shm`` file to share), ``immutable=1`` - no other process can be
+    writing it there."""
+    from urllib.request import pathname2url
+
+    base = "file:" + pathname2url(os.path.abspath(db))
+    if not readonly:
+        conn = sqlite3.connect(base, uri=True, timeout=BUSY_TIMEOUT)
+        return conn, dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    try:
+        conn = sqlite3.connect(base + "?mode=ro", uri=True)
+        return conn, dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    except sqlite3.OperationalError:
+        if os.access(db.parent, os.W_OK) and os.access(db, os.W_OK):
+            raise
+    conn = sqlite3.connect(base + "?immutable=1", uri=True)
+    return conn, dict(conn.execute("SELECT key, value FROM meta").fetchall())
+
+
 def _remove(path: Path) -> None:
-    if path.is_dir():
+    if path.is_symlink():  # the link itself, never what it points to
+        path.unlink(missing_ok=True)
+    elif path.is_dir():
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
@@ -618,10 +678,19 @@ def _encode(obj: Any, where: str) -> Any:
     import torch
 
     if isinstance(obj, torch.Tensor):  # checkpoints hold CPU tensors: portable across devices
-        return obj if obj.device.type == "cpu" else obj.cpu()
-    if obj is None or isinstance(obj, (bool, int, float, str, bytes, torch.dtype,
-                                       torch.device, torch.Size)):
+        t = obj if obj.device.type == "cpu" else obj.cpu()
+        if t.layout == torch.strided and t.untyped_storage().nbytes() > t.nbytes:
+            # a view of a larger tensor: torch.save writes the whole storage, so the view alone
+            t = t.clone()
+        return t
+    if obj is None or type(obj) in (bool, int, float, str, bytes) or isinstance(
+            obj, (torch.dtype, torch.device, torch.Size)):
         return obj
+    for base in (bool, int, float, str, bytes):  # np.str_, IntEnum, str subclasses: what
+        if isinstance(obj, base) and not isinstance(obj, np.generic):  # weights_only reads
+            return base(obj)
+    if isinstance(obj, (np.str_, np.bytes_)):
+        return str(obj) if isinstance(obj, np.str_) else bytes(obj)
     if isinstance(obj, np.ndarray):
         if obj.dtype.kind not in "biuf" or obj.dtype.byteorder == ">":
             raise StoreError(f"{where} must hold tensors, numbers, strings and containers of "
@@ -670,8 +739,11 @@ class _WriterLock:
         except ImportError:  # pragma: no cover - Windows: no lock
             return None
         path = root / LOCK_NAME
+        if path.is_symlink():  # never write through a link (into a file outside the store)
+            raise StoreError(f"store {str(root)!r} holds a symbolic link as its {LOCK_NAME}; "
+                             "firepbt does not write through links - remove it")
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
         except OSError as exc:
             raise StoreError(f"store {str(root)!r} cannot be written ({exc.strerror or exc}); "
                              "copy it somewhere writable to continue it") from None
