@@ -267,3 +267,64 @@ def test_r13_a_view_of_a_large_tensor_is_checkpointed_alone(tmp_path):
         progress=False, max_rounds=2)
     sizes = [p.stat().st_size for p in (tmp_path / "s" / "checkpoints").glob("*.pt")]
     assert sizes and max(sizes) < 1 << 20
+
+
+def test_r9_one_line_where_tracebacks_were(tmp_path, monkeypatch, capsys):
+    import torch as _torch
+
+    # a full disk while a checkpoint is written (torch raises RuntimeError): one line, the
+    # committed rounds kept
+    cfg = ExperimentConfig(**{**CFG, "task": "nqm", "task_options": {"dims": 50}})
+    run(cfg, tmp_path / "s", progress=False, max_rounds=2)
+    real = _torch.save
+
+    def full(obj, f, *a, **k):
+        raise RuntimeError("[enforce fail at inline_container.cc:595] . unexpected pos 64 vs 0"
+                           "\nNo space left on device")
+
+    monkeypatch.setattr(_torch, "save", full)
+    assert main(["resume", str(tmp_path / "s"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "checkpoint round-000003.pt cannot be written" in err[0]
+    monkeypatch.setattr(_torch, "save", real)
+    assert resume(tmp_path / "s", progress=False).finished
+    # a --factory whose module raises, or exits, as it is imported
+    (tmp_path / "raising.py").write_text("raise RuntimeError('boom at import')\n")
+    (tmp_path / "exiting.py").write_text("import sys\nsys.exit(3)\n")
+    (tmp_path / "broken.py").write_text("def make(:\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for spec, why in (("raising:make", "raised RuntimeError: boom at import"),
+                      ("exiting:make", "raised SystemExit: 3"),
+                      ("broken:make", "raised SyntaxError")):
+        assert main(["replay", str(tmp_path / "s"), "--factory", spec]) == 2
+        err = capsys.readouterr().err
+        assert why in err and len(err.strip().splitlines()) == 1, err
+    # a schedule whose numbers overflow, or nested too deep for JSON
+    for text in ('{"segments": [{"hparams": {"lr": 0.5}, "steps": 1e999}]}',
+                 "[" * 50000 + "]" * 50000):
+        (tmp_path / "sched.json").write_text(text)
+        assert main(["run", "nqm", "--method", "random", "--schedule", "sched.json",
+                     "--store", "r"]) == 2
+        err = capsys.readouterr().err
+        assert "schedule" in err and " must be " in err and len(err.strip().splitlines()) == 1
+
+
+def test_r9_a_comparison_whose_runs_fail_says_so_in_one_line(tmp_path, monkeypatch, capsys):
+    (tmp_path / "failing.py").write_text(
+        "from firepbt import LogUniform, Space\n"
+        "SPACE = Space({'lr': LogUniform(1e-3, 1e-1)})\n"
+        "class T:\n"
+        "    def train(self, hparams, steps): raise ValueError('always')\n"
+        "    def evaluate(self): return 0.0\n"
+        "    def state_dict(self): return {}\n"
+        "    def load_state_dict(self, state): pass\n"
+        "def make(seed): return T()\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code = main(["compare", "failing", "--factory", "failing:make", "--out", "c", "--methods",
+                 "pbt", "--workers", "4", "--seeds", "0", "--steps", "20", "--ready-interval",
+                 "10", "--eval-interval", "5"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1
+    assert "1 of the comparison's runs failed: pbt-w4-s0" in err[0]

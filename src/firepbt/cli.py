@@ -459,7 +459,8 @@ def _schedule_arg(args: argparse.Namespace, space: Any, steps: int) -> dict[str,
         sched = Schedule.from_json(path.read_text())
     except ConfigError:
         raise
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, OverflowError,
+            RecursionError) as exc:
         raise ConfigError("schedule", what, f"{args.schedule} ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
     from .controllers.random_search import check_schedule

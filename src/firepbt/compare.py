@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from .config import METHODS, ExperimentConfig
-from .errors import ConfigError, check
+from .errors import ConfigError, FirePBTError, check
 
 LABELS = {"random": "RS hand-tuned schedule", "pbt": "PBT", "fire": "FIRE PBT"}
 
@@ -189,7 +189,9 @@ def run_comparison(out: Path, specs: Sequence[RunSpec], jobs: int = 2,
             if on_update:
                 on_update(done, len(specs), f"{spec.name} in {time.time() - t0:.0f} s")
     if failures:
-        raise RuntimeError(f"runs failed (see their .log in {out / 'runs'}): {failures}")
+        raise FirePBTError(f"{len(failures)} of the comparison's runs failed: "
+                           f"{', '.join(failures)} (each says why in its .log in "
+                           f"{out / 'runs'}); rerunning the same command resumes them")
     rows = table_rows(out, specs)
     from .tasks import TASKS
 

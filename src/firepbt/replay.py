@@ -124,6 +124,10 @@ def load_factory(spec: str) -> TrainableFactory:
         obj: Any = importlib.import_module(module)
     except ImportError as exc:
         raise ConfigError("factory", what, f"{spec} (cannot import {module!r}: {exc})") from None
+    except (Exception, SystemExit) as exc:  # the module fails as it is imported
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ConfigError("factory", what, f"{spec} (importing {module!r} raised "
+                          f"{type(exc).__name__}: {first})") from None
     for part in name.split("."):
         if not hasattr(obj, part):
             raise ConfigError("factory", what, f"{spec} ({module!r} has no {name!r})")

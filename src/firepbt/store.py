@@ -611,7 +611,15 @@ def write_states(path: Path, states: Mapping[int, Any]) -> str:
     data = {str(k): _encode(v, f"state of worker {k}") for k, v in states.items()}
     path = Path(path)
     tmp = path.with_suffix(".tmp")
-    torch.save(data, tmp)
+    try:
+        torch.save(data, tmp)
+    except (RuntimeError, OSError) as exc:  # a full disk, a folder gone: torch says RuntimeError
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise StoreError(f"checkpoint {path.name} cannot be written in {str(path.parent)!r} "
+                         f"({first}); the rounds committed before are kept - free space or "
+                         "restore the folder, then 'firepbt resume' continues") from None
     _fsync(tmp)
     digest = _digest(tmp)
     os.replace(tmp, path)
