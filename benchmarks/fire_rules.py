@@ -50,64 +50,34 @@ def rules_of(variant: str) -> dict[str, object]:
 
 def run_one(task_name: str, variant: str, seed: int, workers: int, steps: int, ready: int,
             every: int, method: str = "fire") -> dict[str, float]:
+    import importlib.util
+    from pathlib import Path
+
     import torch
 
-    from firepbt.build import worker_seeds
-    from firepbt.controllers import PBT, FirePBT
-    from firepbt.controllers.fire import FireRules
-    from firepbt.records import AssignEvaluator, EvaluatorSuccess, Exploit, StopEvaluator
-    from firepbt.runner import copy_seed
+    from firepbt import PBT, ExperimentConfig, FirePBT, FireRules
+    from firepbt.build import build_controller
     from firepbt.tasks import get_task
 
     torch.set_num_threads(1)
+    spec = importlib.util.spec_from_file_location(  # the ask/tell loop of the example
+        "ask_tell", Path(__file__).resolve().parents[1] / "examples" / "ask_tell.py")
+    example = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(example)  # type: ignore[union-attr]
     task = get_task(task_name)
-    if method == "fire":
-        controller = FirePBT(task.space, ready_interval=ready, workers=workers, seed=seed,
-                             rules=FireRules(**rules_of(variant)))  # type: ignore[arg-type]
-    else:
-        controller = PBT(task.space, workers, seed=seed)
-    specs = controller.start()
-    seeds = worker_seeds(seed, len(specs))
-    nets = {s.worker: task.make(seeds[s.worker]) for s in specs}
-    sign = -1.0 if getattr(nets[0], "mode", "max") == "min" else 1.0
-    hparams = {s.worker: s.hparams for s in specs}
-    active = {s.worker for s in specs if s.role == "member"}
-    best = set(controller.best_candidates())
-    top, successes, final = -math.inf, 0, -math.inf
+    config = ExperimentConfig(task=task_name, method=method, workers=workers, steps=steps,
+                              ready_interval=ready, eval_interval=every, seed=seed)
+    controller: FirePBT | PBT = build_controller(config, task.space, None)  # type: ignore
+    if method == "fire":  # the same controller, seeded the same way, with the variant's rules
+        controller = FirePBT(task.space, ready_interval=ready, workers=workers,
+                             seed=controller.rng, rules=FireRules(**rules_of(variant)))
+    sign = -1.0 if getattr(task.make(0), "mode", "max") == "min" else 1.0
     t0 = time.perf_counter()
-    for r in range(1, steps // ready + 1):
-        observations = {}
-        for w in sorted(active):
-            points = [(0, sign * nets[w].evaluate())] if r == 1 else []
-            for k in range(ready // every):
-                nets[w].train(hparams[w], every)
-                points.append(((r - 1) * ready + (k + 1) * every, sign * nets[w].evaluate()))
-            observations[w] = points
-        for w in best:
-            top = max([top, *(v for _s, v in observations[w] if math.isfinite(v))])
-        if r == steps // ready:
-            final = max(observations[w][-1][1] for w in best)
-        decisions = controller.decide(r * ready, observations)
-
-        def copy(source: int, dest: int, i: int, r: int = r) -> None:
-            nets[dest].load_state_dict(nets[source].state_dict())
-            if hasattr(nets[dest], "reseed"):
-                nets[dest].reseed(copy_seed(seed, r, i))
-
-        for i, d in enumerate(decisions):  # in order, as the runner applies them
-            if isinstance(d, Exploit):
-                copy(d.source, d.worker, i)
-                hparams[d.worker] = dict(d.new_hparams)
-            elif isinstance(d, AssignEvaluator):
-                copy(d.parent, d.evaluator, i)
-                hparams[d.evaluator] = dict(d.hparams)
-                active.add(d.evaluator)
-            elif isinstance(d, EvaluatorSuccess):
-                copy(d.evaluator, d.target, i)
-                active.discard(d.evaluator)
-                successes += 1
-            elif isinstance(d, StopEvaluator):
-                active.discard(d.evaluator)
+    decisions, seen = example.drive(config, task.make, task.space, controller)
+    best = controller.best_candidates()
+    top = max(v for w in best for _s, v in seen[w] if math.isfinite(v))
+    final = max(seen[w][-1][1] for w in best)
+    successes = sum(d.kind == "evaluator_success" for d in decisions)
     return {"top": sign * top, "final": sign * final, "successes": successes,
             "seconds": time.perf_counter() - t0}
 
