@@ -328,3 +328,48 @@ def test_r9_a_comparison_whose_runs_fail_says_so_in_one_line(tmp_path, monkeypat
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1
     assert "1 of the comparison's runs failed: pbt-w4-s0" in err[0]
+
+
+def test_r6_a_store_moved_while_its_run_goes_on_is_not_written_at_its_old_path(tmp_path):
+    # the run's store is moved away and a new run takes the old path: the first run stops at
+    # its next write instead of putting its checkpoints (and prunes) into the new store
+    import shutil
+
+    cfg = ExperimentConfig(**{**CFG, "task": "nqm", "task_options": {"dims": 50}})
+    moved = []
+
+    def progress(step, total, info):
+        if info.get("done") and info["round"] == 2 and not moved:
+            shutil.move(str(tmp_path / "s"), str(tmp_path / "s.moved"))
+            run(ExperimentConfig(**{**cfg.to_dict(), "seed": 9}), tmp_path / "s",
+                progress=False, max_rounds=1)
+            moved.append(True)
+
+    with pytest.raises(StoreError, match="was moved or replaced while this run wrote it"):
+        run(cfg, tmp_path / "s", progress=progress)
+    st = Store.open(tmp_path / "s", readonly=True)  # the new store: its own checkpoint only
+    assert st.config["seed"] == 9 and st.last_round().round == 1
+    assert sorted(p.name for p in (tmp_path / "s" / "checkpoints").iterdir()) == \
+        ["round-000001.pt"]
+    st.close()
+    assert resume(tmp_path / "s.moved", progress=False).finished  # the moved one continues
+
+
+def test_r9_a_damaged_database_is_one_line(tmp_path, capsys):
+    cfg = ExperimentConfig(**{**CFG, "task": "nqm", "task_options": {"dims": 50}})
+    for name, sql in (("config", "UPDATE meta SET value='[1, 2]' WHERE key='config'"),
+                      ("config-junk", "UPDATE meta SET value='{nope' WHERE key='config'"),
+                      ("state", "UPDATE rounds SET runner_state='{}'"),
+                      ("deep", "UPDATE rounds SET controller_state='" + "[" * 100000 + "'"),
+                      ("decision", "UPDATE decisions SET payload='{\"kind\": \"exploit\"}'"),
+                      ("value", "UPDATE evaluations SET value='text'")):
+        path = tmp_path / name
+        run(cfg, path, progress=False, max_rounds=2)
+        conn = sqlite3.connect(path / "experiment.sqlite")
+        with conn:
+            conn.execute(sql)
+        conn.close()
+        for verb in (["status"], ["lineage"], ["report"], ["resume", "--no-progress"]):
+            code = main([verb[0], str(path), *verb[1:]])
+            err = capsys.readouterr().err.strip().splitlines()
+            assert code == 2 and len(err) == 1 and "damaged" in err[0], (name, verb, err)

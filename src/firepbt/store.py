@@ -97,7 +97,21 @@ def _to_db(x: float) -> float | None:
 
 
 def _from_db(x: float | None) -> float:
-    return math.nan if x is None else float(x)
+    if x is None:
+        return math.nan
+    if isinstance(x, (int, float)):
+        return float(x)
+    raise StoreError(f"a stored evaluation holds {type(x).__name__} {str(x)[:40]!r}, not a "
+                     "number: the store's database was edited or is damaged")
+
+
+def _decoded(path: Path, text: Any, what: str) -> Any:
+    """JSON the store wrote, or a one-line :class:`StoreError` naming what is damaged."""
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise StoreError(f"store {str(path)!r} is damaged: its {what} is not valid JSON "
+                         f"({type(exc).__name__})") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,14 +341,19 @@ class Store:
         if row is None:
             raise StoreError(f"store {str(self.path)!r} has no configuration (it is not a "
                              "complete firepbt store)")
-        return json.loads(row[0])
+        config = _decoded(self.path, row[0], "configuration")
+        if not isinstance(config, dict):
+            raise StoreError(f"store {str(self.path)!r} is damaged: its configuration is not a "
+                             f"JSON object (got {type(config).__name__})")
+        return config
 
     def last_round(self) -> RoundRow | None:
         row = self.conn.execute("SELECT * FROM rounds ORDER BY round DESC LIMIT 1").fetchone()
-        return None if row is None else _round_row(row)
+        return None if row is None else _round_row(row, self.path)
 
     def rounds(self) -> list[RoundRow]:
-        return [_round_row(r) for r in self.conn.execute("SELECT * FROM rounds ORDER BY round")]
+        return [_round_row(r, self.path)
+                for r in self.conn.execute("SELECT * FROM rounds ORDER BY round")]
 
     def evaluations(self, worker: int | None = None) -> list[tuple[int, int, int, float]]:
         """``(round, worker, step, raw value)`` in worker, step order."""
@@ -354,8 +373,18 @@ class Store:
         """``(round, step, decision)`` in the order they were applied."""
         rows = self.conn.execute("SELECT round, step, kind, payload FROM decisions ORDER BY id")
         wanted = None if kinds is None else set(kinds)
-        return [(r, s, decision_from_dict(json.loads(p))) for r, s, k, p in rows
-                if wanted is None or k in wanted]
+        out = []
+        for r, s, k, p in rows:
+            if wanted is None or k in wanted:
+                try:
+                    out.append((r, s, decision_from_dict(_decoded(self.path, p, "decision"))))
+                except (KeyError, TypeError, ValueError) as exc:
+                    if isinstance(exc, StoreError):
+                        raise
+                    raise StoreError(f"store {str(self.path)!r} is damaged: a decision of "
+                                     f"round {r} cannot be read ({type(exc).__name__}: "
+                                     f"{str(exc)[:100]})") from None
+        return out
 
     def checkpoint_path(self, name: str) -> Path:
         """A checkpoint's file (or parts folder) by its name, which must be one the store
@@ -375,14 +404,32 @@ class Store:
         States must hold only what ``_encode`` accepts (module doc). Thread-safe with respect to
         the database: it touches only the checkpoint folder."""
         name = f"round-{round_index:06d}.pt"
+        self._check_in_place()
         self._pending_digests[name] = write_states(self.checkpoint_path(name), states)
         return name
+
+    def _check_in_place(self) -> None:
+        """The writer's store is still at its path: the lock file there is the one this
+        process holds. A store moved (or replaced) while its run goes on would otherwise take
+        this run's checkpoints and prunes into whatever now lies at the old path."""
+        if self.lock is None:
+            return
+        try:
+            here = os.stat(self.path / LOCK_NAME)
+        except OSError:
+            here = None
+        held = os.fstat(self.lock.fd)
+        if here is None or (here.st_ino, here.st_dev) != (held.st_ino, held.st_dev):
+            raise StoreError(f"store {str(self.path)!r} was moved or replaced while this run "
+                             "wrote it; the run stopped without writing there - 'firepbt "
+                             "resume' the store where it is now")
 
     def parts_folder(self, round_index: int) -> Path:
         """An empty folder for a checkpoint written in parts by several processes (the Ray
         actors, each its own members' states, with :func:`write_states`), then sealed by
         :meth:`seal_parts`. Anything left there by an earlier, unfinished attempt is removed."""
         folder = self.checkpoint_path(f"round-{round_index:06d}{PARTS_SUFFIX}")
+        self._check_in_place()
         if folder.exists():
             shutil.rmtree(folder)
         folder.mkdir()
@@ -465,6 +512,7 @@ class Store:
                      tests: Iterable[tuple[int, int, float]], decisions: Iterable[Decision],
                      meta: Mapping[str, str] | None = None) -> None:
         """One round, atomically (with ``meta`` entries written in the same transaction)."""
+        self._check_in_place()
         with self.conn:
             for key, value in (meta or {}).items():
                 self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
@@ -526,6 +574,7 @@ class Store:
     def _prune_checkpoints(self) -> None:
         """Keep the last ``KEEP_CHECKPOINTS`` bound checkpoints and anything newer (a
         checkpoint still being written, bound after its round); remove the older ones."""
+        self._check_in_place()
         keep = [r[0] for r in self.conn.execute(
             "SELECT checkpoint FROM rounds WHERE checkpoint IS NOT NULL ORDER BY round DESC LIMIT ?",
             (KEEP_CHECKPOINTS,))]
@@ -799,6 +848,10 @@ class _WriterLock:
             os.close(self.fd)
 
 
-def _round_row(row: tuple[Any, ...]) -> RoundRow:
-    return RoundRow(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]),
-                    json.loads(row[7]), row[8])
+def _round_row(row: tuple[Any, ...], path: Path = Path("?")) -> RoundRow:
+    controller, runner = (_decoded(path, row[6], f"round {row[0]}'s controller state"),
+                          _decoded(path, row[7], f"round {row[0]}'s runner state"))
+    if not isinstance(runner, dict) or not isinstance(runner.get("workers"), dict):
+        raise StoreError(f"store {str(path)!r} is damaged: round {row[0]}'s runner state "
+                         "holds no workers")
+    return RoundRow(row[0], row[1], row[2], row[3], row[4], row[5], controller, runner, row[8])
