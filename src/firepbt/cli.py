@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import METHODS, ExperimentConfig
-from .errors import ConfigError, FirePBTError, StoreError, check
+from .errors import ConfigError, FirePBTError, MissingExtra, StoreError, check
 from .progress import ProgressBar
 
 OBJECTIVES = ("accuracy", "f1")
@@ -60,6 +60,11 @@ def _positive_int(name: str):  # type: ignore[no-untyped-def]
         return value
     return parse
 
+
+LOG_HELP = ("watch the run in a tracker (repeatable): tensorboard:DIR, wandb:PROJECT (W&B's "
+            "settings apply, e.g. WANDB_MODE=offline) or mlflow:URI (a tracking URI, or a folder "
+            "that gets an SQLite store); each needs its extra, e.g. pip install "
+            "'firepbt[tensorboard]'")
 
 FACTORY_HELP = ("your own trainable: module:callable, the factory seed -> Trainable (imported "
                 "from the current folder), with its Space as the factory's 'space' attribute "
@@ -173,6 +178,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto",
                    help="where built-in tasks train: auto (default: CUDA when available), cpu, "
                    "cuda or cuda:N")
+    r.add_argument("--log", action="append", default=None, metavar="SPEC", help=LOG_HELP)
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     s = sub.add_parser("resume", help="continue a stopped or killed experiment (or extend a "
@@ -193,6 +199,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=_positive_int("steps"), default=None,
                    help="extend the run to this many steps per worker (PBT and FIRE PBT; a "
                    "finished run continues)")
+    s.add_argument("--log", action="append", default=None, metavar="SPEC",
+                   help=LOG_HELP + "; first given the rounds it has not seen (on a finished run: "
+                   "all of them)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     t = sub.add_parser("status", help="progress and best member of a store")
@@ -299,7 +308,7 @@ def _stopped(args: argparse.Namespace, what: str) -> str:
 def _main(args: argparse.Namespace) -> int:
     try:
         return int(_COMMANDS[args.command](args) or 0)
-    except (ConfigError, StoreError) as exc:
+    except (ConfigError, StoreError, MissingExtra) as exc:
         print(f"firepbt: error: {exc}", file=sys.stderr)
         return 2
     except sqlite3.DatabaseError as exc:
@@ -592,8 +601,10 @@ def _fmt(hparams: Any) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     from .build import check_device
     from .runner import run
+    from .tracking import callbacks_of
 
     config = _config_from_args(args)
+    trackers = callbacks_of(args.log)  # a missing extra: one line, before anything is written
     check_device(config)  # an absent device: one line, before anything is printed
     code = _code(args, config.method)
     if config.factors is not None:  # names of the task's hyperparameters, checked now too
@@ -614,7 +625,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     custom = {} if code is None else dict(zip(("factory", "space", "schedule_param"), code,
                                               strict=True))
     try:
-        summary = run(config, store, progress=progress, ray_address=args.ray_address, **custom)
+        summary = run(config, store, progress=progress, ray_address=args.ray_address,
+                      callbacks=trackers, **custom)
     finally:
         progress.stop()
     _print_summary(summary)
@@ -638,7 +650,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from .runner import extended, resume
     from .store import Store
     from .tasks import TASKS
+    from .tracking import callbacks_of
 
+    trackers = callbacks_of(args.log)
     st = Store.open(args.store)  # (a second writer is refused now, in one line)
     try:
         config = ExperimentConfig.from_dict(st.config)
@@ -659,6 +673,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
     elif before.ended and args.time_budget is None and not before.finished:
         print(f"firepbt: {args.store} ended by itself ({_ended_words(before.ended)})")
         return 0
+    elif before.finished and trackers:
+        print(f"firepbt: {args.store} is finished; giving the trackers the rounds they have not "
+              "seen")
+        resume(args.store, progress=False, device=args.device, callbacks=trackers, **(
+            {} if code is None else dict(zip(("factory", "space", "schedule_param"), code,
+                                             strict=True))))
+        return 0
     elif before.finished:
         print(f"firepbt: {args.store} is finished ({before.steps_done}/{config.steps} steps per "
               f"worker); nothing to resume ('firepbt resume {shlex.quote(args.store)} --steps N' "
@@ -677,7 +698,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     try:
         summary = resume(args.store, progress=progress, ray_address=args.ray_address,
                          device=args.device, steps=args.steps, time_budget=args.time_budget,
-                         **custom)
+                         callbacks=trackers, **custom)
     finally:
         progress.stop()
     _print_summary(summary)

@@ -31,6 +31,10 @@ class StoreError(FirePBTError):
     """The experiment store is missing, not ours, or inconsistent."""
 
 
+class MissingExtra(FirePBTError, ImportError):
+    """An optional feature's library is not installed; the message names the extra."""
+
+
 class TrainableError(FirePBTError):
     """A user trainable raised; carries the worker, the step and the original traceback."""
 

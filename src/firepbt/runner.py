@@ -19,7 +19,7 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from .selection import rank_key
 from .space import Space
 from .store import KEEP_CHECKPOINTS, RoundRow, Store
 from .threads import training_threads
+from .tracking import TrackerSet, callbacks_of
 from .trainable import TrainableFactory
 
 ProgressFn = Callable[[int, int, dict[str, Any]], None]
@@ -66,7 +67,8 @@ class Runner:
     def __init__(self, config: ExperimentConfig, factory: TrainableFactory, space: Space,
                  store: Store, *, schedule_param: str | None = None,
                  executor: Any = None,
-                 progress: ProgressFn | None = None, ray_address: str | None = None) -> None:
+                 progress: ProgressFn | None = None, ray_address: str | None = None,
+                 tracking: TrackerSet | None = None) -> None:
         self.config = config
         self.store = store
         self.controller = build_controller(config, space, schedule_param)
@@ -76,6 +78,8 @@ class Runner:
         # where a built-in task trains (resolve_task); your own trainable chooses for itself
         self.device_used = str(getattr(factory, "firepbt_device", "chosen by the trainable"))
         self.progress = progress
+        # callbacks after each committed round (firepbt.tracking)
+        self.tracking = tracking if tracking is not None else TrackerSet(())
         self.workers: dict[int, dict[str, Any]] = {}
         self.best_score = -math.inf
         self.round = 0
@@ -202,6 +206,8 @@ class Runner:
             self.store.set_meta("ended", "null")  # continued (e.g. with a larger budget)
         with training_threads(self._threads(), cfg.executor != "ray"):
             try:
+                self.tracking.start(self.store, cfg, self.executor.mode,
+                                    self.controller.best_candidates(), self.round)
                 while self.round < cfg.rounds:
                     if max_rounds is not None and done_here >= max_rounds:
                         break
@@ -213,6 +219,8 @@ class Runner:
             except BaseException:
                 self._bind_after_failure()
                 raise
+            finally:
+                self.tracking.close()
             self._bind_checkpoint()
             if self.round >= cfg.rounds and self.store.meta("final") is None:
                 self._finish()
@@ -408,6 +416,8 @@ class Runner:
         self.store.commit_round(row, evals, tests, decisions, meta=meta)
         self.elapsed = elapsed
         self.round = r
+        self.tracking.round_committed(r, step, evals, tests, decisions, self._runner_state(),
+                                      row.train_seconds, row.eval_seconds)
         if r == cfg.rounds:
             self._bind_checkpoint()
         if self.progress is not None:
@@ -519,7 +529,7 @@ def _worker_state(spec: WorkerSpec) -> dict[str, Any]:
 def run(config: ExperimentConfig, store: str | Path, *, factory: TrainableFactory | None = None,
         space: Space | None = None, schedule_param: str | None = None,
         progress: ProgressFn | bool | None = None, max_rounds: int | None = None,
-        ray_address: str | None = None) -> Summary:
+        ray_address: str | None = None, callbacks: Sequence[Any] | None = None) -> Summary:
     """Run a new experiment into a new store.
 
     For a built-in task give only ``config`` and ``store``; for your own trainable also give
@@ -528,9 +538,12 @@ def run(config: ExperimentConfig, store: str | Path, *, factory: TrainableFactor
     ``progress``: None shows a progress bar when standard output is a terminal, False none,
     True always; or a function ``progress(step, total, info)`` (see :mod:`firepbt.progress`).
     ``ray_address`` names a Ray cluster for ``executor="ray"`` (default ``RAY_ADDRESS``, else a
-    local Ray instance).
+    local Ray instance). ``callbacks``: functions ``report -> None``, tracker objects, or
+    ``--log`` specs (``"tensorboard:DIR"``, ``"wandb:PROJECT"``, ``"mlflow:URI"``), each given
+    every committed round (:mod:`firepbt.tracking`).
     """
     _check_ray_address(config, ray_address)
+    tracking = TrackerSet(callbacks_of(callbacks))
     factory, space, schedule_param = resolve_task(config, factory, space, schedule_param)
     build_controller(config, space, schedule_param)  # every setting checked before a store exists
     existed = Store.check_new(store).exists()
@@ -540,7 +553,7 @@ def run(config: ExperimentConfig, store: str | Path, *, factory: TrainableFactor
     try:
         runner = Runner(config, factory, space, st, schedule_param=schedule_param,
                         progress=_progress_fn(progress, bar),
-                        ray_address=ray_address)
+                        ray_address=ray_address, tracking=tracking)
         runner.start_new()
         return runner.run(max_rounds)
     except Exception as exc:
@@ -573,7 +586,8 @@ def resume(store: str | Path, *, factory: TrainableFactory | None = None,
            space: Space | None = None, schedule_param: str | None = None,
            progress: ProgressFn | bool | None = None, max_rounds: int | None = None,
            ray_address: str | None = None, device: str | None = None,
-           steps: int | None = None, time_budget: float | None = None) -> Summary:
+           steps: int | None = None, time_budget: float | None = None,
+           callbacks: Sequence[Any] | None = None) -> Summary:
     """Continue a stopped or killed experiment from its last completed round (``progress`` as
     for :func:`run`). ``device`` trains the rest elsewhere than the stored configuration says
     (e.g. ``"cpu"`` for a store begun on a GPU machine; checkpoints hold CPU tensors).
@@ -581,7 +595,9 @@ def resume(store: str | Path, *, factory: TrainableFactory | None = None,
     follows schedules fixed to the run's length): a finished run continues from its last
     round, and its final member and replay, which were the old end's, are taken again then.
     ``time_budget`` replaces the experiment's budget (:mod:`firepbt.deadlines`: all of its
-    rounds count, those of earlier runs too)."""
+    rounds count, those of earlier runs too). ``callbacks`` as for :func:`run`: each is first
+    given the committed rounds it has not seen, then the new ones."""
+    tracking = TrackerSet(callbacks_of(callbacks))
     st = Store.open(store)
     runner = None
     bar = None
@@ -599,7 +615,7 @@ def resume(store: str | Path, *, factory: TrainableFactory | None = None,
         factory, space, schedule_param = resolve_task(config, factory, space, schedule_param)
         runner = Runner(config, factory, space, st, schedule_param=schedule_param,
                         progress=_progress_fn(progress, None),
-                        ray_address=ray_address)
+                        ray_address=ray_address, tracking=tracking)
         runner.restore()
         bar = _bar(progress, config.steps, runner.round * config.ready_interval)
         if bar is not None:
