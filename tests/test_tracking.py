@@ -9,6 +9,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -343,3 +344,81 @@ def test_make_tracker_refuses_unknown_kinds():
         make_tracker("tb:x")
     with pytest.raises(ConfigError):
         make_tracker("tensorboard:")
+
+
+# -- the live report -------------------------------------------------------------------------
+
+def test_a_snapshot_sees_no_round_committed_after_it_began(full, tmp_path):
+    import shutil
+
+    path = tmp_path / "s"
+    shutil.copytree(full[0], path)
+    writer = Store.open(path)
+    reader = Store.open(path, readonly=True)
+    try:
+        last = writer.last_round()
+        writer.discard_after(last.round - 1)  # one round fewer, then written back below
+        n_evals = len(reader.evaluations())
+        with reader.snapshot():
+            before = reader.last_round().round
+            writer.commit_round(last, [(0, 10**6, 1.0)], [], [])  # a round commits meanwhile
+            assert len(reader.evaluations()) == n_evals  # ...unseen inside the snapshot
+            assert reader.last_round().round == before
+        assert reader.last_round().round == before + 1  # ...seen after it
+        assert len(reader.evaluations()) == n_evals + 1
+    finally:
+        reader.close()
+        writer.close()
+
+
+def test_live_report_follows_a_running_experiment_in_chromium(tmp_path):
+    import re
+    import signal
+
+    from browser import Browser, chromium
+
+    if chromium() is None:
+        if os.environ.get("FIREPBT_REQUIRE_BROWSER"):  # (.ci/run installs it)
+            pytest.fail("Chromium is not installed, and FIREPBT_REQUIRE_BROWSER is set")
+        pytest.skip("Chromium is not installed (Debian: apt-get install chromium; CI installs it)")
+    store = tmp_path / "exp"
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "firepbt", "run", "nqm", "--method", "fire", "--workers", "8",
+         "--steps", "6000", "--ready-interval", "60", "--eval-interval", "5", "--store",
+         str(store), "--no-progress", "--executor", "local"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    watcher = browser = None
+    try:
+        from firepbt.live import last_round
+
+        deadline = time.monotonic() + 60
+        while not (store / "experiment.sqlite").exists() or last_round(store)[0] < 1:
+            assert time.monotonic() < deadline and writer.poll() is None
+            time.sleep(0.2)
+        watcher = subprocess.Popen(
+            [sys.executable, "-m", "firepbt", "report", str(store), "--watch", "--port", "0",
+             "--every", "0.5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = watcher.stdout.readline()
+        url = re.search(r"http://127\.0\.0\.1:\d+/", line)
+        assert url, line + watcher.stderr.read()
+        browser = Browser()
+        browser.open(url.group(0))
+        shown = re.compile(r"Live: round (\d+) of 100 \(step (\d+) of 6000\)")
+        first = browser.wait_text(lambda t: shown.search(t) is not None)
+        r1 = int(shown.search(first).group(1))
+        assert "Winning schedule" in first and "Each sub-population" in first  # the report
+        # two rounds later, the page (reloading itself) shows the new step
+        later = browser.wait_text(lambda t: bool(shown.search(t))
+                                  and int(shown.search(t).group(1)) >= r1 + 2, timeout=90)
+        r2, step2 = map(int, shown.search(later).groups())
+        assert step2 == 60 * r2 > 60 * r1
+        assert writer.poll() is None or writer.returncode == 0  # the writer was never blocked
+    finally:
+        if browser is not None:
+            browser.close()
+        if watcher is not None:
+            watcher.send_signal(signal.SIGINT)
+            watcher.wait(timeout=30)
+        writer.send_signal(signal.SIGINT)
+        writer.wait(timeout=60)
+    assert writer.returncode in (0, 130), writer.stderr.read()

@@ -225,6 +225,16 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default=None, help="folder for report.html and the PNGs "
                      "(default PATH/report)")
 
+    rep.add_argument("--watch", action="store_true",
+                     help="serve the report of a store while its run goes on, rendered again "
+                     "after each committed round (the page reloads itself); Ctrl-C stops")
+    rep.add_argument("--port", type=int, default=8000,
+                     help="with --watch: the port (default 8000; 0 takes a free one)")
+    rep.add_argument("--host", default="127.0.0.1",
+                     help="with --watch: the address to serve on (default 127.0.0.1, this "
+                     "machine only)")
+    rep.add_argument("--every", type=_seconds("every"), default=2.0,
+                     help="with --watch: seconds between looks at the store (default 2)")
     rp = sub.add_parser("replay", help="retrain the top schedule from scratch on the full "
                         "training set and report its test score (paper 4.1)")
     rp.add_argument("store", help="the store folder")
@@ -890,6 +900,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import report
 
+    if args.watch:
+        from .live import serve
+
+        check(0 <= args.port <= 65535, "--port", "a port in [0, 65535] (0: a free one)",
+              args.port)
+        if (Path(args.path) / "comparison.json").exists():
+            raise ConfigError("--watch", "given with a store (a comparison's report is written "
+                              "once its runs are done)", args.path)
+        serve(args.path, host=args.host, port=args.port, every=args.every,
+              on_ready=lambda url: print(f"firepbt: live report of {args.path} at {url} "
+                                         "(Ctrl-C stops it)", flush=True))
+        return 0
     page = report(args.path, args.out)
     print(f"report: {page}")
     return 0

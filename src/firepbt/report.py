@@ -137,98 +137,103 @@ def experiment_data(path: str | Path) -> ExperimentData:
     """Everything a report shows about one store, as plain records."""
     st = Store.open(path, readonly=True)
     try:
-        cfg = ExperimentConfig.from_dict(st.config)
-        mode = st.meta("mode") or "max"
-        summary = summarize(st)
-        rounds = st.rounds()
-        initial = json.loads(st.meta("initial_runner_state") or '{"workers": {}}')
-        param = main_param(cfg, initial)
-        candidates = best_effort_workers(cfg)
-        top = summary.top
-        replay = json.loads(st.meta("replay") or "null")
-
-        # best schedule: the one behind the top validation score
-        best_sched: list[tuple[int, int, float]] = []
-        segments: list[tuple[int, int, dict[str, Any]]] = []
-        lineage_rows: list[tuple[int, int, int, int | None, str | None]] = []
-        if top is not None:
-            pos = 0
-            for seg in lineage_schedule(st, top.worker, top.step).segments:
-                best_sched.append((pos, pos + seg.steps, _num(seg.hparams.get(param))))
-                segments.append((pos, pos + seg.steps, dict(seg.hparams)))
-                pos += seg.steps
-            lineage_rows = [(lk.worker, lk.start, lk.stop, lk.received_from, lk.via)
-                            for lk in chain(st, top.worker, top.step)]
-
-        # Figure 4a bands: hyperparameters in force during each round, per sub-population
-        states = [initial["workers"]] + [r.runner_state["workers"] for r in rounds[:-1]]
-        bands = _bands(states, initial, cfg, param)
-
-        # Figure 4b: best validation value reached by each step (best-effort members)
-        wanted = set(candidates)
-        by_step: dict[int, float] = {}
-        for _r, w, s, v in st.evaluations():
-            sc = score_of(v, mode)
-            if w in wanted and math.isfinite(sc):
-                by_step[s] = max(by_step.get(s, -math.inf), sc)
-        best_so_far, running = [], -math.inf
-        for s in sorted(by_step):
-            running = max(running, by_step[s])
-            best_so_far.append((s, score_of(running, mode)))
-        top_at_step = tuple((s, score_of(by_step[s], mode)) for s in sorted(by_step))
-
-        # evaluator events and hyperparameters of targets at successes
-        hp_after = {r.step: r.runner_state["workers"] for r in rounds}
-        row_at = {r.step: r for r in rounds}
-        events = []
-        counts: dict[str, int] = {}
-        pair = None
-        for _r, step, d in st.decisions():
-            counts[d.kind] = counts.get(d.kind, 0) + 1
-            if isinstance(d, AssignEvaluator):
-                events.append(EvaluatorEvent(step, d.kind, d.evaluator, d.parent, d.target,
-                                             ", ".join(f"{k}={_fmt_value(v)}" for k, v in
-                                                       sorted(d.hparams.items()))))
-            elif isinstance(d, StopEvaluator):
-                events.append(EvaluatorEvent(step, d.kind, d.evaluator, d.parent, d.target,
-                                             f"{d.reason}, {_evidence(d)}"))
-            elif isinstance(d, EvaluatorSuccess):
-                hp = hp_after.get(step, {}).get(str(d.target), {}).get("hparams") or {}
-                events.append(EvaluatorEvent(
-                    step, d.kind, d.evaluator, d.parent, d.target, _evidence(d),
-                    _num(hp[param]) if param in hp else None))
-                # the most telling example: the success with the longest evaluator curve
-                if pair is None or d.trained_steps > pair.success_step - pair.evaluator_curve[0][0]:
-                    pair = _curve_pair(st, d, step, mode,
-                                       row_at.get(step - cfg.ready_interval)) or pair
-        # one panel per numeric hyperparameter
-        names = sorted({k for v in initial["workers"].values() for k in (v.get("hparams") or {})
-                        if not math.isnan(_num(v["hparams"][k]))})
-        panels = []
-        for name in [param, *(n for n in names if n != param)]:
-            succ = []
-            for _r, step, d in st.decisions(["evaluator_success"]):
-                hp = hp_after.get(step, {}).get(str(d.target), {}).get("hparams") or {}
-                if name in hp:
-                    succ.append((step, _num(hp[name])))
-            panels.append(Panel(name, bands if name == param else _bands(states, initial, cfg,
-                                                                         name),
-                                tuple((a, b, _num(h.get(name))) for a, b, h in segments),
-                                tuple(succ)))
-        space = tuple(json.loads(st.meta("space") or "[]"))
-        compute = {"train_seconds": sum(r.train_seconds for r in rounds),
-                   "eval_seconds": sum(r.eval_seconds for r in rounds),
-                   "controller_seconds": sum(r.decide_seconds for r in rounds)}
-        return ExperimentData(
-            str(st.path), cfg.to_dict(), param, summary.steps_done, summary.finished,
-            summary.best_worker, summary.best_value, summary.best_test, top, replay,
-            tuple(best_sched), tuple(bands), tuple(best_so_far), top_at_step, tuple(events),
-            tuple(lineage_rows), pair, compute, counts, mode, _used(resolved_settings(cfg), st),
-            summary.activity,
-            tuple(segments), summary.best_hparams, tuple(panels), space,
-            tuple(fire_caveats(st)))
+        with st.snapshot():  # (a store being written: every read sees the same rounds)
+            return _experiment_data(st)
     finally:
         st.close()
+
+
+def _experiment_data(st: Store) -> ExperimentData:
+    cfg = ExperimentConfig.from_dict(st.config)
+    mode = st.meta("mode") or "max"
+    summary = summarize(st)
+    rounds = st.rounds()
+    initial = json.loads(st.meta("initial_runner_state") or '{"workers": {}}')
+    param = main_param(cfg, initial)
+    candidates = best_effort_workers(cfg)
+    top = summary.top
+    replay = json.loads(st.meta("replay") or "null")
+
+    # best schedule: the one behind the top validation score
+    best_sched: list[tuple[int, int, float]] = []
+    segments: list[tuple[int, int, dict[str, Any]]] = []
+    lineage_rows: list[tuple[int, int, int, int | None, str | None]] = []
+    if top is not None:
+        pos = 0
+        for seg in lineage_schedule(st, top.worker, top.step).segments:
+            best_sched.append((pos, pos + seg.steps, _num(seg.hparams.get(param))))
+            segments.append((pos, pos + seg.steps, dict(seg.hparams)))
+            pos += seg.steps
+        lineage_rows = [(lk.worker, lk.start, lk.stop, lk.received_from, lk.via)
+                        for lk in chain(st, top.worker, top.step)]
+
+    # Figure 4a bands: hyperparameters in force during each round, per sub-population
+    states = [initial["workers"]] + [r.runner_state["workers"] for r in rounds[:-1]]
+    bands = _bands(states, initial, cfg, param)
+
+    # Figure 4b: best validation value reached by each step (best-effort members)
+    wanted = set(candidates)
+    by_step: dict[int, float] = {}
+    for _r, w, s, v in st.evaluations():
+        sc = score_of(v, mode)
+        if w in wanted and math.isfinite(sc):
+            by_step[s] = max(by_step.get(s, -math.inf), sc)
+    best_so_far, running = [], -math.inf
+    for s in sorted(by_step):
+        running = max(running, by_step[s])
+        best_so_far.append((s, score_of(running, mode)))
+    top_at_step = tuple((s, score_of(by_step[s], mode)) for s in sorted(by_step))
+
+    # evaluator events and hyperparameters of targets at successes
+    hp_after = {r.step: r.runner_state["workers"] for r in rounds}
+    row_at = {r.step: r for r in rounds}
+    events = []
+    counts: dict[str, int] = {}
+    pair = None
+    for _r, step, d in st.decisions():
+        counts[d.kind] = counts.get(d.kind, 0) + 1
+        if isinstance(d, AssignEvaluator):
+            events.append(EvaluatorEvent(step, d.kind, d.evaluator, d.parent, d.target,
+                                         ", ".join(f"{k}={_fmt_value(v)}" for k, v in
+                                                   sorted(d.hparams.items()))))
+        elif isinstance(d, StopEvaluator):
+            events.append(EvaluatorEvent(step, d.kind, d.evaluator, d.parent, d.target,
+                                         f"{d.reason}, {_evidence(d)}"))
+        elif isinstance(d, EvaluatorSuccess):
+            hp = hp_after.get(step, {}).get(str(d.target), {}).get("hparams") or {}
+            events.append(EvaluatorEvent(
+                step, d.kind, d.evaluator, d.parent, d.target, _evidence(d),
+                _num(hp[param]) if param in hp else None))
+            # the most telling example: the success with the longest evaluator curve
+            if pair is None or d.trained_steps > pair.success_step - pair.evaluator_curve[0][0]:
+                pair = _curve_pair(st, d, step, mode,
+                                   row_at.get(step - cfg.ready_interval)) or pair
+    # one panel per numeric hyperparameter
+    names = sorted({k for v in initial["workers"].values() for k in (v.get("hparams") or {})
+                    if not math.isnan(_num(v["hparams"][k]))})
+    panels = []
+    for name in [param, *(n for n in names if n != param)]:
+        succ = []
+        for _r, step, d in st.decisions(["evaluator_success"]):
+            hp = hp_after.get(step, {}).get(str(d.target), {}).get("hparams") or {}
+            if name in hp:
+                succ.append((step, _num(hp[name])))
+        panels.append(Panel(name, bands if name == param else _bands(states, initial, cfg,
+                                                                     name),
+                            tuple((a, b, _num(h.get(name))) for a, b, h in segments),
+                            tuple(succ)))
+    space = tuple(json.loads(st.meta("space") or "[]"))
+    compute = {"train_seconds": sum(r.train_seconds for r in rounds),
+               "eval_seconds": sum(r.eval_seconds for r in rounds),
+               "controller_seconds": sum(r.decide_seconds for r in rounds)}
+    return ExperimentData(
+        str(st.path), cfg.to_dict(), param, summary.steps_done, summary.finished,
+        summary.best_worker, summary.best_value, summary.best_test, top, replay,
+        tuple(best_sched), tuple(bands), tuple(best_so_far), top_at_step, tuple(events),
+        tuple(lineage_rows), pair, compute, counts, mode, _used(resolved_settings(cfg), st),
+        summary.activity,
+        tuple(segments), summary.best_hparams, tuple(panels), space,
+        tuple(fire_caveats(st)))
 
 
 def _bands(states: Sequence[dict[str, Any]], initial: dict[str, Any], cfg: ExperimentConfig,

@@ -54,7 +54,7 @@ import re
 import shutil
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -310,6 +310,16 @@ class Store:
             for tmp in _own_entries(root / "checkpoints", "*.tmp", deep=True):  # killed writes
                 tmp.unlink(missing_ok=True)
         return cls(root, conn, lock)
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[Store]:
+        """Reads inside see one committed state of the store - a round is there with all its
+        records or not at all - while a writer goes on (SQLite's WAL: readers never block it)."""
+        self.conn.execute("BEGIN")
+        try:
+            yield self
+        finally:
+            self.conn.rollback()
 
     def check_integrity(self) -> None:
         """Refuse a damaged database (SQLite's ``quick_check``) before anything is written."""
