@@ -27,6 +27,7 @@ run: $(RUN_STAMP)
 test: $(TEST_STAMP)
 	$(PY) -m ruff check src tests benchmarks examples
 	$(PY) -m pytest -q
+	PYTHON=$(PY) bash tests/packaging/wheel_alone.sh
 
 bench: $(TEST_STAMP)
 	$(PY) benchmarks/engine_overhead.py

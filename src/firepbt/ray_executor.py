@@ -69,7 +69,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, StoreError, TrainableError
+from .errors import ConfigError, MissingExtra, StoreError, TrainableError
 from .executor import BestPoint, TrainJob, TrainResult, build_population, run_job
 from .records import WorkerFailure
 from .store import ExperimentStore, read_states, write_states
@@ -87,8 +87,9 @@ from .trainable import (
 def _require_ray() -> Any:
     try:
         import ray
-    except ImportError as exc:  # pragma: no cover - exercised without ray installed
-        raise ImportError("the Ray executor needs Ray: pip install 'firepbt[ray]'") from exc
+    except ImportError as exc:  # exercised by tests/packaging/wheel_alone.sh (no Ray there)
+        raise MissingExtra("the Ray executor needs the 'ray' package, which is not installed: "
+                           "pip install 'firepbt[ray]'") from exc
     return ray
 
 
@@ -332,6 +333,8 @@ class RayExecutor:
         self.mark_round()  # the first round's start (see Faults)
 
     def close(self) -> None:
+        if not self.hosts and self._writer is None and not self._started_ray:
+            return  # never started (e.g. Ray is not installed): nothing to stop
         ray = _require_ray()
         for h in self.hosts:
             if h is None:
