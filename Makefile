@@ -26,6 +26,7 @@ run: $(RUN_STAMP)
 
 test: $(TEST_STAMP)
 	$(PY) -m ruff check src tests benchmarks examples
+	$(PY) -m mypy
 	$(PY) -m pytest -q
 	PYTHON=$(PY) bash tests/packaging/wheel_alone.sh
 

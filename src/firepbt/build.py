@@ -125,14 +125,15 @@ def resolve_task(config: ExperimentConfig, factory: TrainableFactory | None,
         raise ConfigError("device", f"cpu or auto for task {task.name!r} (it trains on the "
                           "CPU)", config.device)
 
-    def make(seed: int):  # type: ignore[no-untyped-def]
+    def make(seed: int) -> Any:
         if not task.on_device:
             return task.make(seed, **options)
         return task.make(seed, device=device or resolve_device(spec), **options)
 
     # what the store and report say the task trained on
-    make.firepbt_device = ("cpu" if not task.on_device else device if device is not None  # type: ignore
-                           else "resolved on each Ray actor" if spec == "auto" else spec)
+    said = ("cpu" if not task.on_device else device if device is not None
+            else "resolved on each Ray actor" if spec == "auto" else spec)
+    setattr(make, "firepbt_device", said)  # noqa: B010 - an attribute on a function
     return make, space or task.space, schedule_param or task.schedule_param
 
 

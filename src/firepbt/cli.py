@@ -17,9 +17,9 @@ import os
 import sqlite3
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from .config import METHODS, ExperimentConfig
 from .errors import ConfigError, FirePBTError, MissingExtra, StoreError, check
@@ -36,7 +36,7 @@ class _Parser(argparse.ArgumentParser):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
-    def error(self, message: str) -> None:  # one line, exit 2
+    def error(self, message: str) -> NoReturn:  # one line, exit 2
         self.exit(2, f"firepbt: error: {message}\n")
 
 
@@ -49,7 +49,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise Terminated()
 
 
-def _positive_int(name: str):  # type: ignore[no-untyped-def]
+def _positive_int(name: str) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -71,7 +71,7 @@ FACTORY_HELP = ("your own trainable: module:callable, the factory seed -> Traina
                 "or the module's SPACE; TASK then names the experiment")
 
 
-def _seconds(name: str):  # type: ignore[no-untyped-def]
+def _seconds(name: str) -> Callable[[str], float]:
     def parse(text: str) -> float:
         from .deadlines import parse_seconds
 
@@ -360,7 +360,7 @@ def _log_warnings() -> None:
     if not any(getattr(h, "_firepbt_cli", False) for h in log.handlers):
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("firepbt: warning: %(message)s"))
-        handler._firepbt_cli = True  # type: ignore[attr-defined]
+        setattr(handler, "_firepbt_cli", True)  # noqa: B010 - marks the CLI's own handler
         log.addHandler(handler)
         log.propagate = False
 
@@ -460,8 +460,8 @@ def _hand_tuned_arg(args: argparse.Namespace) -> dict[str, Any] | None:
 def _min_steps(value: Any) -> int | tuple[int, ...]:
     """One int (for every parent sub-population) or one per sub-population."""
     if isinstance(value, (list, tuple)):
-        return value[0] if len(value) == 1 else tuple(value)
-    return value
+        return int(value[0]) if len(value) == 1 else tuple(int(v) for v in value)
+    return int(value)
 
 
 def _schedule_arg(args: argparse.Namespace, space: Any, steps: int) -> dict[str, Any]:
@@ -485,7 +485,8 @@ def _schedule_arg(args: argparse.Namespace, space: Any, steps: int) -> dict[str,
     from .controllers.random_search import check_schedule
 
     check_schedule(space, sched, steps)
-    return json.loads(sched.to_json())
+    out: dict[str, Any] = json.loads(sched.to_json())
+    return out
 
 
 def _first(*values: Any) -> Any:

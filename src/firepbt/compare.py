@@ -77,11 +77,11 @@ class RunSpec:
             fire = {"max_eval_steps": self.max_eval_steps,
                     "min_steps_before_eval": self.min_steps_before_eval,
                     "n_subpopulations": self.n_subpopulations}
+        cpu: dict[str, Any] = {"executor": "local", "threads": 1} if self.device == "cpu" else {}
         return ExperimentConfig(
             task=self.task, method=self.method, workers=self.workers, steps=self.steps,
             ready_interval=self.ready_interval, eval_interval=self.eval_interval,
-            seed=self.seed, device=self.device,
-            **({"executor": "local", "threads": 1} if self.device == "cpu" else {}), **fire)
+            seed=self.seed, device=self.device, **cpu, **fire)
 
 
 def plan(task: str, methods: Sequence[str], seeds: Sequence[int], workers: int,

@@ -103,7 +103,8 @@ _NOISE_RATIOS = np.geomspace(1e-4, 3.0, 11)
 
 def _matern52(d: np.ndarray, lengthscale: np.ndarray) -> np.ndarray:
     r = math.sqrt(5.0) * d[None, :, :] / lengthscale[:, None, None]
-    return (1.0 + r + r * r / 3.0) * np.exp(-r)
+    out: np.ndarray = (1.0 + r + r * r / 3.0) * np.exp(-r)
+    return out
 
 
 class _Fits:
@@ -185,7 +186,8 @@ def _correlation_eigen_cached(t_bytes: bytes
 def _smooth_finite(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     n = len(y)
     if n <= 2:
-        return y.copy()
+        short: np.ndarray = y.copy()
+        return short
     mean = float(y.mean())
     scale = float(y.std())
     if not scale > 1e-12 * max(1.0, abs(mean)):
@@ -201,7 +203,7 @@ def _smooth_finite(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     loglik = -0.5 * n * np.log(quad / n) - 0.5 * logdet
     li, gi = np.unravel_index(int(np.argmax(loglik)), loglik.shape)
     # posterior mean of the latent function at the data: R (R + g I)^-1 z
-    fitted = q[li] @ (lam[li] / denom[li, gi] * c[li])
+    fitted: np.ndarray = q[li] @ (lam[li] / denom[li, gi] * c[li])
     return fitted * scale + mean
 
 
@@ -249,13 +251,16 @@ def _smoothed(steps: np.ndarray, values: np.ndarray) -> np.ndarray:
     """:func:`smooth` from a valid curve's arrays, without building the record (the
     comparisons' hot path)."""
     finite = np.isfinite(values)
+    out: np.ndarray
     if finite.all():
-        return _smooth_cached(steps.tobytes(), values.tobytes()).copy()
-    if finite.sum() == 0:
-        return values.astype(np.float64).copy()
-    xs = steps[finite]
-    fitted = _smooth_cached(xs.tobytes(), values[finite].tobytes())
-    return np.interp(steps, xs, fitted)
+        out = _smooth_cached(steps.tobytes(), values.tobytes()).copy()
+    elif finite.sum() == 0:
+        out = values.astype(np.float64).copy()
+    else:
+        xs = steps[finite]
+        fitted = _smooth_cached(xs.tobytes(), values[finite].tobytes())
+        out = np.interp(steps, xs, fitted)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -757,7 +762,9 @@ def _section_max(rows: _Rows, i: np.ndarray, start: np.ndarray, n: np.ndarray) -
     row): the larger of the two maxima over ``2**k <= n`` points that cover the section from
     its two ends, exact as the maximum does not depend on the order or on repeats."""
     k = np.frexp(n)[1] - 1  # floor(log2(n))
-    return np.maximum(rows.y_spans[k, i, start], rows.y_spans[k, i, start + n - (1 << k)])
+    out: np.ndarray = np.maximum(rows.y_spans[k, i, start],
+                                 rows.y_spans[k, i, start + n - (1 << k)])
+    return out
 
 
 def _py_min(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -777,8 +784,8 @@ def _linspace_rows(lo: np.ndarray, hi: np.ndarray, num: int) -> np.ndarray:
     delta = hi - lo
     step = delta / (num - 1)
     ramp = np.arange(num, dtype=np.float64)
-    out = np.where((step == 0)[:, None], ramp / (num - 1) * delta[:, None],
-                   ramp * step[:, None])
+    out: np.ndarray = np.where((step == 0)[:, None], ramp / (num - 1) * delta[:, None],
+                               ramp * step[:, None])
     out += lo[:, None]
     out[:, -1] = hi
     return out

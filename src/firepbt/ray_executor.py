@@ -59,6 +59,7 @@ decides, the others let go of theirs). A test lost with its actor is recorded as
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -600,7 +601,7 @@ class RayExecutor:
         for i, h in enumerate(self.hosts):
             if h is not None:
                 ref = h.get_states.remote(self._members(i))
-                self.boundary.append((tuple(self._members(i)), lambda ref=ref: ray.get(ref)))
+                self.boundary.append((tuple(self._members(i)), functools.partial(ray.get, ref)))
 
     def begin_checkpoint(self, store: ExperimentStore, round_index: int
                          ) -> Callable[[], str]:
@@ -622,7 +623,7 @@ class RayExecutor:
                 ray.get(refs[i])  # written (raises when the actor died before it was)
                 return read_states(folder / parts[i][0])
 
-            self.boundary = [(parts[i][1], lambda i=i: part_states(i)) for i, _ in alive]
+            self.boundary = [(parts[i][1], functools.partial(part_states, i)) for i, _ in alive]
 
             def sealed() -> str:
                 digests = ray.get([refs[i] for i, _ in alive])
@@ -678,7 +679,8 @@ class RayExecutor:
 
     def test(self, worker: int) -> float | None:
         ray = _require_ray()
-        return ray.get(self.hosts[self.home[worker]].test.remote(worker))
+        value: float | None = ray.get(self.hosts[self.home[worker]].test.remote(worker))
+        return value
 
     def take_failures(self) -> list[WorkerFailure]:
         out, self.failures = self.failures, []

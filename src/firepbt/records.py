@@ -151,7 +151,7 @@ _KINDS: dict[str, type] = {
 def decision_to_dict(d: Decision) -> dict[str, Any]:
     """A decision as plain data (what ``dataclasses.asdict`` gives, without its deep copies:
     the result is written out at once); fitness keys as strings."""
-    out = _plain(d)
+    out: dict[str, Any] = _plain(d)
     if isinstance(d, FitnessRecord):
         out["fitness"] = {str(k): v for k, v in d.fitness.items()}
     return out
@@ -184,4 +184,5 @@ def decision_from_dict(data: Mapping[str, Any]) -> Decision:
         data["fitness"] = {int(k): v for k, v in data["fitness"].items()}
     if isinstance(data.get("comparison"), Mapping):
         data["comparison"] = Comparison(**data["comparison"])
-    return cls(**data)
+    decision: Decision = cls(**data)
+    return decision

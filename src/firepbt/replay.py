@@ -7,9 +7,9 @@ full training set (training plus validation split), reporting the final test sco
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -93,7 +93,7 @@ def replay_store(path: str, *, factory: TrainableFactory | None = None,
                 opts["full_train"] = True
             opts.update(options or {})
 
-            def factory(seed: int):  # type: ignore[no-untyped-def]
+            def factory(seed: int) -> Any:
                 return task.make(seed, **opts)
 
         seed = replay_seed(cfg.seed)
@@ -134,7 +134,7 @@ def load_factory(spec: str) -> TrainableFactory:
         obj = getattr(obj, part)
     if not callable(obj):
         raise ConfigError("factory", what, f"{spec} (not callable)")
-    return obj  # type: ignore[no-any-return]
+    return cast(Callable[..., Any], obj)
 
 
 def load_experiment(spec: str) -> tuple[TrainableFactory, Any, str | None]:

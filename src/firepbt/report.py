@@ -18,7 +18,7 @@ import base64
 import html
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -215,6 +215,7 @@ def _experiment_data(st: Store) -> ExperimentData:
     for name in [param, *(n for n in names if n != param)]:
         succ = []
         for _r, step, d in st.decisions(["evaluator_success"]):
+            assert isinstance(d, EvaluatorSuccess)
             hp = hp_after.get(step, {}).get(str(d.target), {}).get("hparams") or {}
             if name in hp:
                 succ.append((step, _num(hp[name])))
@@ -447,7 +448,7 @@ def story(data: ExperimentData) -> list[str]:
 
 # -- rendering ------------------------------------------------------------------------------
 
-def _plt():  # type: ignore[no-untyped-def]
+def _plt() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -456,14 +457,14 @@ def _plt():  # type: ignore[no-untyped-def]
     return plt
 
 
-def _spans_decades(ax, factor: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+def _spans_decades(ax: Any, factor: float = 10.0) -> bool:
     """Whether the plotted values are all positive and differ by more than ``factor``."""
     ys = [np.asarray(line.get_ydata(), dtype=float) for line in ax.get_lines()]
     vals = np.concatenate([y[np.isfinite(y)] for y in ys]) if ys else np.array([])
     return bool(vals.size) and bool(np.all(vals > 0)) and vals.max() > factor * vals.min()
 
 
-def _finish(fig, ax, path: Path, title: str, xlabel: str, ylabel: str,  # type: ignore[no-untyped-def]
+def _finish(fig: Any, ax: Any, path: Path, title: str, xlabel: str, ylabel: str,
             log_y: bool = False, legend: bool = True) -> Path:
     """Label, lay out, save and close one figure. ``log_y``: a log axis where the values are
     positive and span more than a factor of 10."""
@@ -532,7 +533,7 @@ def figure4a(data: ExperimentData, path: Path, panel: Panel | None = None) -> Pa
                    "(median, 10-90%)", "training step", panel.param, log_y=True)
 
 
-def _across_runs(curves: dict[str, Sequence[Sequence[tuple[int, float]]]]
+def _across_runs(curves: Mapping[str, Sequence[Sequence[tuple[int, float]]]]
                  ) -> list[tuple[str, list[int], np.ndarray]]:
     """Per label, the steps every non-empty run has and a (runs x steps) matrix of values."""
     out = []
@@ -544,7 +545,7 @@ def _across_runs(curves: dict[str, Sequence[Sequence[tuple[int, float]]]]
     return out
 
 
-def figure4b(curves: dict[str, Sequence[Sequence[tuple[int, float]]]], path: Path,
+def figure4b(curves: Mapping[str, Sequence[Sequence[tuple[int, float]]]], path: Path,
              mode: str = "max", what: str = "validation value") -> Path:
     """The best value reached by each step: one line per run, or per method the median
     across runs with the min-max range shaded."""
@@ -565,7 +566,7 @@ def figure4b(curves: dict[str, Sequence[Sequence[tuple[int, float]]]], path: Pat
                    _value_label(mode, f"best {what} so far"), log_y=mode == "min")
 
 
-def figure5(curves: dict[str, Sequence[Sequence[tuple[int, float]]]], path: Path,
+def figure5(curves: Mapping[str, Sequence[Sequence[tuple[int, float]]]], path: Path,
             ylabel: str = "top average episode return") -> Path:
     """The paper's Figure 5: per method, the population's top objective at each step -
     median across experiments, with the 25-75% and min-max ranges shaded."""

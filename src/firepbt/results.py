@@ -200,8 +200,8 @@ def main_param(cfg: ExperimentConfig, runner_state: dict[str, Any]) -> str:
         if hp:
             if "lr" in hp:
                 return "lr"
-            numeric = [k for k in sorted(hp) if not math.isnan(_number(hp[k]))]
-            return (numeric or sorted(hp))[0]
+            numeric = [str(k) for k in sorted(hp) if not math.isnan(_number(hp[k]))]
+            return (numeric or [str(k) for k in sorted(hp)])[0]
     return "lr"
 
 
@@ -374,7 +374,8 @@ class Experiment:
 
     def replay(self) -> dict[str, Any] | None:
         """The recorded schedule replay (``firepbt replay``), if any."""
-        return json.loads(self.store.meta("replay") or "null")
+        replay: dict[str, Any] | None = json.loads(self.store.meta("replay") or "null")
+        return replay
 
 
 def open_experiment(path: str | Path) -> Experiment:

@@ -21,7 +21,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -139,6 +139,7 @@ class Runner:
         problems = []
         wanted = set(int(w) for w in rows[-1].runner_state["workers"])
         for row in reversed(rows[-KEEP_CHECKPOINTS:]):
+            assert row.checkpoint is not None  # (rows with a checkpoint only)
             try:
                 states = self.store.read_checkpoint(row.checkpoint)
             except StoreError as exc:
@@ -678,7 +679,7 @@ def _progress_fn(progress: ProgressFn | bool | None, bar: Any) -> ProgressFn | N
     """What the runner calls: the API's own bar, else the user's function (a bool is no
     function)."""
     if bar is not None:
-        return bar
+        return cast(ProgressFn, bar)
     return None if progress is None or isinstance(progress, bool) else progress
 
 

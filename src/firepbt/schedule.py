@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from .errors import ConfigError, check
 
@@ -91,7 +91,7 @@ class Schedule:
             # an int, as written: 200.9, true or "200" are not a number of steps
             check(type(steps) is int and steps > 0, f"schedule.segments[{i}].steps",
                   "an int > 0", steps)
-            segs.append(Segment(seg["hparams"], steps))
+            segs.append(Segment(seg["hparams"], cast(int, steps)))  # (checked above)
         return cls(tuple(segs))
 
     @classmethod

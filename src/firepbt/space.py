@@ -177,7 +177,7 @@ def _scaled(value: float, factors: Sequence[float], limits: tuple[float, float],
             rng: np.random.Generator) -> float:
     """Multiply by a factor chosen uniformly, then clip to the limits."""
     lo, hi = limits
-    return float(min(hi, max(lo, value * factors[rng.integers(len(factors))])))
+    return float(min(hi, max(lo, value * factors[int(rng.integers(len(factors)))])))
 
 
 def _check_float(name: str, value: Any, limits: tuple[float, float]) -> None:

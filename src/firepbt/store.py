@@ -268,7 +268,8 @@ class Store:
             _fsync(root)
             conn = sqlite3.connect(root / DB_NAME, timeout=BUSY_TIMEOUT)
         except BaseException:
-            lock.release()
+            if lock is not None:
+                lock.release()
             raise
         return cls(root, conn, lock)
 
@@ -753,9 +754,17 @@ def _encode(obj: Any, where: str) -> Any:
     if obj is None or type(obj) in (bool, int, float, str, bytes) or isinstance(
             obj, (torch.dtype, torch.device, torch.Size)):
         return obj
-    for base in (bool, int, float, str, bytes):  # np.str_, IntEnum, str subclasses: what
-        if isinstance(obj, base) and not isinstance(obj, np.generic):  # weights_only reads
-            return base(obj)
+    if not isinstance(obj, np.generic):  # IntEnum, str subclasses: the plain value, which
+        if isinstance(obj, bool):        # weights_only reads (the first base that matches)
+            return bool(obj)
+        if isinstance(obj, int):
+            return int(obj)
+        if isinstance(obj, float):
+            return float(obj)
+        if isinstance(obj, str):
+            return str(obj)
+        if isinstance(obj, bytes):
+            return bytes(obj)
     if isinstance(obj, (np.str_, np.bytes_)):
         return str(obj) if isinstance(obj, np.str_) else bytes(obj)
     if isinstance(obj, np.ndarray):

@@ -185,7 +185,7 @@ class SupervisedTrainable:
         self.model.train()
         for _ in range(steps):
             idx = self.next_batch()
-            loss = self.loss(self.model(x_all[idx]), y_all[idx])
+            loss: torch.Tensor = self.loss(self.model(x_all[idx]), y_all[idx])
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()

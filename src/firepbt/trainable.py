@@ -79,7 +79,7 @@ def _rebuilt(obj: Any, leaf: Callable[[Any], Any]) -> Any:
         if isinstance(obj, OrderedDict):  # module state dicts keep their version metadata
             out = OrderedDict(out)
             if hasattr(obj, "_metadata"):
-                out._metadata = copy.deepcopy(obj._metadata)  # type: ignore[attr-defined]
+                setattr(out, "_metadata", copy.deepcopy(obj._metadata))  # noqa: B010
         return out
     if isinstance(obj, list):
         return [_rebuilt(v, leaf) for v in obj]
@@ -228,7 +228,8 @@ class FunctionTrainable:
         return None if self._test is None else self._test(self.state)
 
     def state_dict(self) -> dict[str, Any]:
-        return _export(self.state)
+        out: dict[str, Any] = _export(self.state)
+        return out
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.state = _import(self.state, dict(state))

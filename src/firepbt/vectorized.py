@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -37,7 +37,7 @@ from .batched import NotVectorizable, population_type, register_batched
 from .errors import TrainableError
 from .executor import BestPoint, LocalExecutor, TrainJob, TrainResult, build_population, score_of
 from .supervised import SupervisedTrainable, accuracy
-from .trainable import TrainableFactory, mode_of
+from .trainable import Trainable, TrainableFactory, mode_of
 
 _ACTIVATIONS = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.ELU, nn.LeakyReLU,
                 nn.Identity, nn.Flatten)
@@ -68,8 +68,9 @@ class VectorizedExecutor(LocalExecutor):
 
     # -- executor contract ----------------------------------------------------------------
 
-    def setup(self, seeds: Mapping[int, int]) -> None:
-        made = build_population(self.factory, seeds)
+    def setup(self, seeds: Mapping[int, int],
+              built: Mapping[int, Trainable] | None = None) -> None:
+        made = dict(built) if built else build_population(self.factory, seeds)
         self.trainables = made  # kept when refused: the local executor adopts them
         self.population = population_type(list(made.values()))
         self.mode = {mode_of(t) for t in made.values()}.pop()
@@ -265,7 +266,8 @@ class SupervisedPopulation:
 
             def member_out(params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
                            x: torch.Tensor) -> torch.Tensor:
-                return functional_call(base, (params, buffers), (x,))
+                out: torch.Tensor = functional_call(base, (params, buffers), (x,))
+                return out
 
             self.buffers = {k: torch.stack([dict(m.model.named_buffers())[k] for m in members])
                             for k, _ in base.named_buffers()}
@@ -294,9 +296,13 @@ class SupervisedPopulation:
 
     # -- training ---------------------------------------------------------------------------
 
+    def _sequence(self) -> list[nn.Module]:
+        """The fast path's layers (its members' models are nn.Sequential)."""
+        return list(cast(nn.Sequential, self.members[0].model))
+
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """Fast path: x is (N, B, in)."""
-        return self._layers(x, list(self.members[0].model), 0)
+        return self._layers(x, self._sequence(), 0)
 
     def _layers(self, h: torch.Tensor, layers: list[nn.Module], i: int) -> torch.Tensor:
         """Apply ``layers`` to the stacked activations ``h`` (N, B, features); ``i`` indexes the
@@ -380,7 +386,7 @@ class SupervisedPopulation:
     def _forward_shared(self, x: torch.Tensor) -> torch.Tensor:
         """Fast path on inputs shared by all members: x is (B, in). The first Linear layer of
         every member is one (B, in) x (in, N*out) matrix multiply."""
-        layers = list(self.members[0].model)
+        layers = self._sequence()
         first = next(i for i, m in enumerate(layers) if isinstance(m, nn.Linear))
         h = x.flatten(1) if any(isinstance(m, nn.Flatten) for m in layers[:first]) else x
         w = self.params[0]  # (N, out, in)

@@ -75,7 +75,7 @@ class Controller(ABC):
 
 
 def rng_state(rng: np.random.Generator) -> dict[str, Any]:
-    return rng.bit_generator.state
+    return dict(rng.bit_generator.state)
 
 
 def load_rng_state(rng: np.random.Generator, state: Mapping[str, Any]) -> None:

@@ -143,6 +143,7 @@ def fire_split(workers: int, n_subpopulations: int | None = None,
               f"an int >= {smallest} for FIRE PBT with {n} sub-populations (each sub-population "
               f"needs {need} members and each parent sub-population {need} evaluators for "
               f"{quantile:.0%} truncation to select in it)", workers)
+    assert split is not None  # (refused above otherwise)
     return split
 
 
@@ -327,7 +328,7 @@ class FirePBT(Controller):
         self.members, self.evaluators = record(self.members, self.evaluators, observations)
         trained = sorted(e for e, ev in self.evaluators.items() if ev.active and ev.start < step)
         curves = [self.evaluators[e].curve_() for e in trained]
-        eval_curve_of = {self.evaluators[e].parent: c
+        eval_curve_of = {self.evaluators[e].parent_id: c
                          for e, c in zip(trained, curves, strict=True)}
         # 2. evaluator criteria (3.2)
         decisions, received = self._judge(trained, curves, step)
@@ -370,7 +371,7 @@ class FirePBT(Controller):
         members that received weights."""
         decisions: list[Decision] = []
         successes: dict[int, list[tuple[float, int, Comparison]]] = {}
-        targets = [self.evaluators[e].target for e in trained]
+        targets = [self.evaluators[e].target_id for e in trained]
         target_curve = {t: Curve.of(self.members[t].curve) for t in set(targets)}
         comparisons = compare_many([(c, target_curve[t])
                                     for c, t in zip(curves, targets, strict=True)],
@@ -379,7 +380,7 @@ class FirePBT(Controller):
             ev = self.evaluators[e]
             verdict = judge(c, step - ev.start, self.p_stat, self.max_eval_steps)
             if verdict == "success":
-                successes.setdefault(ev.target, []).append((c.diff, e, c))
+                successes.setdefault(ev.target_id, []).append((c.diff, e, c))
             elif verdict != "continue":
                 decisions.append(self._stop(e, verdict, step, c))
         received: list[int] = []
@@ -388,7 +389,7 @@ class FirePBT(Controller):
             _diff, e, c = ranked[0]
             ev = self.evaluators[e]
             value = ev.curve[-1][1]
-            decisions.append(EvaluatorSuccess(e, ev.parent, target, c.diff, c.p,
+            decisions.append(EvaluatorSuccess(e, ev.parent_id, target, c.diff, c.p,
                                               step - ev.start, c))
             curve = (((step, value),) if self.rules.target_curve == "restarts"
                      else self.members[target].curve)
@@ -563,6 +564,20 @@ class EvaluatorState:
     def curve_(self) -> Curve:
         return Curve.of(self.curve)
 
+    @property
+    def parent_id(self) -> int:
+        """The parent of an active evaluator (an idle one has none)."""
+        if self.parent is None:
+            raise ValueError("an idle evaluator has no parent")
+        return self.parent
+
+    @property
+    def target_id(self) -> int:
+        """The target of an active evaluator (an idle one has none)."""
+        if self.target is None:
+            raise ValueError("an idle evaluator has no target")
+        return self.target
+
     def to_dict(self) -> dict[str, Any]:
         return {"active": self.active, "parent": self.parent, "target": self.target,
                 "hparams": None if self.hparams is None else dict(self.hparams),
@@ -626,8 +641,8 @@ def subpopulation_fitness(members: Mapping[int, MemberState], ids: Sequence[int]
     the sum of ``best_score_diff`` of their evaluator's curve against the others' in Φ. The
     ``exempt`` members (those that received weights this round) have no fitness."""
     if greedy:
-        return {m: float(members[m].latest) for m in ids  # type: ignore[arg-type]
-                if members[m].latest is not None and m not in exempt}
+        return {m: float(x) for m in ids
+                if (x := members[m].latest) is not None and m not in exempt}
     phi = [m for m in ids if m in eval_curve_of and m not in exempt]
     # every pair at once, each compared once (best_score_diff is antisymmetric, exactly); the
     # sums add Python floats in the order of Φ
@@ -685,6 +700,5 @@ def best_of(members: Mapping[int, MemberState], sub_ids: Sequence[int],
     ids = [m for m in sub_ids if m not in losers] or list(sub_ids)
     scores = {m: float(fitness[m]) for m in ids if m in fitness}
     if not scores:
-        scores = {m: (math.nan if members[m].latest is None else float(members[m].latest))
-                  for m in ids}
+        scores = {m: math.nan if (x := members[m].latest) is None else float(x) for m in ids}
     return max(sorted(scores), key=lambda m: (rank_key(scores[m]), -m))

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -81,10 +81,12 @@ class VMPOTrainable:
         self.unroll, self.epochs, self.gamma = unroll, epochs, gamma
         self.reward_scale = reward_scale
         self.episodes_to_average = episodes_to_average
-        n_obs = self.envs[0].observation_space.shape[0]
-        self.n_act = self.envs[0].action_space.shape[0]
-        self.low = self.envs[0].action_space.low
-        self.high = self.envs[0].action_space.high
+        obs_space = cast(gym.spaces.Box, self.envs[0].observation_space)
+        act_space = cast(gym.spaces.Box, self.envs[0].action_space)  # (checked above)
+        n_obs = obs_space.shape[0]
+        self.n_act = act_space.shape[0]
+        self.low = act_space.low
+        self.high = act_space.high
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.policy = _mlp(n_obs, 2 * self.n_act, hidden)
@@ -140,7 +142,7 @@ class VMPOTrainable:
             for i, env in enumerate(self.envs):
                 o, r, term, trunc, _ = env.step(a[i])
                 self.ep_return[i] += r
-                rewards.append(r * self.reward_scale)
+                rewards.append(float(r) * self.reward_scale)
                 dones.append(float(term or trunc))
                 truncs.append(float(trunc and not term))
                 finals.append(o)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -72,7 +73,7 @@ def load_data(num_samples: int = N_SAMPLES, seed: int = 42,
             arrays = generate(num_samples, seed)
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
-            np.savez(tmp, **arrays)
+            np.savez(tmp, **cast(dict[str, Any], arrays))
             os.replace(tmp, path)
         x, y = torch.from_numpy(arrays["x"]), torch.from_numpy(arrays["y"])
         cut = len(x) - n_validation

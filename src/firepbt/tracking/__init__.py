@@ -36,6 +36,7 @@ counts per round (``events/exploits``, ``events/successes``).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import statistics
@@ -269,7 +270,7 @@ class TrackerSet:
             info = RunInfo(Path(store.path), Path(store.path).name, dict(config.to_dict()),
                            mode, config.rounds, config.steps, config.ready_interval,
                            current_round, int(self._book[t.key]["round"]), saved,
-                           _save=lambda k, v, key=t.key: self._save(key, k, v))
+                           _save=functools.partial(self._save, t.key))
             self._call(t, start, info, "start")
         behind = min((int(self._book[t.key]["round"]) for t in self._live()),
                      default=current_round)
