@@ -3,5 +3,9 @@ writing a training loop to firepbt's trainable contract (:mod:`firepbt.trainable
 imported by ``import firepbt``; each needs its library (an optional extra).
 
 - :mod:`firepbt.integrations.tune`: an unchanged ``ray.tune.Trainable`` subclass
-  (``pip install 'firepbt[tune]'``).
+  (``pip install 'firepbt[tune]'``);
+- :mod:`firepbt.integrations.lightning`: a LightningModule and its DataModule, trained by
+  Lightning's ``Trainer`` (``pip install 'firepbt[lightning]'``);
+- :mod:`firepbt.integrations.huggingface`: a ``transformers`` model with AdamW and the
+  ``TrainingArguments`` a loop needs (``pip install 'firepbt[huggingface]'``).
 """

@@ -1,0 +1,128 @@
+"""A tiny randomly initialised GPT-2 (transformers, built from a config: no download) under FIRE
+PBT (firepbt.integrations.huggingface), on text the test makes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from firepbt import ExperimentConfig, LogUniform, Space, resume, run  # noqa: E402
+from firepbt.errors import ConfigError  # noqa: E402
+from firepbt.integrations.huggingface import (  # noqa: E402
+    HuggingFaceTrainable,
+    TrainingSettings,
+    huggingface_factory,
+)
+from firepbt.records import EvaluatorSuccess, Exploit  # noqa: E402
+from firepbt.store import Store  # noqa: E402
+from firepbt.trainable import clone_state  # noqa: E402
+
+TEXT = "the cat sat on the mat. the dog sat on the log. "
+VOCAB = sorted(set(TEXT))
+LENGTH = 12
+
+
+def examples(n, seed):
+    """``n`` windows of the text, as a ``datasets``-style list of {"input_ids": [...]}."""
+    g = torch.Generator().manual_seed(seed)
+    ids = [VOCAB.index(c) for c in TEXT * 4]
+    starts = torch.randint(0, len(ids) - LENGTH, (n,), generator=g).tolist()
+    return [{"input_ids": ids[s:s + LENGTH]} for s in starts]
+
+
+TRAIN, EVAL = examples(512, 0), examples(32, 1)
+
+
+def tiny_gpt2():
+    cfg = transformers.GPT2Config(vocab_size=len(VOCAB), n_positions=LENGTH, n_embd=16,
+                                  n_layer=2, n_head=2, resid_pdrop=0.0, embd_pdrop=0.0,
+                                  attn_pdrop=0.0, bos_token_id=0, eos_token_id=0,
+                                  loss_type="ForCausalLM")
+    return transformers.GPT2LMHeadModel(cfg)
+
+
+SETTINGS = TrainingSettings(per_device_train_batch_size=8, per_device_eval_batch_size=32,
+                            warmup_steps=10)
+SPACE = Space({"learning_rate": LogUniform(3e-4, 3e-2)})
+CFG = dict(task="hf-tiny-gpt2", method="fire", workers=12, steps=600, ready_interval=60,
+           eval_interval=5, seed=1, executor="local")
+
+
+def factory():
+    return huggingface_factory(tiny_gpt2, TRAIN, EVAL, settings=SETTINGS)
+
+
+def records(path):
+    st = Store.open(path, readonly=True)
+    try:
+        return st.evaluations(), st.decisions()
+    finally:
+        st.close()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    path = tmp_path_factory.mktemp("hf") / "s"
+    run(ExperimentConfig(**CFG), path, factory=factory(), space=SPACE, progress=False)
+    return records(path)
+
+
+@pytest.mark.slow
+def test_fire_on_a_tiny_gpt2_evolves_and_hands_weights_down(uninterrupted):
+    evals, decisions = uninterrupted
+    kinds = [d for _r, _s, d in decisions]
+    assert any(isinstance(d, EvaluatorSuccess) for d in kinds)
+    assert any(isinstance(d, Exploit) and d.subpopulation == 1 for d in kinds)  # P2
+    first = [v for _r, w, s, v in evals if s == 0]
+    last = [v for _r, w, s, v in evals if s == CFG["steps"]]
+    assert min(last) < 0.5 * min(first)  # it learns the text (loss from ~ln 16)
+
+
+@pytest.mark.slow
+def test_stop_and_resume_gives_the_uninterrupted_decisions(uninterrupted, tmp_path):
+    path = tmp_path / "s"
+    run(ExperimentConfig(**CFG), path, factory=factory(), space=SPACE, progress=False,
+        max_rounds=2)
+    resume(path, factory=factory(), space=SPACE, progress=False)
+    assert records(path) == uninterrupted
+
+
+def test_a_copy_continues_from_the_copied_optimizer_with_its_own_hyperparameters():
+    make = factory()
+    a, b = make(1), make(2)
+    a.train({"learning_rate": 1e-2}, 5)
+    b.train({"learning_rate": 1e-3}, 2)
+    b.load_state_dict(clone_state(a.state_dict()))
+    b.reseed(5)
+    assert b.evaluate() == a.evaluate() and b.step == 5 and b.position == 0
+    exp_avg = {k: v["exp_avg"].clone() for k, v in b.opt.state_dict()["state"].items()}
+    assert all(torch.count_nonzero(v) for v in exp_avg.values())  # a's AdamW moments
+    b.train({"learning_rate": 2e-3, "weight_decay": 0.05}, 1)
+    assert b.opt.param_groups[0]["lr"] == 2e-3 * 6 / 11  # the new rate, in step 6's warmup
+    assert b.opt.param_groups[0]["weight_decay"] == 0.05
+    assert b.opt.param_groups[1]["weight_decay"] == 0.0  # biases and norms: none
+    assert b.step == 6
+
+
+def test_the_data_position_makes_batches_repeat_exactly():
+    make = factory()
+    a, b = make(3), make(3)
+    a.train({"learning_rate": 1e-2}, 6)
+    b.train({"learning_rate": 1e-2}, 2)
+    b.load_state_dict(clone_state(b.state_dict()))  # through a checkpoint, mid-way
+    b.train({"learning_rate": 1e-2}, 4)
+    assert all(torch.equal(x, y) for x, y in zip(a.model.parameters(), b.model.parameters(),
+                                                 strict=True))
+
+
+def test_warmup_and_linear_schedule():
+    s = TrainingSettings(warmup_steps=4, lr_scheduler_type="linear", total_steps=12)
+    assert [round(s.lr_factor(t, 4), 3) for t in (0, 3, 4, 8, 12)] == [0.2, 0.8, 1.0, 0.5, 0.0]
+    with pytest.raises(ConfigError, match="total_steps"):
+        TrainingSettings(lr_scheduler_type="linear")
+    with pytest.raises(ConfigError, match="lr_scheduler_type"):
+        TrainingSettings(lr_scheduler_type="cosine-ish")
+    with pytest.raises(ConfigError, match="PreTrainedModel"):
+        HuggingFaceTrainable(torch.nn.Linear(2, 2), TRAIN, EVAL, 0)
