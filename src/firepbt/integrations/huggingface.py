@@ -139,7 +139,8 @@ class HuggingFaceTrainable:
         self._n = len(cast(Sized, train_dataset))
         check(self._n > 0, "train_dataset", "a dataset with examples", self._n)
         self.model.train()
-        decay, no_decay = [], []
+        decay: list[torch.nn.Parameter] = []
+        no_decay: list[torch.nn.Parameter] = []
         for name, p in self.model.named_parameters():
             (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
         s = self.settings
