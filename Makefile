@@ -27,7 +27,7 @@ run: $(RUN_STAMP)
 test: $(TEST_STAMP)
 	$(PY) -m ruff check src tests benchmarks examples
 	$(PY) -m mypy
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadgroup
 	PYTHON=$(PY) bash tests/packaging/wheel_alone.sh
 
 bench: $(TEST_STAMP)

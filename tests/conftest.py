@@ -14,3 +14,17 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     if cache is None:
         monkeypatch.setenv("FIREPBT_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
     yield
+
+
+# `make test` runs the suite on two processes (pytest-xdist, --dist loadgroup): each test file
+# stays on one process (its module fixtures run once), and the files that start Ray share one
+# process, so two Ray instances never start side by side (they would share ports and the
+# machine's two cores).
+_RAY_FILES = {"test_ray.py", "test_ray_cluster.py", "test_cli.py", "test_gpu.py",
+              "test_simulated_cuda.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        name = item.path.name
+        item.add_marker(pytest.mark.xdist_group("ray" if name in _RAY_FILES else name))

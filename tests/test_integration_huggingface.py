@@ -8,15 +8,15 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from firepbt import ExperimentConfig, LogUniform, Space, resume, run  # noqa: E402
+import integration_checks as checks  # noqa: E402
+
+from firepbt import LogUniform, Space  # noqa: E402
 from firepbt.errors import ConfigError  # noqa: E402
 from firepbt.integrations.huggingface import (  # noqa: E402
     HuggingFaceTrainable,
     TrainingSettings,
     huggingface_factory,
 )
-from firepbt.records import EvaluatorSuccess, Exploit  # noqa: E402
-from firepbt.store import Store  # noqa: E402
 from firepbt.trainable import clone_state  # noqa: E402
 
 TEXT = "the cat sat on the mat. the dog sat on the log. "
@@ -54,27 +54,18 @@ def factory():
     return huggingface_factory(tiny_gpt2, TRAIN, EVAL, settings=SETTINGS)
 
 
-def records(path):
-    st = Store.open(path, readonly=True)
-    try:
-        return st.evaluations(), st.decisions()
-    finally:
-        st.close()
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     path = tmp_path_factory.mktemp("hf") / "s"
-    run(ExperimentConfig(**CFG), path, factory=factory(), space=SPACE, progress=False)
-    return records(path)
+    return checks.uninterrupted(path, CFG, factory(), SPACE)
 
 
 @pytest.mark.slow
 def test_fire_on_a_tiny_gpt2_evolves_and_hands_weights_down(uninterrupted):
     evals, decisions = uninterrupted
-    kinds = [d for _r, _s, d in decisions]
-    assert any(isinstance(d, EvaluatorSuccess) for d in kinds)
-    assert any(isinstance(d, Exploit) and d.subpopulation == 1 for d in kinds)  # P2
+    checks.assert_fire_evolves(decisions)
     first = [v for _r, w, s, v in evals if s == 0]
     last = [v for _r, w, s, v in evals if s == CFG["steps"]]
     assert min(last) < 0.5 * min(first)  # it learns the text (loss from ~ln 16)
@@ -82,11 +73,7 @@ def test_fire_on_a_tiny_gpt2_evolves_and_hands_weights_down(uninterrupted):
 
 @pytest.mark.slow
 def test_stop_and_resume_gives_the_uninterrupted_decisions(uninterrupted, tmp_path):
-    path = tmp_path / "s"
-    run(ExperimentConfig(**CFG), path, factory=factory(), space=SPACE, progress=False,
-        max_rounds=2)
-    resume(path, factory=factory(), space=SPACE, progress=False)
-    assert records(path) == uninterrupted
+    checks.assert_resume_is_exact(tmp_path / "s", CFG, factory(), SPACE, uninterrupted, 2)
 
 
 def test_a_copy_continues_from_the_copied_optimizer_with_its_own_hyperparameters():

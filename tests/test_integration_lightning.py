@@ -8,13 +8,12 @@ import torch
 
 L = pytest.importorskip("lightning")
 
+import integration_checks as checks  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
-from firepbt import ExperimentConfig, LogUniform, Space, resume, run  # noqa: E402
+from firepbt import LogUniform, Space  # noqa: E402
 from firepbt.integrations.lightning import LightningTrainable, lightning_factory  # noqa: E402
-from firepbt.records import EvaluatorSuccess, Exploit  # noqa: E402
-from firepbt.store import Store  # noqa: E402
 from firepbt.trainable import clone_state  # noqa: E402
 
 DIM = 20
@@ -78,38 +77,25 @@ def factory():
                              test_metric="test_loss")
 
 
-def records(path):
-    st = Store.open(path, readonly=True)
-    try:
-        return st.evaluations(), st.decisions()
-    finally:
-        st.close()
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     path = tmp_path_factory.mktemp("lit") / "s"
-    run(ExperimentConfig(**CFG), path, factory=factory(), space=SPACE, progress=False)
-    return records(path)
+    return checks.uninterrupted(path, CFG, factory(), SPACE)
 
 
 @pytest.mark.slow
 def test_fire_on_a_lightning_module_evolves_and_hands_weights_down(uninterrupted):
     evals, decisions = uninterrupted
-    kinds = [d for _r, _s, d in decisions]
-    assert any(isinstance(d, EvaluatorSuccess) for d in kinds)
-    assert any(isinstance(d, Exploit) and d.subpopulation == 1 for d in kinds)  # P2
+    checks.assert_fire_evolves(decisions)
     finals = [v for _r, w, s, v in evals if s == CFG["steps"]]
     assert finals and min(finals) < 0.5 < 0.5 * 9 * float((1.0 / torch.arange(1, DIM + 1)).sum())
 
 
 @pytest.mark.slow
 def test_stop_and_resume_gives_the_uninterrupted_decisions(uninterrupted, tmp_path):
-    path = tmp_path / "s"
-    run(ExperimentConfig(**CFG), path, factory=factory(), space=SPACE, progress=False,
-        max_rounds=3)
-    resume(path, factory=factory(), space=SPACE, progress=False)
-    assert records(path) == uninterrupted
+    checks.assert_resume_is_exact(tmp_path / "s", CFG, factory(), SPACE, uninterrupted, 3)
 
 
 def test_exact_steps_and_new_hyperparameters_after_a_copy():

@@ -10,10 +10,11 @@ import torch
 
 tune = pytest.importorskip("ray.tune")
 
-from firepbt import ExperimentConfig, LogUniform, Space, resume, run  # noqa: E402
+import integration_checks as checks  # noqa: E402
+
+from firepbt import LogUniform, Space  # noqa: E402
 from firepbt.integrations.tune import TuneTrainable, tune_factory  # noqa: E402
-from firepbt.records import AssignEvaluator, EvaluatorSuccess, Exploit  # noqa: E402
-from firepbt.store import Store  # noqa: E402
+from firepbt.records import AssignEvaluator  # noqa: E402
 from firepbt.trainable import clone_state  # noqa: E402
 
 DIM = 20
@@ -81,38 +82,25 @@ def factory(cls=NoisyQuadratic):
     return tune_factory(cls, config={}, metric="loss", mode="min", seed_key="seed")
 
 
-def records(path):
-    st = Store.open(path, readonly=True)
-    try:
-        return st.evaluations(), [(r, s, d) for r, s, d in st.decisions()]
-    finally:
-        st.close()
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     path = tmp_path_factory.mktemp("tune") / "s"
-    run(ExperimentConfig(**CFG), path, factory=factory(), space=SPACE, progress=False)
-    return records(path)
+    return checks.uninterrupted(path, CFG, factory(), SPACE)
 
 
 def test_fire_on_a_tune_trainable_evolves_and_hands_weights_down(uninterrupted):
     evals, decisions = uninterrupted
-    kinds = [d for _r, _s, d in decisions]
-    assert any(isinstance(d, EvaluatorSuccess) for d in kinds)
-    assert any(isinstance(d, Exploit) and d.subpopulation == 1 for d in kinds)  # P2
-    assert any(isinstance(d, AssignEvaluator) for d in kinds)
+    checks.assert_fire_evolves(decisions)
+    assert any(isinstance(d, AssignEvaluator) for _r, _s, d in decisions)
     # the objective is the step() results' "loss", falling from 0.5 * 9 * sum(h)
     finals = [v for _r, w, s, v in evals if s == 600]
     assert finals and max(finals) < 1.0
 
 
 def test_stop_and_resume_gives_the_uninterrupted_decisions(uninterrupted, tmp_path):
-    path = tmp_path / "s"
-    run(ExperimentConfig(**CFG), path, factory=factory(), space=SPACE, progress=False,
-        max_rounds=4)
-    resume(path, factory=factory(), space=SPACE, progress=False)
-    assert records(path) == uninterrupted
+    checks.assert_resume_is_exact(tmp_path / "s", CFG, factory(), SPACE, uninterrupted, 4)
 
 
 def copy_into(dst, src, seed=7):

@@ -46,6 +46,7 @@ from typing import Any, cast
 import torch
 
 from ..errors import ConfigError, MissingExtra, check
+from ._data import Stream
 
 
 def _transformers() -> Any:
@@ -135,7 +136,7 @@ class HuggingFaceTrainable:
         self.settings = settings or TrainingSettings()
         self.collate = collate_fn or _collate
         self.compute_metric, self.mode = compute_metric, mode
-        self.seed, self.position, self.step = int(seed), 0, 0
+        self.step = 0
         self._n = len(cast(Sized, train_dataset))
         check(self._n > 0, "train_dataset", "a dataset with examples", self._n)
         self.model.train()
@@ -148,17 +149,10 @@ class HuggingFaceTrainable:
                                       {"params": no_decay, "weight_decay": 0.0}],
                                      lr=s.learning_rate, betas=(s.adam_beta1, s.adam_beta2),
                                      eps=s.adam_epsilon)
-        self._perm_epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
+        self._stream = Stream(self._n, int(seed))
 
     def _next_batch(self, size: int) -> dict[str, Any]:
-        idx = []
-        for _ in range(size):
-            epoch, i = divmod(self.position, self._n)
-            if epoch != self._perm_epoch:
-                g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % 2**63)
-                self._perm, self._perm_epoch = torch.randperm(self._n, generator=g), epoch
-            idx.append(int(self._perm[i]))
-            self.position += 1
+        idx = self._stream.take(size)
         return dict(self.collate([self.train_dataset[i] for i in idx]))
 
     # -- the contract ---------------------------------------------------------------------
@@ -199,7 +193,15 @@ class HuggingFaceTrainable:
         return total / count if count else math.nan
 
     def reseed(self, seed: int) -> None:
-        self.seed, self.position, self._perm_epoch = int(seed), 0, -1
+        self._stream = Stream(self._n, seed)
+
+    @property
+    def seed(self) -> int:
+        return self._stream.seed
+
+    @property
+    def position(self) -> int:
+        return self._stream.position
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
@@ -208,8 +210,8 @@ class HuggingFaceTrainable:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
-        self.step, self.seed = int(state["step"]), int(state["seed"])
-        self.position, self._perm_epoch = int(state["position"]), -1
+        self.step = int(state["step"])
+        self._stream = Stream(self._n, int(state["seed"]), int(state["position"]))
 
 
 def huggingface_factory(model: Callable[[], Any], train_dataset: Any, eval_dataset: Any, *,

@@ -50,6 +50,7 @@ from typing import Any, cast
 import torch
 
 from ..errors import ConfigError, MissingExtra
+from ._data import Stream
 
 
 def _lightning() -> Any:
@@ -73,18 +74,9 @@ class _Batches(torch.utils.data.Sampler[list[int]]):
         return self.count
 
     def __iter__(self) -> Iterator[list[int]]:
-        pos = self.position
-        perm_epoch, perm = -1, torch.empty(0, dtype=torch.long)
+        stream = Stream(self.n, self.seed, self.position)
         for _ in range(self.count):
-            batch = []
-            for _ in range(self.batch_size):
-                epoch, i = divmod(pos, self.n)
-                if epoch != perm_epoch:
-                    g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % 2**63)
-                    perm, perm_epoch = torch.randperm(self.n, generator=g), epoch
-                batch.append(int(perm[i]))
-                pos += 1
-            yield batch
+            yield stream.take(self.batch_size)
 
 
 def _quiet() -> contextlib.AbstractContextManager[Any]:
