@@ -27,7 +27,8 @@ run: $(RUN_STAMP)
 test: $(TEST_STAMP)
 	$(PY) -m ruff check src tests benchmarks examples
 	$(PY) -m mypy
-	$(PY) -m pytest -q -n 2 --dist loadgroup
+	$(PY) -m pytest -q -n 2 --dist loadgroup -m "not serial"
+	$(PY) -m pytest -q -m serial
 	PYTHON=$(PY) bash tests/packaging/wheel_alone.sh
 
 bench: $(TEST_STAMP)

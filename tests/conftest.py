@@ -16,15 +16,19 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     yield
 
 
-# `make test` runs the suite on two processes (pytest-xdist, --dist loadgroup): each test file
-# stays on one process (its module fixtures run once), and the files that start Ray share one
-# process, so two Ray instances never start side by side (they would share ports and the
-# machine's two cores).
-_RAY_FILES = {"test_ray.py", "test_ray_cluster.py", "test_cli.py", "test_gpu.py",
-              "test_simulated_cuda.py"}
+# `make test` runs the suite in two parts. First everything but the Ray cluster tests on two
+# processes (pytest-xdist, --dist loadgroup): each test file stays on one process (its module
+# fixtures run once), and the files that start a Ray instance share one process, so two never
+# start side by side. Then the Ray executor and cluster tests (marked `serial`) alone: they
+# kill nodes and actors and wait seconds for Ray to replace them, which a second process
+# training next to them on a 2-core machine can push past their deadlines.
+_SERIAL_FILES = {"test_ray.py", "test_ray_cluster.py"}
+_RAY_FILES = {"test_cli.py", "test_gpu.py", "test_simulated_cuda.py"}
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         name = item.path.name
+        if name in _SERIAL_FILES:
+            item.add_marker(pytest.mark.serial)
         item.add_marker(pytest.mark.xdist_group("ray" if name in _RAY_FILES else name))
