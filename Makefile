@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test lint bench clean
+.PHONY: run test docs lint bench clean
 
 $(RUN_STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test: $(TEST_STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadgroup -m "not serial"
 	$(PY) -m pytest -q -m serial
 	PYTHON=$(PY) bash tests/packaging/wheel_alone.sh
+
+docs: $(TEST_STAMP)
+	$(PY) -m sphinx -W -b html docs/site docs/_build/html
+	@echo "docs: docs/_build/html/index.html"
 
 bench: $(TEST_STAMP)
 	$(PY) benchmarks/engine_overhead.py

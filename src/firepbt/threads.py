@@ -1,7 +1,7 @@
 """PyTorch's intra-op threads while a run trains (``ExperimentConfig.threads``).
 
 Small models on few cores are slowed down several times by oversubscribed threads
-(``benchmarks/threads.py``, README Benchmarks), so a run chooses its thread count
+(``benchmarks/threads.py``, docs/site/benchmarks.md), so a run chooses its thread count
 deliberately: the cores idle when it starts, unless ``OMP_NUM_THREADS`` says otherwise.
 """
 
@@ -20,7 +20,7 @@ def auto_threads(window: float = 0.25) -> int | None:
     least 1; the 1-minute load average where ``/proc/stat`` is missing). None (leave PyTorch's
     setting) when ``OMP_NUM_THREADS`` is set: an explicit choice wins.
 
-    Why (``benchmarks/threads.py``, README Benchmarks): on a quiet 2-core machine two threads
+    Why (``benchmarks/threads.py``, docs/site/benchmarks.md): on a quiet 2-core machine two threads
     train `make run`'s population faster than one, while threads beyond the free cores
     oversubscribe them and slow small models down several times."""
     if os.environ.get("OMP_NUM_THREADS"):

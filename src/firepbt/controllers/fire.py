@@ -185,7 +185,7 @@ TARGET_CURVE = ("continues", "restarts")
 @dataclass(frozen=True, slots=True)
 class FireRules:
     """The readings of section 3 where the paper's text leaves a choice (module doc); the
-    defaults are firepbt's, chosen by a measurement (``benchmarks/fire_rules.py``, README).
+    defaults are firepbt's, chosen by a measurement (``benchmarks/fire_rules.py``, docs/site/benchmarks.md).
 
     Args:
         evaluated_since: when a member "was evaluated" for the choice of the next parent

@@ -1,5 +1,5 @@
 """Train a Hugging Face ``transformers`` model under firepbt
-(``pip install 'firepbt[huggingface]'``).
+(``pip install 'firepbt[huggingface]'``)::
 
     from transformers import GPT2Config, GPT2LMHeadModel
     from firepbt.integrations.huggingface import TrainingSettings, huggingface_factory

@@ -1,5 +1,5 @@
 """Train a LightningModule under firepbt: the module and DataModule you have, Lightning's own
-``Trainer`` doing each stretch of training (``pip install 'firepbt[lightning]'``).
+``Trainer`` doing each stretch of training (``pip install 'firepbt[lightning]'``)::
 
     from firepbt.integrations.lightning import lightning_factory
 

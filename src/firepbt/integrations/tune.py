@@ -1,6 +1,6 @@
 """Run an existing Ray Tune class trainable (a ``ray.tune.Trainable`` subclass with ``setup``,
 ``step``, ``save_checkpoint``, ``load_checkpoint`` and optionally ``reset_config``) under
-firepbt's FIRE PBT, PBT or random search, unchanged.
+firepbt's FIRE PBT, PBT or random search, unchanged::
 
     from firepbt import ExperimentConfig, LogUniform, Space, run
     from firepbt.integrations.tune import tune_factory

@@ -53,7 +53,7 @@ def _mlp(n_in: int, n_out: int, hidden: int) -> nn.Module:
 class VMPOTrainable:
     """V-MPO on ``env_id`` with ``n_envs`` environments stepped in lockstep.
 
-    The defaults were chosen by measuring learning on Pendulum-v1 (README, V-MPO section):
+    The defaults were chosen by measuring learning on Pendulum-v1 (docs/site/results.md, V-MPO):
     about 13-15 ms per update (400 transitions, 4 Adam steps) on one core.
     """
 
