@@ -2,7 +2,7 @@
 download) learning a text, with the learning rate and weight decay tuned as a schedule.
 
     pip install 'firepbt[huggingface]'
-    python examples/huggingface_model.py         # 12 workers x 600 steps, about a minute
+    python examples/huggingface_model.py         # 12 workers x 600 steps, a minute or two
 
 Any model whose forward takes the batch and returns .loss works the same way (BERT for
 classification with "labels" in the examples, T5, ...); the datasets are any map-style
@@ -34,7 +34,8 @@ def windows(n: int, seed: int) -> list[dict[str, list[int]]]:
 
 def model() -> GPT2LMHeadModel:
     return GPT2LMHeadModel(GPT2Config(vocab_size=len(VOCAB), n_positions=LENGTH, n_embd=32,
-                                      n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0))
+                                      n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0,
+                                      loss_type="ForCausalLM"))
 
 
 def main(store: str = "runs/huggingface-example") -> None:
