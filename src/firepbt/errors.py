@@ -52,3 +52,15 @@ def check(condition: bool, field: str, allowed: str, got: Any) -> None:
     """Raise :class:`ConfigError` unless ``condition`` holds."""
     if not condition:
         raise ConfigError(field, allowed, got)
+
+
+def require_extra(module: str, what: str, package: str, extra: str) -> Any:
+    """``module`` imported, or a :class:`MissingExtra` naming what needs it, the package and
+    the extra that installs it (one line)."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingExtra(f"{what} needs {package}, which is not installed: "
+                           f"pip install 'firepbt[{extra}]'") from exc

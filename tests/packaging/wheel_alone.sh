@@ -44,4 +44,18 @@ refused wandb run nqm --store t3 --log wandb:p
 refused ray run nqm --store t4 --executor ray
 refused rl run vmpo --store t5
 for s in t1 t2 t3 t4 t5; do [ ! -e "$s" ] || fail "a refused run left $s"; done
+# the integrations (Python APIs): importable without their libraries, refused when used
+"$bin/python" -c "
+from firepbt.errors import MissingExtra
+from firepbt.integrations import huggingface, lightning, tune
+for extra, make in (('tune', lambda: tune.tune_factory(object, metric='m')),
+                    ('lightning', lambda: lightning.lightning_factory(None, None, metric='m')),
+                    ('huggingface', lambda: huggingface.huggingface_factory(None, [], []))):
+    try:
+        make()
+    except MissingExtra as exc:
+        assert f'firepbt[{extra}]' in str(exc) and '\\n' not in str(exc), exc
+    else:
+        raise SystemExit(f'{extra}: not refused')
+" || fail "an integration without its library"
 echo "wheel_alone: ok ($(basename "$whl"): run, report, status from an empty folder; extras refused in one line)"

@@ -45,17 +45,13 @@ from typing import Any, cast
 
 import torch
 
-from ..errors import ConfigError, MissingExtra, check
+from ..errors import ConfigError, check, require_extra
 from ._data import Stream
 
 
 def _transformers() -> Any:
-    try:
-        import transformers
-    except ImportError as exc:
-        raise MissingExtra("the Hugging Face adapter needs the 'transformers' package, which "
-                           "is not installed: pip install 'firepbt[huggingface]'") from exc
-    return transformers
+    return require_extra("transformers", "the Hugging Face adapter", "the 'transformers' "
+                         "package", "huggingface")
 
 
 @dataclass(frozen=True)

@@ -49,17 +49,13 @@ from typing import Any, cast
 
 import torch
 
-from ..errors import ConfigError, MissingExtra
+from ..errors import ConfigError, require_extra
 from ._data import Stream
 
 
 def _lightning() -> Any:
-    try:
-        import lightning
-    except ImportError as exc:
-        raise MissingExtra("the Lightning adapter needs the 'lightning' package, which is not "
-                           "installed: pip install 'firepbt[lightning]'") from exc
-    return lightning
+    return require_extra("lightning", "the Lightning adapter", "the 'lightning' package",
+                         "lightning")
 
 
 class _Batches(torch.utils.data.Sampler[list[int]]):

@@ -59,16 +59,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, MissingExtra
+from ..errors import ConfigError, require_extra
 
 
 def _tune() -> Any:
-    try:
-        from ray import tune
-    except ImportError as exc:
-        raise MissingExtra("the Ray Tune adapter needs 'ray[tune]', which is not installed: "
-                           "pip install 'firepbt[tune]'") from exc
-    return tune
+    return require_extra("ray.tune", "the Ray Tune adapter", "'ray[tune]'", "tune")
 
 
 class TuneTrainable:
