@@ -70,7 +70,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, MissingExtra, StoreError, TrainableError
+from .errors import ConfigError, StoreError, TrainableError, require_extra
 from .executor import BestPoint, TrainJob, TrainResult, build_population, run_job
 from .records import WorkerFailure
 from .store import ExperimentStore, read_states, write_states
@@ -86,12 +86,8 @@ from .trainable import (
 
 
 def _require_ray() -> Any:
-    try:
-        import ray
-    except ImportError as exc:  # exercised by tests/packaging/wheel_alone.sh (no Ray there)
-        raise MissingExtra("the Ray executor needs the 'ray' package, which is not installed: "
-                           "pip install 'firepbt[ray]'") from exc
-    return ray
+    # (exercised by tests/packaging/wheel_alone.sh, which has no Ray)
+    return require_extra("ray", "the Ray executor", "the 'ray' package", "ray")
 
 
 @dataclass(frozen=True)

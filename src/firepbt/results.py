@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -253,6 +254,20 @@ def latest_scores(store: Store, workers: list[int]) -> dict[int, tuple[int, floa
         if w in wanted:
             out[w] = (s, score_of(v, mode))
     return out
+
+
+def running_top(points: Iterable[tuple[int, int, float]], best: float
+                ) -> tuple[float, list[tuple[int, int, float]]]:
+    """The running top the driver keeps: over ``(step, worker, score)`` points taken in (step,
+    worker) order, each finite point strictly above the top so far is a new top. Returns the
+    top after the points and the new tops, in order (the runner tests them; the trackers report
+    the last)."""
+    tops = []
+    for s, w, sc in sorted(points):
+        if math.isfinite(sc) and sc > best:
+            best = sc
+            tops.append((s, w, sc))
+    return best, tops
 
 
 def top_measures(store: Store, candidates: list[int] | None = None) -> TopPoint | None:

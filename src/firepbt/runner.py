@@ -38,7 +38,7 @@ from .records import (
     StopEvaluator,
     WorkerSpec,
 )
-from .results import Summary, latest_scores, summarize
+from .results import Summary, latest_scores, running_top, summarize
 from .schedule import Schedule, Segment
 from .selection import rank_key
 from .space import Space
@@ -363,13 +363,10 @@ class Runner:
         # last one (its best point; the run's top point is always one of those), the others
         # test a superset of those points
         candidates = set(self.controller.best_candidates())
-        points = sorted((s, res.worker, score_of(v, mode)) for res in results
-                        if res.worker in candidates for s, v in res.evaluations)
-        new_best: dict[tuple[int, int], None] = {}
-        for s, w, sc in points:
-            if math.isfinite(sc) and sc > self.best_score:
-                self.best_score = sc
-                new_best[w, s] = None
+        self.best_score, tops = running_top(
+            ((s, res.worker, score_of(v, mode)) for res in results if res.worker in candidates
+             for s, v in res.evaluations), self.best_score)
+        new_best = {(w, s): None for s, w, _sc in tops}
         test_best = getattr(self.executor, "test_best", None)
         best_test = None
         if test_best is not None and new_best:  # runs while the round is decided (Ray)

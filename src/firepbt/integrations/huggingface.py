@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence, Sized
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import torch
@@ -85,9 +85,9 @@ class TrainingSettings:
             check(isinstance(getattr(self, name), int) and getattr(self, name) >= 1, name,
                   "an int >= 1", getattr(self, name))
 
-    def lr_factor(self, step: int, warmup: float) -> float:
+    def lr_factor(self, step: int) -> float:
         """The scheduler's factor at ``step`` (0-based, the step about to be taken)."""
-        w = float(warmup)
+        w = float(self.warmup_steps)
         if self.lr_scheduler_type == "constant":
             return 1.0
         if step < w:
@@ -160,7 +160,7 @@ class HuggingFaceTrainable:
             group["weight_decay"] = float(s.weight_decay)
         self.model.train()
         for _ in range(steps):
-            lr = float(s.learning_rate) * s.lr_factor(self.step, s.warmup_steps)
+            lr = float(s.learning_rate) * s.lr_factor(self.step)
             for group in self.opt.param_groups:
                 group["lr"] = lr
             self.opt.zero_grad(set_to_none=True)
@@ -221,8 +221,6 @@ def huggingface_factory(model: Callable[[], Any], train_dataset: Any, eval_datas
     _transformers()
     if mode not in ("max", "min"):
         raise ConfigError("mode", "'max' or 'min'", mode)
-    known = {f.name for f in fields(TrainingSettings)}
-    assert set(HPARAMS) <= known
 
     def make(seed: int) -> HuggingFaceTrainable:
         with torch.random.fork_rng(devices=[]):

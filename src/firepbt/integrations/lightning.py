@@ -194,7 +194,8 @@ class LightningTrainable:
         self.seed, self.position = int(seed), 0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"checkpoint": _plain(self.checkpoint), "weights": self.module.state_dict(),
+        # (Lightning's AttributeDicts become plain dicts in the store, as every dict subclass)
+        return {"checkpoint": self.checkpoint, "weights": self.module.state_dict(),
                 "seed": self.seed, "position": self.position, "global_step": self.global_step}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -232,15 +233,6 @@ def _apply(trainer: Any, module: Any, hparams: Mapping[str, Any]) -> None:
     with contextlib.suppress(AttributeError, TypeError):
         for k, v in hparams.items():
             module.hparams[k] = v
-
-
-def _plain(x: Any) -> Any:
-    """Lightning's checkpoint as plain data for firepbt's store (AttributeDicts as dicts)."""
-    if isinstance(x, Mapping):
-        return {k: _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return type(x)(_plain(v) for v in x)
-    return x
 
 
 def lightning_factory(module: Callable[[], Any], datamodule: Callable[[], Any], *, metric: str,

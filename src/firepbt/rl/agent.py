@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import MissingExtra, check
+from ..errors import check, require_extra
 from .vmpo import (
     EPSILON_ALPHA_MU,
     EPSILON_ALPHA_SIGMA,
@@ -63,11 +63,8 @@ class VMPOTrainable:
                  unroll: int = 25, epochs: int = 4, gamma: float = 0.95, hidden: int = 64,
                  reward_scale: float = 0.1, episodes_to_average: int = 32,
                  dual_lr: float = 1e-2, normalize_obs: bool = False) -> None:
-        try:
-            import gymnasium as gym
-        except ImportError as exc:
-            raise MissingExtra("the V-MPO tasks need the 'gymnasium' package, which is not "
-                               "installed: pip install 'firepbt[rl]'") from exc
+        require_extra("gymnasium", "the V-MPO tasks", "the 'gymnasium' package", "rl")
+        import gymnasium as gym
 
         for name, v in (("n_envs", n_envs), ("unroll", unroll), ("epochs", epochs),
                         ("hidden", hidden), ("episodes_to_average", episodes_to_average)):

@@ -46,7 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from ..errors import ConfigError, MissingExtra
+from ..errors import ConfigError
+from ..executor import score_of
 from ..records import (
     AssignEvaluator,
     Decision,
@@ -55,6 +56,7 @@ from ..records import (
     StopEvaluator,
     WorkerFailure,
 )
+from ..results import running_top
 
 log = logging.getLogger("firepbt")
 
@@ -212,11 +214,12 @@ class _Best:
         self.point: tuple[int, int, float] | None = None
 
     def add(self, evaluations: Iterable[tuple[int, int, float]]) -> None:
-        sign = 1.0 if self.mode == "max" else -1.0
-        for s, w, v in sorted((s, w, v) for w, s, v in evaluations if w in self.candidates):
-            sc = sign * v
-            if sc == sc and sc not in (float("inf"), -float("inf")) and sc > self.score:
-                self.score, self.point = sc, (w, s, v)
+        raw = {(s, w): v for w, s, v in evaluations if w in self.candidates}
+        self.score, tops = running_top(((s, w, score_of(v, self.mode))
+                                        for (s, w), v in raw.items()), self.score)
+        if tops:
+            s, w, _sc = tops[-1]
+            self.point = (w, s, raw[s, w])
 
 
 class TrackerSet:
@@ -441,8 +444,3 @@ def callbacks_of(specs_or_callbacks: Iterable[Any] | None) -> list[Any]:
     """``--log`` specs made into trackers; callbacks and trackers as they are."""
     return [make_tracker(c) if isinstance(c, str) else c for c in specs_or_callbacks or ()]
 
-
-def missing_extra(what: str, package: str, extra: str) -> MissingExtra:
-    """The one-line refusal when a tracker's library is not installed."""
-    return MissingExtra(f"{what} needs the {package!r} package, which is not installed: "
-                        f"pip install 'firepbt[{extra}]'")

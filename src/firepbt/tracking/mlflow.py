@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import RoundReport, RunInfo, missing_extra, scalars
+from ..errors import require_extra
+from . import RoundReport, RunInfo, scalars
 
 EXPERIMENT = "firepbt"
 BATCH = 1000  # MLflow's limit of metrics per log_batch call
@@ -43,10 +44,7 @@ class MLflowTracker:
     """Logs a run's rounds to MLflow (see the module docstring)."""
 
     def __init__(self, uri: str) -> None:
-        try:
-            from mlflow.tracking import MlflowClient  # noqa: F401
-        except ImportError as exc:
-            raise missing_extra("the MLflow tracker", "mlflow", "mlflow") from exc
+        require_extra("mlflow.tracking", "the MLflow tracker", "the 'mlflow' package", "mlflow")
         self.uri = tracking_uri(uri)
         self.key = f"mlflow:{self.uri}"
         self.client: Any = None

@@ -15,19 +15,17 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any
 
-from . import RoundReport, RunInfo, missing_extra, scalars
+from ..errors import require_extra
+from . import RoundReport, RunInfo, scalars
 
 
 class TensorBoardTracker:
     """Writes a run's rounds as TensorBoard events (see the module docstring)."""
 
     def __init__(self, logdir: str | Path) -> None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
-        except ImportError as exc:
-            raise missing_extra("the TensorBoard tracker", "tensorboard", "tensorboard"
-                                ) from exc
-        self._writer_cls = SummaryWriter
+        # (PyTorch's writer needs the tensorboard package)
+        self._writer_cls = require_extra("torch.utils.tensorboard", "the TensorBoard tracker",
+                                         "the 'tensorboard' package", "tensorboard").SummaryWriter
         self.logdir = Path(logdir)
         self.key = f"tensorboard:{self.logdir.resolve()}"
         self.writer: Any = None

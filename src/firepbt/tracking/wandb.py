@@ -17,17 +17,15 @@ import secrets
 from itertools import groupby
 from typing import Any
 
-from . import RoundReport, RunInfo, missing_extra, scalars
+from ..errors import require_extra
+from . import RoundReport, RunInfo, scalars
 
 
 class WandbTracker:
     """Logs a run's rounds to W&B (see the module docstring)."""
 
     def __init__(self, project: str, **init_kwargs: Any) -> None:
-        try:
-            import wandb  # noqa: F401
-        except ImportError as exc:
-            raise missing_extra("the Weights & Biases tracker", "wandb", "wandb") from exc
+        require_extra("wandb", "the Weights & Biases tracker", "the 'wandb' package", "wandb")
         self.project = project
         self.init_kwargs = init_kwargs
         self.key = f"wandb:{project}"
