@@ -34,3 +34,36 @@ def assert_resume_is_exact(path, cfg, factory, space, expected, rounds):
         max_rounds=rounds)
     resume(path, factory=factory, space=space, progress=False)
     assert records(path) == expected
+
+
+def cli_run(tmp_path, monkeypatch, capsys, source, factory, *options):
+    """``firepbt run`` (in this process) on ``factory`` of a module the test writes from
+    ``source``, 4 PBT workers x 2 rounds of 1 step, store ``tmp_path/s``: (exit code, stdout,
+    stderr)."""
+    import sys
+    import zlib
+
+    from firepbt.cli import main
+
+    name = f"factory_{zlib.crc32(source.encode()):08x}"
+    (tmp_path / f"{name}.py").write_text(source)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop(name, None)
+    code = main(["run", "x", "--factory", f"{name}:{factory}", "--method", "pbt", "--workers",
+                 "4", "--steps", "2", "--ready-interval", "1", "--eval-interval", "1", "--store",
+                 str(tmp_path / "s"), "--no-progress", "--executor", "local", *options])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def assert_refused_in_one_line(tmp_path, result, *words):
+    """A CLI run refused before its first round: exit 2, one line naming ``words``, no store
+    left behind."""
+    code, out, err = result
+    assert code == 2, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("firepbt: error: "), err
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    assert not (tmp_path / "s").exists()

@@ -8,11 +8,14 @@ import torch
 
 L = pytest.importorskip("lightning")
 
+import textwrap  # noqa: E402
+
 import integration_checks as checks  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from firepbt import LogUniform, Space  # noqa: E402
+from firepbt.errors import ConfigError  # noqa: E402
 from firepbt.integrations.lightning import LightningTrainable, lightning_factory  # noqa: E402
 from firepbt.trainable import clone_state  # noqa: E402
 
@@ -132,8 +135,6 @@ def test_the_data_position_makes_batches_repeat_exactly():
 
 
 def test_refusals():
-    from firepbt.errors import ConfigError
-
     with pytest.raises(ConfigError, match="mode must be"):
         lightning_factory(Quadratic, Noise, metric="val_loss", mode="lowest")
     t = lightning_factory(Quadratic, Noise, metric="val_acc", mode="max")(0)
@@ -142,3 +143,170 @@ def test_refusals():
         t.evaluate()
     with pytest.raises(ConfigError, match="LightningModule"):
         LightningTrainable(nn.Linear(2, 2), Noise(), 0, metric="val_loss")
+    with pytest.raises(ConfigError, match=r"module must be a zero-argument callable that "
+                                          r"builds one worker's LightningModule .* got 'Quad"):
+        lightning_factory(Quadratic(), Noise, metric="val_loss")
+    with pytest.raises(ConfigError, match=r"datamodule must be a zero-argument callable .* "
+                                          r"got 'Noise'"):
+        lightning_factory(Quadratic, Noise(), metric="val_loss")
+    class NoTest(Noise):
+        test_dataloader = None
+
+    with pytest.raises(ConfigError, match=r"test_dataloader must be a method of the DataModule "
+                                          r"returning the test DataLoader .* got None"):
+        lightning_factory(Quadratic, NoTest, metric="val_loss", test_metric="test_loss")(0)
+
+
+class ReadsScale(Quadratic):
+    """A hyperparameter no optimizer has, read from ``self.hparams`` in ``training_step``."""
+
+    def training_step(self, batch, batch_idx):
+        return super().training_step(batch, batch_idx) * self.hparams.get("scale", 1.0)
+
+
+def test_a_hyperparameter_that_reaches_nothing_is_refused():
+    # (newcomer row 20) "learning_rate": no parameter group has it, the module never reads it
+    t = factory()(0)
+    with pytest.raises(ConfigError, match=r"hyperparameter must be a key of the optimizers' "
+                       r"parameter groups \(dampening, .*lr, .*momentum.*\) or a name the "
+                       r"module reads from self.hparams \(it read: lr\).*got 'learning_rate'"):
+        t.train({"lr": 0.3, "learning_rate": 0.3}, 1)
+    # a name read through self.hparams (here in training_step) reaches the training
+    ok = lightning_factory(ReadsScale, Noise, metric="val_loss", mode="min")(0)
+    ok.train({"lr": 0.3, "scale": 0.5}, 2)
+    ok.train({"lr": 0.3, "scale": 0.25}, 1)
+    assert ok.module.hparams["scale"] == 0.25 and ok.global_step == 3
+
+
+class Stepped(Quadratic):
+    """The user's own scheduler: StepLR halving the rate every 2 steps; each step's rate is
+    recorded."""
+
+    def __init__(self, lr: float = 0.1) -> None:
+        super().__init__(lr)
+        self.seen: list[float] = []
+
+    def training_step(self, batch, batch_idx):
+        self.seen.append(self.optimizers().param_groups[0]["lr"])
+        return super().training_step(batch, batch_idx)
+
+    def configure_optimizers(self):
+        opt = torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=0.5)
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def test_the_modules_own_scheduler_multiplies_the_tuned_rate_across_calls_and_resumes():
+    # (newcomer row 21) the tuned value is the base rate, the scheduler's factor stays on it
+    make = lightning_factory(Stepped, Noise, metric="val_loss", mode="min")
+    a = make(0)
+    for _ in range(3):
+        a.train({"lr": 0.2}, 3)
+    assert a.module.seen == pytest.approx([0.2 * 0.5 ** (t // 2) for t in range(9)], rel=1e-12)
+    b = make(1)  # a stop and resume: a fresh worker loading the state
+    b.load_state_dict(clone_state(a.state_dict()))
+    for t in (a, b):
+        t.module.seen.clear()
+        t.train({"lr": 0.1}, 2)  # a new rate: the factor (0.5 ** 4, then ** 5) applies to it
+        assert t.module.seen == pytest.approx([0.1 * 0.5 ** 4, 0.1 * 0.5 ** 5], rel=1e-12)
+    assert a.module.seen == b.module.seen and torch.equal(a.module.w, b.module.w)
+    assert a.checkpoint["lr_schedulers"][0]["base_lrs"] == [0.1]
+
+
+class Dropped(Quadratic):
+    """Dropout on the gradient noise: draws from torch's global generator."""
+
+    def training_step(self, batch, batch_idx):
+        (noise,) = batch
+        noise = nn.functional.dropout(noise, 0.5, training=True)
+        return self.loss() + (noise.mean(0) * self.h.sqrt() * 2.0 * self.w).sum()
+
+
+def test_dropout_is_part_of_the_resumable_state():
+    make = lightning_factory(Dropped, Noise, metric="val_loss", mode="min")
+    a, b = make(4), make(4)
+    a.train({"lr": 0.3}, 3)
+    torch.rand(5)  # anything else drawing from the global generator in between
+    a.train({"lr": 0.3}, 3)
+    b.train({"lr": 0.3}, 3)
+    c = make(5)
+    c.load_state_dict(clone_state(b.state_dict()))
+    c.train({"lr": 0.3}, 3)
+    assert torch.equal(a.module.w, c.module.w)
+
+
+LIT_MODULE = textwrap.dedent("""
+    import lightning as L
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from firepbt import LogUniform, Space
+    from firepbt.integrations.lightning import lightning_factory
+
+    SPACE = Space({"lr": LogUniform(0.01, 0.1)})
+
+    class Tiny(L.LightningModule):
+        def __init__(self, lr=0.05):
+            super().__init__()
+            self.save_hyperparameters()
+            self.net = nn.Linear(4, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.net(batch[0]).pow(2).mean()
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val_loss", self.net(batch[0]).pow(2).mean())
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+
+    class CudaOnly(Tiny):
+        def __init__(self):
+            super().__init__()
+            self.to("cuda")
+
+    class OnlyTrain(L.LightningDataModule):
+        def setup(self, stage=None):
+            self.data = TensorDataset(torch.randn(32, 4))
+
+        def train_dataloader(self):
+            return DataLoader(self.data, batch_size=8)
+
+    class Data(OnlyTrain):
+        def val_dataloader(self):
+            return DataLoader(self.data, batch_size=32)
+
+    class NoVal(Data):
+        val_dataloader = None
+
+    def _make(module=Tiny, data=Data, **kwargs):
+        return lightning_factory(module, data, metric="val_loss", mode="min", **kwargs)
+
+    bad_name = _make()
+    bad_name.space = Space({"learning_rate": LogUniform(0.01, 0.1)})
+    only_train = _make(data=OnlyTrain)
+    no_val = _make(data=NoVal)
+    cuda_only = _make(module=CudaOnly)
+    gpu_trainer = _make(trainer_kwargs={"accelerator": "gpu"})
+""")
+
+CUDA = torch.cuda.is_available()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, words", [
+    ("bad_name", ["hyperparameter must be a key of the optimizers' parameter groups (",
+                  "lr", "it read: lr", "got 'learning_rate'"]),
+    ("only_train", ["val_dataloader must be", "DataModule", "Lightning's default"]),
+    ("no_val", ["val_dataloader must be", "DataModule", "got None"]),
+    pytest.param("cuda_only", ["module must be", "CUDA"],
+                 marks=pytest.mark.skipif(CUDA, reason="this machine has CUDA")),
+    pytest.param("gpu_trainer", ["trainer_kwargs must be", "gpu", "'accelerator': 'gpu'"],
+                 marks=pytest.mark.skipif(CUDA, reason="this machine has CUDA")),
+])
+def test_misconfigurations_are_one_line_through_the_cli(name, words, tmp_path, monkeypatch,
+                                                        capsys):
+    # (newcomer rows 20, 22, 25) exit 2, one line, no store left
+    result = checks.cli_run(tmp_path, monkeypatch, capsys, LIT_MODULE, name)
+    checks.assert_refused_in_one_line(tmp_path, result, *words)
