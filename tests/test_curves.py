@@ -11,14 +11,14 @@ from hypothesis import strategies as st
 
 from firepbt.curves import (
     Curve,
-    _smooth_cached,
-    _smooth_finite,
     best_score_diff,
     binom_test,
     compare,
     overlap,
     smooth,
 )
+from firepbt.curves._gp import _smooth_finite
+from firepbt.curves._gp import fits as _smooth_cached
 from firepbt.errors import ConfigError
 
 STEPS = np.arange(0, 400, 25)
@@ -339,7 +339,9 @@ def test_compare_gives_the_numbers_of_overlap_binom_test_and_best_score_diff():
        st.lists(st.floats(-5, 5), min_size=1, max_size=30), st.floats(-10, 10), st.floats(0, 10))
 def test_the_penalised_overlaps_at_once_equal_one_at_a_time(sh, sl, lo, width):
     """The vectorised delta search finds exactly the overlaps the per-delta function finds."""
-    from firepbt.curves import _N_DELTAS, _overlap_smoothed, _overlaps_penalised
+    from firepbt.curves._compare import N_DELTAS as _N_DELTAS
+    from firepbt.curves._compare import overlap_of_smoothed as _overlap_smoothed
+    from firepbt.curves._compare import overlaps_penalised as _overlaps_penalised
 
     sh, sl = np.array(sh), np.array(sl)
     deltas = np.linspace(lo, lo + width, _N_DELTAS)
@@ -352,7 +354,8 @@ def _penalised_reference(ya, sa, yb, sb, separated_only=True, widened_range=Fals
     before the search was vectorised: the fast version must give exactly its numbers. The
     paper's case (3.1.1): min(y_high) > max(y_low), deltas in [min(y_high) - max(y_low),
     min(y_high) - min(y_low)]."""
-    from firepbt.curves import _N_DELTAS, _overlap_smoothed
+    from firepbt.curves._compare import N_DELTAS as _N_DELTAS
+    from firepbt.curves._compare import overlap_of_smoothed as _overlap_smoothed
 
     a_higher = bool(sa[0] > sb[0])
     yh, sh, yl, sl = (ya, sa, yb, sb) if a_higher else (yb, sb, ya, sa)
@@ -376,7 +379,8 @@ def _penalised_reference(ya, sa, yb, sb, separated_only=True, widened_range=Fals
        st.lists(st.floats(-5, 5), min_size=1, max_size=25), st.floats(0.5, 20),
        st.booleans(), st.booleans())
 def test_the_fast_penalty_search_gives_the_plain_searchs_numbers(ya, yb, gap, separated, wide):
-    from firepbt.curves import _best_score_diff_arrays, _overlap_smoothed
+    from firepbt.curves._compare import best_score_diff_arrays as _best_score_diff_arrays
+    from firepbt.curves._compare import overlap_of_smoothed as _overlap_smoothed
 
     ya, yb = np.array(ya), np.array(yb) - gap  # mostly apart: the penalty search runs
     sa = smooth(Curve(np.arange(len(ya)) * 10, ya))
@@ -478,7 +482,8 @@ def test_compare_many_gives_compares_bit_for_bit(curves):
 
 
 def test_rows_of_linspace_are_numpys_linspace_row_by_row():
-    from firepbt.curves import _N_DELTAS, _linspace_rows
+    from firepbt.curves._batched import linspace_rows as _linspace_rows
+    from firepbt.curves._compare import N_DELTAS as _N_DELTAS
 
     # a span of 10 subnormal units, whose step rounds to 0, takes numpy's other formula;
     # np.linspace over arrays would take it for every row, the rows here must not
@@ -491,17 +496,17 @@ def test_rows_of_linspace_are_numpys_linspace_row_by_row():
 
 def test_the_eigendecomposition_cache_is_shared_by_a_step_pattern_and_changes_no_fit(
         monkeypatch):
-    from firepbt import curves as module
+    from firepbt.curves import _gp as module
 
     rng = np.random.default_rng(6)
     a = Curve(STEPS, rng.normal(size=len(STEPS)))
     b = Curve(STEPS * 2 + 1000, rng.normal(size=len(STEPS)))  # the same normalised steps
-    module._smooth_cached.cache_clear()
+    module.fits.cache_clear()
     module._correlation_eigen_cached.cache_clear()
     fit_a, fit_b = smooth(a), smooth(b)
     info = module._correlation_eigen_cached.cache_info()
     assert (info.misses, info.hits) == (1, 1)
-    module._smooth_cached.cache_clear()
+    module.fits.cache_clear()
     monkeypatch.setattr(module, "_EIGEN_CACHE_POINTS", 0)  # every decomposition afresh
     np.testing.assert_array_equal(smooth(a), fit_a)
     np.testing.assert_array_equal(smooth(b), fit_b)

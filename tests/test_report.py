@@ -144,10 +144,10 @@ def test_report_tells_what_happened_in_rounded_words(fire_store, tmp_path):
 
 def _capture_figures(monkeypatch):
     """Record title, y-label, y-scale, y-limits, y-ticks and data of every figure drawn."""
-    import firepbt.report as rep
+    import firepbt.report._figures as rep
 
     seen = {}
-    original = rep._finish
+    original = rep.finish_figure
 
     def finish(fig, ax, path, title, xlabel, ylabel, log_y=False, legend=True):
         out = original(fig, ax, path, title, xlabel, ylabel, log_y, legend)
@@ -159,7 +159,7 @@ def _capture_figures(monkeypatch):
                            "ydata": [list(line.get_ydata()) for line in ax.get_lines()]}
         return out
 
-    monkeypatch.setattr(rep, "_finish", finish)
+    monkeypatch.setattr(rep, "finish_figure", finish)
     return seen
 
 

@@ -107,7 +107,7 @@ def test_every_task_default_is_a_fire_layout_that_evolves(name):
     """Each task's defaults (and presets) must be accepted for FIRE PBT: a layout in which a
     sub-population could never evolve is refused (11 workers used to be the default)."""
     from firepbt.config import ExperimentConfig
-    from firepbt.controllers.fire import fire_split
+    from firepbt.controllers.fire_layout import fire_split
 
     task = get_task(name)
     for preset in task.presets or (None,):

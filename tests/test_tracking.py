@@ -389,7 +389,7 @@ def test_live_report_follows_a_running_experiment_in_chromium(tmp_path):
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     watcher = browser = None
     try:
-        from firepbt.live import last_round
+        from firepbt.report.live import last_round
 
         deadline = time.monotonic() + 60
         while not (store / "experiment.sqlite").exists() or last_round(store)[0] < 1:

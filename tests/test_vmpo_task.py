@@ -11,7 +11,7 @@ from firepbt.build import build_controller
 from firepbt.cli import _config_from_args, _parser
 from firepbt.compare import RunSpec, markdown
 from firepbt.config import ExperimentConfig
-from firepbt.controllers.fire import fire_split
+from firepbt.controllers.fire_layout import fire_split
 from firepbt.errors import ConfigError
 from firepbt.tasks import get_task
 from firepbt.tasks.vmpo import EPSILON_ETA_FACTORS, LR_FACTORS, SPACE, fire_settings

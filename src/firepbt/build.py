@@ -11,7 +11,7 @@ import numpy as np
 
 from .config import ExperimentConfig
 from .controllers import PBT, Controller, FirePBT, RandomSearch
-from .controllers.fire import fire_split
+from .controllers.fire_layout import fire_split
 from .devices import resolve_device
 from .errors import ConfigError, check
 from .executor import LocalExecutor

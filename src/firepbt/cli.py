@@ -902,7 +902,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .report import report
 
     if args.watch:
-        from .live import serve
+        from .report.live import serve
 
         check(0 <= args.port <= 65535, "--port", "a port in [0, 65535] (0: a free one)",
               args.port)

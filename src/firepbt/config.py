@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .controllers.fire import fire_split
+from .controllers.fire_layout import fire_split
 from .devices import DEVICE_TEXT, valid_device
 from .errors import ConfigError, check
 from .selection import members_needed
@@ -270,7 +270,7 @@ FIELD_RULES: tuple[FieldRule, ...] = (
 )
 """Each field's own constraint. What relates fields (multiples of intervals, workers that
 truncation can select in, a FIRE layout in which every sub-population evolves -
-:func:`firepbt.controllers.fire.fire_split` -, ``min_steps_before_eval`` per sub-population
+:func:`firepbt.controllers.fire_layout.fire_split` -, ``min_steps_before_eval`` per sub-population
 and below ``steps``) is checked after them in ``ExperimentConfig.__post_init__``."""
 
 

@@ -31,13 +31,13 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .config import ExperimentConfig
-from .controllers.fire import fire_split
+from .controllers.fire_layout import fire_split
 from .executor import score_of
 from .lineage import Link, chain
 from .lineage import schedule as lineage_schedule
 from .records import AssignEvaluator, Decision, EvaluatorSuccess, Exploit, StopEvaluator
 from .schedule import Schedule
-from .selection import rank_key
+from .selection import best_member, rank_key
 from .store import Store
 
 
@@ -256,20 +256,6 @@ def latest_scores(store: Store, workers: list[int]) -> dict[int, tuple[int, floa
     return out
 
 
-def running_top(points: Iterable[tuple[int, int, float]], best: float
-                ) -> tuple[float, list[tuple[int, int, float]]]:
-    """The running top the driver keeps: over ``(step, worker, score)`` points taken in (step,
-    worker) order, each finite point strictly above the top so far is a new top. Returns the
-    top after the points and the new tops, in order (the runner tests them; the trackers report
-    the last)."""
-    tops = []
-    for s, w, sc in sorted(points):
-        if math.isfinite(sc) and sc > best:
-            best = sc
-            tops.append((s, w, sc))
-    return best, tops
-
-
 def top_measures(store: Store, candidates: list[int] | None = None) -> TopPoint | None:
     """The paper's first two measures (4.1.2): the top validation value over the run among the
     best-effort members (``candidates``, default :func:`best_effort_workers`), and the test
@@ -310,7 +296,8 @@ def summarize(store: Store) -> Summary:
     elif last is not None:
         latest = latest_scores(store, candidates)
         if latest:
-            best_worker = max(sorted(latest), key=lambda k: (rank_key(latest[k][1]), -k))
+            best_worker = best_member({w: sc for w, (_s, sc) in latest.items()})
+            assert best_worker is not None
             step, sc = latest[best_worker]
             best_value = score_of(sc, mode)
             tests = {(w, s): v for _r, w, s, v in store.tests()}

@@ -38,9 +38,9 @@ from .records import (
     StopEvaluator,
     WorkerSpec,
 )
-from .results import Summary, latest_scores, running_top, summarize
+from .results import Summary, latest_scores, summarize
 from .schedule import Schedule, Segment
-from .selection import rank_key
+from .selection import best_member, rank_key, running_top
 from .space import Space
 from .store import KEEP_CHECKPOINTS, RoundRow, Store
 from .threads import training_threads
@@ -466,7 +466,8 @@ class Runner:
         if not latest:
             return None
         mode = self.executor.mode
-        w = max(sorted(latest), key=lambda k: (rank_key(score_of(latest[k][1], mode)), -k))
+        w = best_member({k: score_of(v, mode) for k, (_s, v) in latest.items()})
+        assert w is not None
         step, value = latest[w]
         return {"worker": w, "step": step, "value": value, "test": self._test_now(w, step),
                 "hparams": self.workers[w]["hparams"]}

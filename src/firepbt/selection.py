@@ -19,7 +19,7 @@ Non-finite policy: a member whose fitness is NaN or +-inf is ranked below every 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -77,3 +77,27 @@ def truncation(fitness: Mapping[int, float], rng: np.random.Generator,
     for loser in sorted(bottom):
         pairs.append((loser, top[int(rng.integers(len(top)))]))
     return pairs
+
+
+def best_member(scores: Mapping[int, float]) -> int | None:
+    """The worker with the highest score among ``scores`` (worker -> its latest score); a
+    non-finite score ranks lowest (:func:`rank_key`) and ties go to the lowest worker. None
+    when there is none. The one rule for "the best member now" (the run's final member, the
+    summary's best member)."""
+    if not scores:
+        return None
+    return max(sorted(scores), key=lambda k: (rank_key(scores[k]), -k))
+
+
+def running_top(points: Iterable[tuple[int, int, float]], best: float
+                ) -> tuple[float, list[tuple[int, int, float]]]:
+    """The running top the driver keeps: over ``(step, worker, score)`` points taken in (step,
+    worker) order, each finite point strictly above the top so far is a new top. Returns the
+    top after the points and the new tops, in order (the runner tests them; the trackers report
+    the last). The one rule for "the top point so far"."""
+    tops = []
+    for s, w, sc in sorted(points):
+        if math.isfinite(sc) and sc > best:
+            best = sc
+            tops.append((s, w, sc))
+    return best, tops

@@ -22,7 +22,7 @@ mkdir "$work/empty" && cd "$work/empty"
 # imported from the installed wheel, not from a source tree
 "$bin/python" -c "import firepbt, pathlib, sys; p = pathlib.Path(firepbt.__file__).parent; \
 assert 'site-packages' in str(p), p; assert (p / 'py.typed').is_file(), 'py.typed'; \
-import firepbt.tracking, firepbt.live" || fail "the installed package"
+import firepbt.tracking, firepbt.report.live" || fail "the installed package"
 "$bin/firepbt" run nqm --store s --no-progress --workers 8 --steps 300 > run.txt 2>&1 \
     || { cat run.txt; fail "firepbt run nqm"; }
 grep -q "Top objective over the run" run.txt || { cat run.txt; fail "run summary"; }

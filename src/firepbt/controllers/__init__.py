@@ -1,7 +1,8 @@
 """Decision logic: random search, PBT and FIRE PBT (pure ask/tell, see ``base``)."""
 
 from .base import Controller
-from .fire import FirePBT, fire_split
+from .fire import FirePBT
+from .fire_layout import fire_split
 from .pbt import PBT
 from .random_search import RandomSearch
 

@@ -113,70 +113,7 @@ from ..records import (
 from ..selection import members_needed, rank_key, truncation
 from ..space import Space
 from .base import Controller, Observations, load_rng_state, make_rng, rng_state
-
-
-def fire_split(workers: int, n_subpopulations: int | None = None,
-               quantile: float = 0.25) -> tuple[int, int, int]:
-    """``(n_subpopulations, subpopulation_size, n_evaluators)`` for a total worker count.
-
-    The paper's splits (4.1.1): 2, 3, 4 sub-populations below 36, below 50, from 50 workers
-    (or ``n_subpopulations``), equal sizes, and evaluators three quarters of the parents' total
-    size: 22 = 2 x 8 + 6, 36 = 3 x 8 + 12, 50 = 4 x 8 + 18. Other counts get the largest size
-    that leaves at least ``floor(3/4)`` of the parents' total as evaluators, and at least 2
-    per parent sub-population (the rest become evaluators too): 8 = 3 + 3 + 2, 12 = 4 + 4 + 4.
-
-    A split is accepted only if every sub-population can evolve (:func:`check_evolvable`):
-    the smallest FIRE PBT run is 6 = 2 + 2 + 2 with two sub-populations. Otherwise a
-    :class:`~firepbt.errors.ConfigError` names the smallest worker count that can.
-    """
-    check(isinstance(workers, int) and not isinstance(workers, bool) and workers > 0,
-          "workers", "an int > 0", workers)
-    n = n_subpopulations if n_subpopulations is not None else (
-        2 if workers < 36 else 3 if workers < 50 else 4)
-    check(isinstance(n, int) and n >= 2, "n_subpopulations", "an int >= 2", n)
-    need = members_needed(quantile)
-    split = _split(workers, n, need)
-    if split is None:
-        smallest = next(w for w in range(n * need, 100 * n * need)
-                        if _split(w, n, need) is not None)
-        check(False, "workers",
-              f"an int >= {smallest} for FIRE PBT with {n} sub-populations (each sub-population "
-              f"needs {need} members and each parent sub-population {need} evaluators for "
-              f"{quantile:.0%} truncation to select in it)", workers)
-    assert split is not None  # (refused above otherwise)
-    return split
-
-
-def _split(workers: int, n: int, need: int = 2) -> tuple[int, int, int] | None:
-    """The largest sub-population size that leaves at least three quarters of the parents'
-    total as evaluators (rounded down) and ``need`` per parent sub-population; None when not
-    even ``need`` members per sub-population leave that many."""
-    best = None
-    for size in range(need, workers // n + 1):
-        if workers - n * size >= max(need * (n - 1), (3 * (n - 1) * size) // 4):
-            best = size
-    return None if best is None else (n, best, workers - n * best)
-
-
-def check_evolvable(n_subpopulations: int, subpopulation_size: int, n_evaluators: int,
-                    quantile: float = 0.25) -> None:
-    """Refuse a layout in which some sub-population could never evolve.
-
-    Truncation selection makes :func:`~firepbt.selection.n_selected` losers among ``k``
-    ranked members, at least one once ``k >= 2``. In P1 every member is ranked, so P1 needs 2
-    members. In a parent sub-population only the members whose evaluator trained this round
-    are ranked (3.1.2, the set Φ), so it also needs 2 evaluators at a time, hence
-    ``n_evaluators >= 2 * (n - 1)``.
-    """
-    need = members_needed(quantile)
-    check(isinstance(subpopulation_size, int) and subpopulation_size >= need,
-          "subpopulation_size", f"an int >= {need} for {quantile:.0%} truncation",
-          subpopulation_size)
-    check(isinstance(n_evaluators, int) and n_evaluators >= need * (n_subpopulations - 1),
-          "n_evaluators", f"an int >= {need * (n_subpopulations - 1)} ({need} per parent "
-          f"sub-population, so that {quantile:.0%} truncation can select in each of the "
-          f"{n_subpopulations - 1})", n_evaluators)
-
+from .fire_layout import check_evolvable, fire_split
 
 EVALUATED_SINCE = ("end", "start")
 TARGET_CURVE = ("continues", "restarts")

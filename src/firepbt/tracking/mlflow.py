@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import require_extra
-from . import RoundReport, RunInfo, scalars
+from ._base import RoundReport, RunInfo
+from ._scalars import scalars
 
 EXPERIMENT = "firepbt"
 BATCH = 1000  # MLflow's limit of metrics per log_batch call

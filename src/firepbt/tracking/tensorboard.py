@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import require_extra
-from . import RoundReport, RunInfo, scalars
+from ._base import RoundReport, RunInfo
+from ._scalars import scalars
 
 
 class TensorBoardTracker:

@@ -18,7 +18,8 @@ from itertools import groupby
 from typing import Any
 
 from ..errors import require_extra
-from . import RoundReport, RunInfo, scalars
+from ._base import RoundReport, RunInfo
+from ._scalars import scalars
 
 
 class WandbTracker:

@@ -24,8 +24,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from .errors import StoreError
-from .store import Store
+from ..errors import StoreError
+from ..store import Store
 
 _SCRIPT = ("<script>(function(){{var shown={round};setInterval(function(){{"
            "fetch('state.json',{{cache:'no-store'}}).then(function(r){{return r.json()}})"
@@ -35,7 +35,7 @@ _SCRIPT = ("<script>(function(){{var shown={round};setInterval(function(){{"
 
 def last_round(path: str | Path) -> tuple[int, int, int, int]:
     """``(round, step, rounds, steps)`` of the last committed round (0 before the first)."""
-    from .config import ExperimentConfig
+    from ..config import ExperimentConfig
 
     st = Store.open(path, readonly=True)
     try:
@@ -64,7 +64,7 @@ class LiveReport:
         r, _step, rounds, steps = last_round(self.store)
         if r == self.round:
             return False
-        from .report import experiment_data, render_experiment
+        from . import experiment_data, render_experiment
 
         tmp = Path(tempfile.mkdtemp(prefix="firepbt-live-"))
         try:
