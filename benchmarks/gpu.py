@@ -19,11 +19,11 @@ import time
 
 import torch
 
-from firepbt.executor import LocalExecutor, TrainJob
+from firepbt.executors import LocalExecutor, TrainJob
+from firepbt.executors.vectorized import VectorizedExecutor
 from firepbt.supervised import SupervisedData, SupervisedTrainable
 from firepbt.tasks.mnist import cnn
 from firepbt.tasks.mnist1d import MNIST1DTrainable
-from firepbt.vectorized import VectorizedExecutor
 
 
 def _mnist_shaped(n: int = 12_000) -> SupervisedData:

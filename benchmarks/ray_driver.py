@@ -59,7 +59,7 @@ def one(method: str, workers: int, rounds: int, interval: int, tmp: Path) -> dic
     import itertools
     import statistics
 
-    import firepbt.ray_executor as rex
+    import firepbt.executors.ray as rex
 
     cfg = ExperimentConfig(task="cheap", method=method, workers=workers, steps=10 * rounds,
                            ready_interval=10, eval_interval=5, executor="ray",

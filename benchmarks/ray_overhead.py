@@ -54,7 +54,7 @@ def firepbt_ray(tmp: Path) -> tuple[float, float, int, int, float, float]:
     """Wall time of the whole run, of starting the actors (setup) within it, the checkpoint
     bytes, the actors, and the actors' training and evaluation seconds (their sums over the
     members, over the 2 CPUs: the wall time they take with both actors busy)."""
-    from firepbt import ray_executor
+    from firepbt.executors import ray as ray_executor
 
     cfg = ExperimentConfig(task="mnist1d", method="pbt", workers=MEMBERS, steps=STEPS,
                            ready_interval=READY, eval_interval=EVAL, executor="ray")

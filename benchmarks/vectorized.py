@@ -18,9 +18,10 @@ import time
 
 import torch
 
-from firepbt.executor import LocalExecutor, TrainJob
+from firepbt.executors import LocalExecutor, TrainJob
+from firepbt.executors.vectorized import VectorizedExecutor
+from firepbt.supervised import SupervisedPopulation
 from firepbt.tasks.mnist1d import MNIST1DTrainable, load_data
-from firepbt.vectorized import SupervisedPopulation, VectorizedExecutor
 
 
 def matmul_rate(threads: int) -> float:

@@ -128,7 +128,7 @@ def test_no_module_imports_another_modules_private_names():
 
 # the decision core: pure (numpy/scipy), imported by the running and reading layers only
 CORE = ("firepbt.curves", "firepbt.selection", "firepbt.space", "firepbt.schedule",
-        "firepbt.records", "firepbt.errors", "firepbt.batched", "firepbt.controllers")
+        "firepbt.records", "firepbt.errors", "firepbt.executors.batched", "firepbt.controllers")
 
 
 def _in_core(module: str) -> bool:
@@ -139,7 +139,7 @@ def _in_core(module: str) -> bool:
                                   "firepbt.schedule", "firepbt.records",
                                   "firepbt.controllers.base", "firepbt.controllers.pbt",
                                   "firepbt.controllers.random_search",
-                                  "firepbt.controllers.fire", "firepbt.batched"])
+                                  "firepbt.controllers.fire", "firepbt.executors.batched"])
 def test_the_decision_core_imports_no_execution_storage_or_torch(core):
     graph = _graph()
     seen, todo = set(), [core]
@@ -168,7 +168,7 @@ def test_importing_firepbt_leaves_scipy_stats_for_when_it_is_needed():
     import subprocess
     import sys
 
-    code = ("import sys, firepbt, firepbt.cli, firepbt.ray_executor, firepbt.tasks.mnist1d; "
+    code = ("import sys, firepbt, firepbt.cli, firepbt.executors.ray, firepbt.tasks.mnist1d; "
             "print('scipy.stats' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -141,7 +141,7 @@ def test_report_with_only_a_categorical_string_hyperparameter(tmp_path):
 def test_vectorized_settings_are_built_a_chunk_at_a_time():
     """A round of 10**12 steps must not materialise per-step settings (it used to build
     Python lists of every step)."""
-    from firepbt.vectorized import _CHUNK, _settings_chunk
+    from firepbt.executors.vectorized import _CHUNK, _settings_chunk
 
     runs = [[((0.1, 0.9, 0.0), 10**12)], [((0.2, 0.9, 0.0), 5), ((0.3, 0.0, 0.0), 10**12)]]
     settings = _settings_chunk(runs, 0, _CHUNK)

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from firepbt import open_experiment
-from firepbt.executor import BestPoint, LocalExecutor, TrainJob, run_job
+from firepbt.executors import BestPoint, LocalExecutor, TrainJob
+from firepbt.executors.local import run_job
 from firepbt.supervised import SupervisedData, SupervisedTrainable
 from firepbt.trainable import function_trainable
 
@@ -255,7 +256,7 @@ def test_the_point_held_for_a_test_is_the_runners_round_best():
     import math
     import random
 
-    from firepbt.executor import score_of
+    from firepbt.selection import score_of
 
     rnd = random.Random(0)
     values = [0.0, -0.0, 0.5, 0.5, 1.0, math.nan, math.inf, -math.inf, 0.25]
@@ -306,7 +307,7 @@ def test_jobs_and_results_pickle_every_field():
     import dataclasses
     import pickle
 
-    from firepbt.executor import TrainResult
+    from firepbt.executors import TrainResult
 
     job = TrainJob(3, 40, (({"lr": 0.1}, 20), ({"lr": 0.05}, 20)), 10, True, True)
     res = TrainResult(3, ((50, 0.5), (60, 0.6)), ((60, 0.7),), 1.5, 0.25, True)

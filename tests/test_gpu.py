@@ -109,11 +109,11 @@ def test_a_gpu_run_stopped_and_resumed_on_the_gpu_equals_one_run(tmp_path):
 
 
 def test_the_vectorized_population_stays_on_the_gpu(tmp_path):
-    from firepbt.vectorized import VectorizedExecutor
+    from firepbt.executors.vectorized import VectorizedExecutor
 
     ex = VectorizedExecutor(functools.partial(MNIST1DTrainable, hidden=32, device="cuda"))
     ex.setup({w: w for w in range(4)})
-    from firepbt.executor import TrainJob
+    from firepbt.executors import TrainJob
 
     ex.train_round([TrainJob(w, 0, (({"lambda": 0.1}, 50),), 25) for w in range(4)], -1e9)
     assert all(p.device.type == "cuda" for t in ex.trainables.values()

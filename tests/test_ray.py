@@ -200,7 +200,7 @@ def test_trainable_error_survives_pickling():
 
 
 def test_actors_are_sized_by_the_cpus_not_the_members():
-    from firepbt.ray_executor import RayExecutor
+    from firepbt.executors.ray import RayExecutor
 
     ex = RayExecutor(faulty(0, "none", 10**9, "/nonexistent"))
     ex.setup({w: w for w in range(8)})
@@ -221,7 +221,7 @@ def test_checkpoints_are_written_beside_the_driver_and_resume_exactly(tmp_path, 
     between checkpoints resumes to the local executor's results and states."""
     import threading
 
-    from firepbt.ray_executor import RayExecutor
+    from firepbt.executors.ray import RayExecutor
     from firepbt.runner import resume
 
     if writes == "driver":
@@ -278,8 +278,8 @@ def test_a_rounds_copies_sent_together_equal_copies_one_by_one():
     """Copies whose sources received weights earlier in the round, across and within actors:
     sent in waves they leave every member as copying one by one on the local executor does
     (states, and the data streams the seeds give)."""
-    from firepbt.executor import LocalExecutor, TrainJob
-    from firepbt.ray_executor import RayExecutor
+    from firepbt.executors import LocalExecutor, TrainJob
+    from firepbt.executors.ray import RayExecutor
 
     make = faulty(0, "none", 10**9, "/nonexistent")
     seeds = {w: 100 + w for w in range(6)}
@@ -311,7 +311,7 @@ class RefusesStates(Faulty):
 
 
 def test_an_error_while_copying_is_raised_as_the_local_executor_raises_it():
-    from firepbt.ray_executor import RayExecutor
+    from firepbt.executors.ray import RayExecutor
 
     ex = RayExecutor(lambda s: RefusesStates(s, -1, "none", 10**9, "/nonexistent"))
     ex.setup({w: w for w in range(4)})
@@ -324,7 +324,7 @@ def test_an_error_while_copying_is_raised_as_the_local_executor_raises_it():
 
 
 def test_actors_train_a_batched_family_as_one_model_with_the_local_results(tmp_path):
-    from firepbt.ray_executor import RayExecutor
+    from firepbt.executors.ray import RayExecutor
 
     c = ExperimentConfig(task="nqm", method="fire", workers=12, steps=200, ready_interval=50,
                          eval_interval=10, seed=3, task_options={"dims": 300})
@@ -408,7 +408,7 @@ class FlakyPopulation:
 
 
 def test_a_failing_member_of_a_batched_actor_is_found_and_retired_alone(tmp_path):
-    from firepbt.batched import register_batched
+    from firepbt.executors.batched import register_batched
     from firepbt.space import LogUniform, Space
 
     bad_seed = worker_seeds(3, 8)[5]
@@ -427,7 +427,7 @@ def test_a_failing_member_of_a_batched_actor_is_found_and_retired_alone(tmp_path
 
 
 def test_a_batched_model_that_fails_mid_round_is_retried_from_the_rounds_start(tmp_path):
-    from firepbt.batched import register_batched
+    from firepbt.executors.batched import register_batched
     from firepbt.space import LogUniform, Space
 
     bad_seed = worker_seeds(3, 8)[5]

@@ -90,7 +90,7 @@ def test_losing_a_worker_node_mid_round_changes_nothing(cluster, tmp_path, max_a
     default sizing (3 actors on 3 CPUs) there is none, and its members go to the survivors.
     The round's start comes from the checkpoint's parts the actors wrote (auto: they see the
     store's folder) or from the states the driver gathered for it."""
-    from firepbt.ray_executor import RayExecutor
+    from firepbt.executors.ray import RayExecutor
 
     c, _ = cluster
     head = ray.get_runtime_context().get_node_id()

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from firepbt.config import ExperimentConfig
-from firepbt.executor import LocalExecutor
+from firepbt.executors import LocalExecutor
 from firepbt.records import EvaluatorSuccess, Exploit
 from firepbt.runner import resume, run
 from firepbt.space import LogUniform, Space

@@ -100,9 +100,9 @@ def test_the_vectorized_steps_wait_for_no_transfer_between_host_and_device():
     transfers do not grow with its steps, nor with the members; only an epoch's start (one
     copy of the new permutations) and each evaluation (its settings there, the accuracies
     back) add one or two."""
-    from firepbt.executor import TrainJob
+    from firepbt.executors import TrainJob
+    from firepbt.executors.vectorized import VectorizedExecutor
     from firepbt.supervised import SupervisedData, SupervisedTrainable
-    from firepbt.vectorized import VectorizedExecutor
 
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(6_400, 8, generator=g), torch.randint(0, 3, (6_400,), generator=g)

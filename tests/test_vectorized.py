@@ -171,7 +171,7 @@ class DecayPopulation:
 
 
 def test_a_users_batched_family_goes_through_the_same_door(tmp_path):
-    from firepbt.batched import register_batched
+    from firepbt.executors.batched import register_batched
     from firepbt.space import LogUniform, Space
 
     space = Space({"lr": LogUniform(1e-3, 1e-1)})
@@ -196,9 +196,9 @@ def test_a_round_across_epochs_equals_each_member_training_alone():
     momentum that keeps the buffer it had (as torch.optim.SGD does): the batched round leaves
     every member as training it alone does (positions, permutations, epoch states, weights,
     momentum buffers, optimizer settings)."""
-    from firepbt.executor import LocalExecutor, TrainJob
+    from firepbt.executors import LocalExecutor, TrainJob
+    from firepbt.executors.vectorized import VectorizedExecutor
     from firepbt.trainable import copy_into
-    from firepbt.vectorized import VectorizedExecutor
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(700, 6, generator=g, dtype=torch.float64)

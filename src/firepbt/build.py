@@ -14,7 +14,7 @@ from .controllers import PBT, Controller, FirePBT, RandomSearch
 from .controllers.fire_layout import fire_split
 from .devices import resolve_device
 from .errors import ConfigError, check
-from .executor import LocalExecutor
+from .executors import Executor, LocalExecutor
 from .schedule import Schedule, Segment
 from .space import Space
 from .trainable import TrainableFactory
@@ -44,20 +44,21 @@ def build_controller(config: ExperimentConfig, space: Space,
 
 
 def make_executor(config: ExperimentConfig, factory: TrainableFactory,
-                  ray_address: str | None = None) -> Any:
-    """The executor a configuration names (``auto`` tries the vectorized one first)."""
+                  ray_address: str | None = None) -> Executor:
+    """The executor a configuration names (``auto``: the vectorized one, which trains the
+    trainables one after another where their family declares no batched population)."""
     if config.executor == "local":
         return LocalExecutor(factory)
     if config.executor == "ray":
-        from .ray_executor import RayExecutor
+        from .executors.ray import RayExecutor
 
         return RayExecutor(factory, address=ray_address,
                            gpus_per_worker=config.gpus_per_worker,
                            cpus_per_actor=float(config.threads or 1),
                            round_timeout=config.round_timeout)
-    from .vectorized import VectorizedExecutor
+    from .executors.vectorized import VectorizedExecutor
 
-    return VectorizedExecutor(factory)
+    return VectorizedExecutor(factory, strict=config.executor == "vectorized")
 
 
 def worker_seeds(seed: int, n_workers: int) -> dict[int, int]:

@@ -623,7 +623,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         (code[1] if code else get_task(config.task).space).with_factors(config.factors)
     if args.ray_address is not None and config.executor == "ray":  # answers, or one line now
-        from .ray_executor import check_address
+        from .executors.ray import check_address
 
         check_address(args.ray_address)
     store: Any = args.store if args.store is not None else _default_store(config)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -32,12 +31,11 @@ import numpy as np
 
 from .config import ExperimentConfig
 from .controllers.fire_layout import fire_split
-from .executor import score_of
 from .lineage import Link, chain
 from .lineage import schedule as lineage_schedule
 from .records import AssignEvaluator, Decision, EvaluatorSuccess, Exploit, StopEvaluator
 from .schedule import Schedule
-from .selection import best_member, rank_key
+from .selection import best_member, score_of
 from .store import Store
 
 

@@ -29,7 +29,8 @@ from . import deadlines
 from .build import build_controller, make_executor, resolve_task, worker_seeds
 from .config import ExperimentConfig
 from .errors import ConfigError, StoreError, check
-from .executor import LocalExecutor, TrainJob, observed_score, score_of, tested_value
+from .executors import Executor, TrainJob, TrainResult
+from .executors.base import tested_value
 from .records import (
     AssignEvaluator,
     Decision,
@@ -40,7 +41,7 @@ from .records import (
 )
 from .results import Summary, latest_scores, summarize
 from .schedule import Schedule, Segment
-from .selection import best_member, rank_key, running_top
+from .selection import best_member, observed_score, rank_key, running_top, score_of
 from .space import Space
 from .store import KEEP_CHECKPOINTS, RoundRow, Store
 from .threads import training_threads
@@ -66,15 +67,15 @@ class Runner:
 
     def __init__(self, config: ExperimentConfig, factory: TrainableFactory, space: Space,
                  store: Store, *, schedule_param: str | None = None,
-                 executor: Any = None,
+                 executor: Executor | None = None,
                  progress: ProgressFn | None = None, ray_address: str | None = None,
                  tracking: TrackerSet | None = None) -> None:
         self.config = config
         self.store = store
         self.controller = build_controller(config, space, schedule_param)
         self.schedule_param = schedule_param
-        self.executor = (executor if executor is not None
-                         else make_executor(config, factory, ray_address))
+        self.executor: Executor = (executor if executor is not None
+                                   else make_executor(config, factory, ray_address))
         # where a built-in task trains (resolve_task); your own trainable chooses for itself
         self.device_used = str(getattr(factory, "firepbt_device", "chosen by the trainable"))
         self.progress = progress
@@ -91,27 +92,13 @@ class Runner:
     # -- set-up --------------------------------------------------------------------------
 
     def _setup_executor(self, n_workers: int) -> None:
-        from .batched import NotVectorizable
-        from .vectorized import VectorizedExecutor
-
-        seeds = worker_seeds(self.config.seed, n_workers)
-        try:
-            self.executor.setup(seeds)
-        except NotVectorizable as exc:
-            if self.config.executor == "vectorized":
-                raise ConfigError("executor", "'local' for these trainables", f"vectorized ({exc})"
-                                  ) from exc
-            assert isinstance(self.executor, VectorizedExecutor)
-            built = self.executor.trainables
-            self.executor = LocalExecutor(self.executor.factory)
-            self.executor.setup(seeds, built=built if len(built) == len(seeds) else None)
+        self.executor.setup(worker_seeds(self.config.seed, n_workers))
 
     def start_new(self) -> None:
         specs = self.controller.start()
         self.workers = {s.worker: _worker_state(s) for s in specs}
         self._setup_executor(len(specs))
-        self.store.set_meta("executor", type(self.executor).__name__.replace(
-            "Executor", "").lower() or "custom")  # what "auto" chose
+        self.store.set_meta("executor", self.executor.name)  # what "auto" chose
         self.store.set_meta("initial_runner_state", json.dumps(self._runner_state()))
         self.store.set_meta("mode", self.executor.mode)
         space = getattr(self.controller, "space", None)
@@ -345,7 +332,7 @@ class Runner:
                 self.progress((r - 1) * cfg.ready_interval, cfg.steps,
                               {"advance": n / max(1, len(jobs)), "round": r})
 
-        if getattr(self.executor, "handles_round_timeout", False):  # Ray: it retires members
+        if self.executor.handles_round_timeout:  # Ray: it retires members past the deadline
             results = self.executor.train_round(jobs, self.best_score, tick)
         else:
             with deadlines.round_deadline(cfg.round_timeout, r, self._training_now):
@@ -367,12 +354,13 @@ class Runner:
             ((s, res.worker, score_of(v, mode)) for res in results if res.worker in candidates
              for s, v in res.evaluations), self.best_score)
         new_best = {(w, s): None for s, w, _sc in tops}
-        test_best = getattr(self.executor, "test_best", None)
         best_test = None
-        if test_best is not None and new_best:  # runs while the round is decided (Ray)
+        if new_best:  # the round's best point, tested while the round is decided (Ray)
             w_best, s_best = list(new_best)[-1]
             if any(res.held for res in results if res.worker == w_best):  # (if testable)
-                best_test = (w_best, s_best, test_best(w_best, s_best))
+                wait = self.executor.test_best(w_best, s_best)
+                if wait is not None:
+                    best_test = (w_best, s_best, wait)
         t0 = time.process_time()
         decisions = self.controller.decide(step, observations)
         decide_seconds = time.process_time() - t0
@@ -382,16 +370,14 @@ class Runner:
         self._apply(decisions, r)
         checkpoint = None
         if r % cfg.checkpoint_interval == 0 or r == cfg.rounds:
-            begin = getattr(self.executor, "begin_checkpoint", None)
-            if begin is not None:  # written while the next round trains, bound then
-                self._pending = (r, begin(self.store, r))
+            wait_name = self.executor.begin_checkpoint(self.store, r)
+            if wait_name is not None:  # written while the next round trains, bound then
+                self._pending = (r, wait_name)
             else:
                 checkpoint = self.store.write_checkpoint(r, self.executor.states())
                 self._verify(checkpoint)
         else:
-            mark = getattr(self.executor, "mark_round", None)
-            if mark is not None:  # executors that keep the round's start states themselves
-                mark()
+            self.executor.mark_round()  # (executors that keep the round's start states)
         tests = [(res.worker, s, v) for res in results for s, v in res.tests
                  if (res.worker, s) in new_best]
         test_seconds = 0.0
@@ -403,9 +389,7 @@ class Runner:
         row = RoundRow(r, step, time.time(), sum(x.train_seconds for x in results),
                        sum(x.eval_seconds for x in results) + test_seconds, decide_seconds,
                        self.controller.state_dict(), self._runner_state(), checkpoint)
-        take = getattr(self.executor, "take_failures", None)
-        if take is not None:
-            decisions = [*take(), *decisions]
+        decisions = [*self.executor.take_failures(), *decisions]
         evals = [(res.worker, s, v) for res in results for s, v in res.evaluations]
         elapsed = self.elapsed + (deadlines.clock() - began)
         meta = {"elapsed": repr(elapsed)}
@@ -424,7 +408,7 @@ class Runner:
 
     def _training_now(self) -> str | None:
         """Who is training, as the round deadline names it."""
-        current = getattr(self.executor, "current", None)
+        current = self.executor.current
         if current is None:
             return None
         if isinstance(current, int):
@@ -448,14 +432,9 @@ class Runner:
                 self.workers[d.evaluator]["active"] = False
             elif isinstance(d, StopEvaluator):
                 self.workers[d.evaluator]["active"] = False
-        many = getattr(self.executor, "copy_many", None)
-        if many is not None:  # executors that send a round's copies together
-            many(copies)
-        else:
-            for source, dest, copy_s in copies:
-                self.executor.copy(source, dest, copy_s)
+        self.executor.copy_many(copies)  # (in order; some executors send them together)
 
-    def _final(self, results: list[Any]) -> dict[str, Any] | None:
+    def _final(self, results: list[TrainResult]) -> dict[str, Any] | None:
         """The final best-effort member: the best candidate by its evaluation at the last step,
         tested as it is now (before the last round's decisions move any weights)."""
         latest: dict[int, tuple[int, float]] = {}

@@ -26,6 +26,19 @@ import numpy as np
 from .errors import check
 
 
+def score_of(value: float, mode: str) -> float:
+    """The maximised score of a raw objective value (firepbt maximises internally everywhere:
+    a ``"min"`` objective, such as a loss, is negated once, here)."""
+    return value if mode == "max" else -value
+
+
+def observed_score(value: float, mode: str) -> float:
+    """The score a controller observes for a raw objective value: :func:`score_of` with a
+    zero unsigned (the store keeps no sign of zero, and a resumed controller must observe
+    exactly what it observed the first time)."""
+    return score_of(value, mode) + 0.0
+
+
 def rank_key(value: float) -> float:
     """The value used to rank a fitness: non-finite values rank lowest."""
     return value if math.isfinite(value) else -math.inf

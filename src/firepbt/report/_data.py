@@ -13,7 +13,6 @@ import numpy as np
 
 from ..config import ExperimentConfig
 from ..controllers.fire import curve_from
-from ..executor import observed_score, score_of
 from ..lineage import chain
 from ..lineage import schedule as lineage_schedule
 from ..records import AssignEvaluator, EvaluatorSuccess, StopEvaluator
@@ -26,6 +25,7 @@ from ..results import (
     resolved_settings,
     summarize,
 )
+from ..selection import observed_score, score_of
 from ..store import Store
 
 

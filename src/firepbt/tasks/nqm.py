@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..batched import NotVectorizable, register_batched
+from ..executors.batched import NotVectorizable, register_batched
 from ..space import LogUniform, Space
 
 SPACE = Space({"lr": LogUniform(0.1, 3.0, bounds=(1e-4, 3.8))})
@@ -90,7 +90,7 @@ def _steps(lh: torch.Tensor, s: torch.Tensor, b: float, exx: torch.Tensor, exv: 
 
 
 class NQMPopulation:
-    """The batched NQM (:mod:`firepbt.batched`): the moments of N members as ``(N, dims)``
+    """The batched NQM (:mod:`firepbt.executors.batched`): the moments of N members as ``(N, dims)``
     tensors, updated by the same operations, in the same order, as :meth:`NQMTrainable.train`
     (bitwise equal to the local executor). Settings per step: the learning rate."""
 

@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..executor import score_of
 from ..records import (
     Decision,
 )
-from ..selection import running_top
+from ..selection import running_top, score_of
 from ._base import RoundReport, RunInfo, WorkerInfo, as_tracker
 
 log = logging.getLogger("firepbt")

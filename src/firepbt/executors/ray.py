@@ -8,7 +8,7 @@ actors start than the cluster's GPUs hold. Members are dealt to the actors round
 ``w`` lives in actor ``w % n_actors``); an actor trains its members' jobs of a round one after
 another, with the same code as the local executor. So N members cost as many interpreter
 start-ups and torch imports as there are CPUs, not N. Where the members' family declares a
-batched population (:mod:`firepbt.batched`: the built-in supervised tasks, the NQM), an actor
+batched population (:mod:`firepbt.executors.batched`: the built-in supervised tasks, the NQM), an actor
 trains its members as one batched model instead (``batched=True``, the default): on a GPU
 node with ``gpus_per_worker=1``, one actor holds the whole population as one model.
 
@@ -50,7 +50,7 @@ failures in a round it is *retired* for the round (NaN evaluations: truncation s
 refills it by exploitation). Failures are recorded in the store as ``worker_failure`` events.
 
 **Tests.** Each actor keeps the best point of its jobs that beat the running best
-(:class:`~firepbt.executor.BestPoint`); the runner asks for the round's best point before the
+(:class:`~firepbt.executors.base.BestPoint`); the runner asks for the round's best point before the
 round's copies (:meth:`RayExecutor.test_best`: the actor holding it tests it while the driver
 decides, the others let go of theirs). A test lost with its actor is recorded as none; a
 ``test()`` that raises stops the run with the trainable's error, as on the local executor.
@@ -70,11 +70,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, StoreError, TrainableError, require_extra
-from .executor import BestPoint, TrainJob, TrainResult, build_population, run_job
-from .records import WorkerFailure
-from .store import ExperimentStore, read_states, write_states
-from .trainable import (
+from ..errors import ConfigError, StoreError, TrainableError, require_extra
+from ..records import WorkerFailure
+from ..store import ExperimentStore, read_states, write_states
+from ..trainable import (
     TrainableFactory,
     clone_state,
     copy_into,
@@ -83,6 +82,8 @@ from .trainable import (
     reseed_of,
     test_of,
 )
+from .base import BestPoint, Executor, TrainJob, TrainResult
+from .local import build_population, run_job
 
 
 def _require_ray() -> Any:
@@ -116,24 +117,18 @@ class _Host:
     def build(self, seeds: Mapping[int, int], batched: bool = True) -> list[str]:
         """Make (more) members (the modes they declare, for the driver to check); with
         ``batched``, train them as one batched population when their family declares one
-        (:mod:`firepbt.batched`)."""
+        (:mod:`firepbt.executors.batched`)."""
         seeds = {int(w): int(s) for w, s in seeds.items()}
         self.members.update(build_population(self.factory, seeds))
         self.vec = None
-        if batched and len(self.members) > 1:
-            from .batched import NotVectorizable, population_type
+        modes = sorted({mode_of(t) for t in self.members.values()})
+        if batched and len(self.members) > 1 and len(modes) == 1:
             from .vectorized import VectorizedExecutor
 
-            try:
-                pop = population_type(list(self.members.values()))
-            except NotVectorizable:
-                pop = None
-            if pop is not None:
-                vec = VectorizedExecutor(self.factory)
-                vec.trainables, vec.population = self.members, pop
-                vec.mode = mode_of(next(iter(self.members.values())))
+            vec = VectorizedExecutor(self.factory, strict=False)
+            vec.adopt(self.members)
+            if vec.population is not None:
                 self.vec = vec
-        modes = sorted({mode_of(t) for t in self.members.values()})
         self.mode = modes[0]
         return modes
 
@@ -205,7 +200,7 @@ class _Host:
         return test_of(self.members[worker])
 
 
-class RayExecutor:
+class RayExecutor(Executor):
     """The population on Ray actors (see module doc).
 
     Args:
@@ -217,7 +212,7 @@ class RayExecutor:
         max_actors: at most this many actors (default: as many as the resources allow).
         max_failures: trainable errors tolerated per worker and round before it is retired.
         batched: each actor trains its members as one batched population when their family
-            declares one (:mod:`firepbt.batched`; results then equal the local executor's up
+            declares one (:mod:`firepbt.executors.batched`; results then equal the local executor's up
             to floating-point rounding, bitwise for the NQM), else one after another. With ``gpus_per_worker=1`` on one GPU, the
             whole population is one batched model on one GPU actor.
         restart_timeout: seconds to wait for room for a dead actor's replacement before its
@@ -381,7 +376,7 @@ class RayExecutor:
         submit(list(jobs))
         tries = {j.worker: 0 for j in jobs}
         results: dict[int, TrainResult] = {}
-        from .deadlines import clock
+        from ..deadlines import clock
 
         deadline = None if self.round_timeout is None else clock() + self.round_timeout
         while pending:
