@@ -3,10 +3,15 @@ download) learning a text, with the learning rate and weight decay tuned as a sc
 
     pip install 'firepbt[huggingface]'
     python examples/huggingface_model.py         # 12 workers x 600 steps, a minute or two
+    firepbt run gpt2-text --factory huggingface_model:factory --method pbt   # (from examples/)
 
 Any model whose forward takes the batch and returns .loss works the same way (BERT for
 classification with "labels" in the examples, T5, ...); the datasets are any map-style
 collection of examples (a datasets.Dataset, a list of dicts).
+
+The model keeps GPT-2's dropout (0.1): the adapter seeds torch's global generator at each
+training call from the worker's seed and data position, so two runs give the same evaluations
+and a stopped and resumed run the uninterrupted one's (tests/test_integration_huggingface.py).
 """
 
 from __future__ import annotations
@@ -38,17 +43,18 @@ def model() -> GPT2LMHeadModel:
                                       loss_type="ForCausalLM"))
 
 
+factory = huggingface_factory(model, windows(2000, 0), windows(64, 1),
+                              settings=TrainingSettings(per_device_train_batch_size=16,
+                                                        per_device_eval_batch_size=64,
+                                                        warmup_steps=20))
+SPACE = Space({"learning_rate": LogUniform(3e-4, 1e-2), "weight_decay": LogUniform(1e-4, 1e-1)})
+
+
 def main(store: str = "runs/huggingface-example") -> None:
     torch.set_num_threads(1)
-    factory = huggingface_factory(model, windows(2000, 0), windows(64, 1),
-                                  settings=TrainingSettings(per_device_train_batch_size=16,
-                                                            per_device_eval_batch_size=64,
-                                                            warmup_steps=20))
-    space = Space({"learning_rate": LogUniform(3e-4, 1e-2),
-                   "weight_decay": LogUniform(1e-4, 1e-1)})
     summary = run(ExperimentConfig(task="gpt2-text", method="fire", workers=12, steps=600,
                                    ready_interval=60, eval_interval=5, executor="local"),
-                  store, factory=factory, space=space)
+                  store, factory=factory, space=SPACE)
     print(f"lowest validation loss {summary.top_value:.4f} (worker {summary.top_worker} at "
           f"step {summary.top_step}); 'firepbt report {store}' draws it")
 

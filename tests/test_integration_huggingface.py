@@ -3,6 +3,10 @@ PBT (firepbt.integrations.huggingface), on text the test makes."""
 
 from __future__ import annotations
 
+import importlib.util
+import textwrap
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -10,7 +14,7 @@ transformers = pytest.importorskip("transformers")
 
 import integration_checks as checks  # noqa: E402
 
-from firepbt import LogUniform, Space  # noqa: E402
+from firepbt import ExperimentConfig, LogUniform, Space, resume, run  # noqa: E402
 from firepbt.errors import ConfigError  # noqa: E402
 from firepbt.integrations.huggingface import (  # noqa: E402
     HuggingFaceTrainable,
@@ -113,3 +117,66 @@ def test_warmup_and_linear_schedule():
         TrainingSettings(lr_scheduler_type="cosine-ish")
     with pytest.raises(ConfigError, match="PreTrainedModel"):
         HuggingFaceTrainable(torch.nn.Linear(2, 2), TRAIN, EVAL, 0)
+
+
+def test_a_name_the_adapter_does_not_apply_is_refused_before_any_step():
+    # (newcomer row 20, for this adapter) "lr" is no setting of TrainingSettings it applies
+    t = factory()(0)
+    with pytest.raises(ConfigError, match=r"hyperparameter must be one of learning_rate, "
+                       r"weight_decay, warmup_steps, max_grad_norm .* got 'lr'"):
+        t.train({"lr": 1e-3, "learning_rate": 1e-3}, 1)
+    assert t.step == 0 and t.position == 0
+
+
+HF_MODULE = textwrap.dedent("""
+    import transformers
+    from firepbt import LogUniform, Space
+    from firepbt.integrations.huggingface import TrainingSettings, huggingface_factory
+
+    def gpt2():
+        return transformers.GPT2LMHeadModel(transformers.GPT2Config(
+            vocab_size=8, n_positions=6, n_embd=8, n_layer=1, n_head=2))
+
+    data = [{"input_ids": [i % 8, 1, 2, 3, 4, 5]} for i in range(16)]
+    make = huggingface_factory(gpt2, data, data, settings=TrainingSettings())
+    SPACE = Space({"lr": LogUniform(1e-4, 1e-2)})
+""")
+
+
+@pytest.mark.slow
+def test_a_misnamed_hyperparameter_is_one_line_through_the_cli(tmp_path, monkeypatch, capsys):
+    result = checks.cli_run(tmp_path, monkeypatch, capsys, HF_MODULE, "make")
+    checks.assert_refused_in_one_line(tmp_path, result, "hyperparameter must be one of "
+                                      "learning_rate, weight_decay", "got 'lr'")
+
+
+def example():
+    """examples/huggingface_model.py, as shipped."""
+    path = Path(__file__).resolve().parents[1] / "examples" / "huggingface_model.py"
+    spec = importlib.util.spec_from_file_location("huggingface_model_example", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_the_shipped_example_repeats_run_to_run_and_resumes_exactly(tmp_path):
+    # (reliability R14) its GPT-2 keeps dropout 0.1: two runs, and a stopped and resumed one,
+    # give the same evaluations and decisions
+    ex = example()
+    assert ex.model().config.resid_pdrop == 0.1
+    cfg = dict(task="gpt2-text", method="pbt", workers=4, steps=20, ready_interval=10,
+               eval_interval=5, seed=2, executor="local")
+    first = checks.uninterrupted(tmp_path / "a", cfg, ex.factory, ex.SPACE)
+    assert checks.uninterrupted(tmp_path / "b", cfg, ex.factory, ex.SPACE) == first
+    run(ExperimentConfig(**cfg), tmp_path / "c", factory=ex.factory, space=ex.SPACE,
+        progress=False, max_rounds=1)
+    resume(tmp_path / "c", factory=ex.factory, space=ex.SPACE, progress=False)
+    assert checks.records(tmp_path / "c") == first
+
+
+def test_the_configs_loss_type_is_the_models():
+    # transformers 5 takes a model's loss type from its class name only ("GPT2LMHeadModel"
+    # names none: a warning at every first forward); the config's loss_type is the user's word
+    assert factory()(0).model.loss_type == "ForCausalLM"

@@ -10,6 +10,12 @@
     space = Space({"learning_rate": LogUniform(1e-4, 3e-3),
                    "weight_decay": LogUniform(1e-4, 1e-1)})
 
+**What you give.** ``model`` is a zero-argument callable building one worker's model (a
+``lambda``, a function; called with torch's generator seeded from the worker's seed); the
+datasets are shared; the batch sizes are :class:`TrainingSettings`'; the collate function is
+``collate_fn`` (default: stacking equal-length examples, ``labels = input_ids`` for language
+models); ``compute_metric`` replaces the mean evaluation loss.
+
 **What a call does.** ``train(hparams, steps)`` takes exactly ``steps`` optimizer steps of
 AdamW on the model's own loss (the model is called with the collated batch, as
 ``transformers.Trainer`` calls it: ``model(**batch).loss``). The settings are those of
@@ -17,23 +23,34 @@ AdamW on the model's own loss (the model is called with the collated batch, as
 AdamW's betas and epsilon, gradient clipping, gradient accumulation, the scheduler type); any
 of ``learning_rate``, ``weight_decay``, ``warmup_steps`` and ``max_grad_norm`` can instead be
 a hyperparameter of the space, applied at every call (weight decay on every parameter but
-biases and norm weights, as the Trainer does). The learning rate at step ``t`` is
-``learning_rate`` times the scheduler's factor (``constant_with_warmup``: a linear warmup over
-``warmup_steps``; ``linear``: the warmup, then a linear decay to 0 at ``total_steps``), a
-function of the step, so a new learning rate applies at once and a checkpoint needs only the
-step. ``evaluate()`` is the mean loss over ``eval_dataset`` (``mode = "min"``), or
-``compute_metric(model, eval_dataset)`` when given (with its ``mode``).
+biases and norm weights, as the Trainer does). Any other name is refused at the first call,
+before any step, as a :class:`~firepbt.errors.ConfigError` naming it and these four (it would
+reach nothing: every member would train the same while the run reports a schedule). The
+learning rate at step ``t`` is ``learning_rate`` times the scheduler's factor
+(``constant_with_warmup``: a linear warmup over ``warmup_steps``; ``linear``: the warmup, then
+a linear decay to 0 at ``total_steps``), a function of the step, so a new learning rate
+applies at once and a checkpoint needs only the step. ``evaluate()`` is the mean loss over
+``eval_dataset`` (``mode = "min"``), or ``compute_metric(model, eval_dataset)`` when given
+(with its ``mode``). A config's ``loss_type`` (``GPT2Config(loss_type="ForCausalLM")``) is made
+the model's: transformers 5 takes it from the class name only and warns where that names none.
 
 **State**: the model's weights, AdamW's state, the step and the data position: each worker
 draws batches from ``train_dataset`` (any map-style dataset: a ``datasets.Dataset``, a list, a
 torch ``Dataset``) in shuffled epochs seeded by its seed, so a resumed run draws exactly the
 same batches and a copy gets its own stream (``reseed``).
 
+**Dropout.** The model's dropout draws from torch's global generator, which no checkpoint
+holds: each ``train`` call seeds it from the worker's seed and data position (both in the
+state; the process's generator is restored after the call), so with dropout on, two runs give
+the same evaluations and a stopped and resumed run the uninterrupted one's (tested with the
+example's GPT-2, dropout 0.1). What does not hold: ``train(h, 10)`` and two calls
+``train(h, 4)``, ``train(h, 6)`` draw different masks (firepbt's calls are the same in a run
+and its resume: the rounds and the evaluation interval fix them).
+
 **Not supported, and why.** ``transformers.Trainer`` itself (each call would be a Trainer
 resumed from a checkpoint written to disk, seconds per call; the loop here is the part of it
 PBT needs), several devices per worker, ``IterableDataset`` training data (no positions to
-keep), and dropout drawn from the global torch generator, which is not checkpointed (resumes
-are exact with ``*_dropout=0`` in the config, as in the tests).
+keep).
 """
 
 from __future__ import annotations
@@ -46,7 +63,7 @@ from typing import Any, cast
 import torch
 
 from ..errors import ConfigError, check, require_extra
-from ._data import Stream
+from ._data import Stream, seeded
 
 
 def _transformers() -> Any:
@@ -136,6 +153,7 @@ class HuggingFaceTrainable:
         self._n = len(cast(Sized, train_dataset))
         check(self._n > 0, "train_dataset", "a dataset with examples", self._n)
         self.model.train()
+        _loss_type_of_config(self.model)
         decay: list[torch.nn.Parameter] = []
         no_decay: list[torch.nn.Parameter] = []
         for name, p in self.model.named_parameters():
@@ -154,11 +172,20 @@ class HuggingFaceTrainable:
     # -- the contract ---------------------------------------------------------------------
 
     def train(self, hparams: Mapping[str, Any], steps: int) -> None:
-        given = {k: v for k, v in hparams.items() if k in HPARAMS}
+        for name in hparams:
+            if name not in HPARAMS:  # it would reach nothing: "tuned", and trained the same
+                raise ConfigError("hyperparameter", f"one of {', '.join(HPARAMS)} (what the "
+                                  "Hugging Face adapter applies; every other TrainingSettings "
+                                  "field is fixed)", name)
+        given = dict(hparams)
         s = replace(self.settings, **given) if given else self.settings
         for group in self.opt.param_groups[:1]:
             group["weight_decay"] = float(s.weight_decay)
         self.model.train()
+        with seeded(self.seed, self.position):  # dropout's draws: a function of the state
+            self._steps(s, steps)
+
+    def _steps(self, s: TrainingSettings, steps: int) -> None:
         for _ in range(steps):
             lr = float(s.learning_rate) * s.lr_factor(self.step)
             for group in self.opt.param_groups:
@@ -208,6 +235,20 @@ class HuggingFaceTrainable:
         self.opt.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
         self._stream = Stream(self._n, int(state["seed"]), int(state["position"]))
+
+
+def _loss_type_of_config(model: Any) -> None:
+    """The loss the config names (``GPT2Config(loss_type="ForCausalLM")``) as the model's:
+    transformers 5 takes a model's loss type from its class name only, and warns "loss_type=None
+    ... unrecognized" at the first forward of a class whose name holds none (GPT2LMHeadModel)."""
+    named = getattr(getattr(model, "config", None), "loss_type", None)
+    if getattr(model, "loss_type", "") is None and isinstance(named, str):
+        try:
+            from transformers.loss.loss_utils import LOSS_MAPPING
+        except ImportError:  # (a transformers without it reads the config itself)
+            return
+        if named in LOSS_MAPPING:
+            model.loss_type = named
 
 
 def huggingface_factory(model: Callable[[], Any], train_dataset: Any, eval_dataset: Any, *,
