@@ -4,6 +4,7 @@ real ray.tune.Trainable (no mocks)."""
 from __future__ import annotations
 
 import os
+import textwrap
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ tune = pytest.importorskip("ray.tune")
 import integration_checks as checks  # noqa: E402
 
 from firepbt import LogUniform, Space  # noqa: E402
+from firepbt.errors import ConfigError  # noqa: E402
 from firepbt.integrations.tune import TuneTrainable, tune_factory  # noqa: E402
 from firepbt.records import AssignEvaluator  # noqa: E402
 from firepbt.trainable import clone_state  # noqa: E402
@@ -133,8 +135,6 @@ def test_a_copy_continues_from_the_copied_optimizer_with_its_own_hyperparameters
 
 
 def test_bad_use_is_refused_in_one_line():
-    from firepbt.errors import ConfigError
-
     with pytest.raises(ConfigError, match="subclass of ray.tune.Trainable"):
         TuneTrainable(dict, 0, metric="loss")
     with pytest.raises(ConfigError, match="mode must be"):
@@ -142,3 +142,63 @@ def test_bad_use_is_refused_in_one_line():
     t = TuneTrainable(NoisyQuadratic, 0, config={"seed": 0}, metric="acc", mode="min")
     with pytest.raises(ConfigError, match="metric must be a key of the trainable's step"):
         t.train({"lr": 0.1}, 1)
+
+
+class ReadsInStep(NoisyQuadratic):
+    """Reads a hyperparameter of its own from ``self.config`` in ``step()``: a noise scale."""
+
+    def step(self):
+        result = super().step()
+        result["loss"] *= float(self.config.get("scale", 1.0))
+        return result
+
+
+class ReadsInStepNoReset(NoReset, ReadsInStep):
+    """The same, rebuilt from its checkpoint for new hyperparameters."""
+
+
+def test_a_hyperparameter_the_trainable_never_reads_is_refused():
+    # (newcomer row 20, for this adapter) setup() reads "lr" and "seed", nothing reads
+    # "learning_rate": it would be "tuned" while every member trains the same
+    t = TuneTrainable(NoisyQuadratic, 0, metric="loss", mode="min", seed_key="seed")
+    with pytest.raises(ConfigError, match=r"hyperparameter must be a config key the trainable "
+                       r"reads \(in setup, step or reset_config; it read: lr, seed\).* got "
+                       r"'learning_rate'"):
+        t.train({"lr": 0.1, "learning_rate": 0.1}, 1)
+    for cls in (ReadsInStep, ReadsInStepNoReset):  # read in step(), after a reset or rebuild
+        ok = TuneTrainable(cls, 0, metric="loss", mode="min", seed_key="seed")
+        ok.train({"lr": 0.1, "scale": 2.0}, 2)
+        ok.train({"lr": 0.2, "scale": 3.0}, 1)
+        assert ok.trainable.config["scale"] == 3.0 and ok.trainable.iteration == 3
+
+
+TUNE_MODULE = textwrap.dedent("""
+    import torch
+    from ray import tune
+    from firepbt import LogUniform, Space
+    from firepbt.integrations.tune import tune_factory
+
+    class Mine(tune.Trainable):
+        def setup(self, config):
+            self.w = torch.ones(3)
+            self.lr = config["lr"]
+
+        def step(self):
+            self.w -= self.lr * self.w
+            return {"loss": float(self.w.sum())}
+
+        def save_checkpoint(self, checkpoint_dir):
+            return {"w": self.w.clone()}
+
+        def load_checkpoint(self, checkpoint):
+            self.w = checkpoint["w"].clone()
+
+    make = tune_factory(Mine, config={"lr": 0.1}, metric="loss", mode="min")
+    SPACE = Space({"learning_rate": LogUniform(1e-3, 1e-1)})
+""")
+
+
+def test_a_misnamed_hyperparameter_is_one_line_through_the_cli(tmp_path, monkeypatch, capsys):
+    result = checks.cli_run(tmp_path, monkeypatch, capsys, TUNE_MODULE, "make")
+    checks.assert_refused_in_one_line(tmp_path, result, "hyperparameter must be a config key",
+                                      "it read: lr", "got 'learning_rate'")

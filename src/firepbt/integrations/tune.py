@@ -18,7 +18,12 @@ firepbt's FIRE PBT, PBT or random search, unchanged::
 - *Config and space.* Your trainable's ``config`` is ``config`` (the fixed settings) updated
   with firepbt's hyperparameters, whose names are the config keys they set (the space's names).
   ``seed_key`` (optional) names the config key that seeds a worker: each worker's seed goes
-  there when it is built.
+  there when it is built. Each name of the space must be a key your trainable's code reads
+  (``config["lr"]``, ``.get``, ``**config``; in ``setup``, ``step`` or ``reset_config``, from
+  the config handed to it or ``self.config``): one it never reads would be "tuned" while every
+  member trains the same, so the worker's first ``train`` call (after its steps, before the
+  first round is committed) raises :class:`~firepbt.errors.ConfigError` naming it and the keys
+  read.
 - *New hyperparameters* (an exploit, an evaluator's assignment) are applied as Tune's PBT
   applies them: ``reset_config(new_config)``; if it returns False (Tune's default), the
   trainable is rebuilt with the new config and restored from its checkpoint (``stop()``, then a
@@ -60,6 +65,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, require_extra
+from ._reads import ReadTracking, tracking
 
 
 def _tune() -> Any:
@@ -91,9 +97,15 @@ class TuneTrainable:
         # hyperparameters too: Tune's setup(config) expects every key it reads
         self.trainable: Any = None
         self.last: dict[str, float] = {}  # the last result's numbers
+        self._reads: set[str] = set()  # the config keys the trainable's code read
+        self._names_checked = False
+
+    def _config(self, config: Mapping[str, Any]) -> ReadTracking:
+        """``config`` as handed to the trainable: a dict that records the keys it reads."""
+        return tracking(ReadTracking, dict(config), self._reads)
 
     def _build(self, config: Mapping[str, Any]) -> Any:
-        t = self.cls(config=dict(config))
+        t = self.cls(config=self._config(config))
         logdir = getattr(t, "logdir", None)  # Tune makes one under ~/ray_results per instance
         if logdir and os.path.isdir(logdir) and not os.listdir(logdir):
             os.rmdir(logdir)
@@ -116,10 +128,25 @@ class TuneTrainable:
                                   self.metric)
             self.last = {k: float(v) for k, v in result.items()
                          if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if not self._names_checked:
+            self._names_checked = True
+            self._check_names(hparams)
+
+    def _check_names(self, hparams: Mapping[str, Any]) -> None:
+        """Each hyperparameter is a config key the trainable's code read (in ``setup``, the
+        first call's steps, or ``reset_config``); else it would be "tuned" while every member
+        trains the same."""
+        for name in hparams:
+            if name not in self._reads:
+                read = ", ".join(sorted(self._reads)) or "nothing"
+                raise ConfigError("hyperparameter", "a config key the trainable reads (in "
+                                  f"setup, step or reset_config; it read: {read}): tuning a "
+                                  "name it never reads changes nothing", name)
 
     def _apply(self, new_config: dict[str, Any]) -> None:
-        if self.trainable.reset_config(dict(new_config)):
-            self.trainable.config = dict(new_config)
+        config = self._config(new_config)
+        if self.trainable.reset_config(config):
+            self.trainable.config = config
         else:  # as Tune restarts a trial whose trainable cannot reset: rebuild, restore
             state = self.state_dict()
             self.trainable.stop()
@@ -164,8 +191,9 @@ class TuneTrainable:
         if self.trainable is None:
             self.trainable = self._build(config)
         elif config != self.trainable.config:  # the checkpoint's config, as the trainable's
-            if self.trainable.reset_config(dict(config)):
-                self.trainable.config = dict(config)
+            handed = self._config(config)
+            if self.trainable.reset_config(handed):
+                self.trainable.config = handed
             else:
                 self.trainable.stop()
                 self.trainable = self._build(config)
