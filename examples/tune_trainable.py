@@ -2,12 +2,14 @@
 
     pip install 'firepbt[tune]'
     python examples/tune_trainable.py            # 12 workers x 600 iterations, a few minutes
+    firepbt run mnist1d-tune --factory tune_trainable:factory    # (from examples/)
 
 The trainable below is plain Tune (setup / step / save_checkpoint / load_checkpoint /
 reset_config, as Tune's docs write one): an MLP on MNIST-1D, one minibatch per iteration.
 firepbt runs it through ``firepbt.integrations.tune.tune_factory``: one firepbt step is one
 Tune iteration, the objective is ``step()``'s ``mean_accuracy``, the space's names are config
-keys, and checkpoints are the files ``save_checkpoint`` writes (kept in firepbt's store).
+keys (each one read by setup or reset_config: a name the trainable never reads is refused), and
+checkpoints are the files ``save_checkpoint`` writes (kept in firepbt's store).
 """
 
 from __future__ import annotations
@@ -60,12 +62,15 @@ class MNIST1DTune(tune.Trainable):
         return True
 
 
+factory = tune_factory(MNIST1DTune, metric="mean_accuracy", mode="max", seed_key="seed")
+SPACE = Space({"lr": LogUniform(1e-3, 3e-1)})
+
+
 def main(store: str = "runs/tune-example") -> None:
     torch.set_num_threads(1)
-    factory = tune_factory(MNIST1DTune, metric="mean_accuracy", mode="max", seed_key="seed")
     summary = run(ExperimentConfig(task="mnist1d-tune", method="fire", workers=12, steps=600,
                                    ready_interval=60, eval_interval=5, executor="local"),
-                  store, factory=factory, space=Space({"lr": LogUniform(1e-3, 3e-1)}))
+                  store, factory=factory, space=SPACE)
     print(f"top validation accuracy {summary.top_value:.4f} (worker {summary.top_worker} at "
           f"step {summary.top_step}); 'firepbt report {store}' draws it")
 

@@ -67,3 +67,16 @@ def assert_refused_in_one_line(tmp_path, result, *words):
     for w in words:
         assert w in lines[0], (w, lines[0])
     assert not (tmp_path / "s").exists()
+
+
+def load_example(filename):
+    """``examples/<filename>`` as shipped, imported as a module."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / filename
+    spec = importlib.util.spec_from_file_location(f"example_{path.stem}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

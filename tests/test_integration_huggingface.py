@@ -3,9 +3,7 @@ PBT (firepbt.integrations.huggingface), on text the test makes."""
 
 from __future__ import annotations
 
-import importlib.util
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
@@ -150,21 +148,11 @@ def test_a_misnamed_hyperparameter_is_one_line_through_the_cli(tmp_path, monkeyp
                                       "learning_rate, weight_decay", "got 'lr'")
 
 
-def example():
-    """examples/huggingface_model.py, as shipped."""
-    path = Path(__file__).resolve().parents[1] / "examples" / "huggingface_model.py"
-    spec = importlib.util.spec_from_file_location("huggingface_model_example", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
 def test_the_shipped_example_repeats_run_to_run_and_resumes_exactly(tmp_path):
     # (reliability R14) its GPT-2 keeps dropout 0.1: two runs, and a stopped and resumed one,
     # give the same evaluations and decisions
-    ex = example()
+    ex = checks.load_example("huggingface_model.py")
     assert ex.model().config.resid_pdrop == 0.1
     cfg = dict(task="gpt2-text", method="pbt", workers=4, steps=20, ready_interval=10,
                eval_interval=5, seed=2, executor="local")

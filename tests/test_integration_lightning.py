@@ -235,6 +235,14 @@ def test_dropout_is_part_of_the_resumable_state():
     assert torch.equal(a.module.w, c.module.w)
 
 
+def test_the_shipped_example_trains_evaluates_and_tests():
+    ex = checks.load_example("lightning_module.py")
+    t = ex.factory(0)
+    t.train({"lr": 0.05}, 2)
+    assert 0.0 <= t.evaluate() <= 1.0 and 0.0 <= t.test() <= 1.0
+    assert set(ex.SPACE.params) == {"lr"}
+
+
 LIT_MODULE = textwrap.dedent("""
     import lightning as L
     import torch

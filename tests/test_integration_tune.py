@@ -172,6 +172,13 @@ def test_a_hyperparameter_the_trainable_never_reads_is_refused():
         assert ok.trainable.config["scale"] == 3.0 and ok.trainable.iteration == 3
 
 
+def test_the_shipped_example_trains():
+    ex = checks.load_example("tune_trainable.py")
+    t = ex.factory(0)
+    t.train({"lr": 0.05}, 2)
+    assert 0.0 <= t.evaluate() <= 1.0 and t.trainable.iteration == 2
+
+
 TUNE_MODULE = textwrap.dedent("""
     import torch
     from ray import tune
