@@ -171,6 +171,9 @@ def test_a_hyperparameter_that_reaches_nothing_is_refused():
                        r"parameter groups \(dampening, .*lr, .*momentum.*\) or a name the "
                        r"module reads from self.hparams \(it read: lr\).*got 'learning_rate'"):
         t.train({"lr": 0.3, "learning_rate": 0.3}, 1)
+    off = lightning_factory(Quadratic, Noise, metric="val_loss", mode="min",
+                            check_hparams=False)(0)
+    off.train({"lr": 0.3, "learning_rate": 0.3}, 1)  # (the user's word: it is read later)
     # a name read through self.hparams (here in training_step) reaches the training
     ok = lightning_factory(ReadsScale, Noise, metric="val_loss", mode="min")(0)
     ok.train({"lr": 0.3, "scale": 0.5}, 2)

@@ -165,6 +165,8 @@ def test_a_hyperparameter_the_trainable_never_reads_is_refused():
                        r"reads \(in setup, step or reset_config; it read: lr, seed\).* got "
                        r"'learning_rate'"):
         t.train({"lr": 0.1, "learning_rate": 0.1}, 1)
+    TuneTrainable(NoisyQuadratic, 0, metric="loss", mode="min", seed_key="seed",
+                  check_hparams=False).train({"lr": 0.1, "learning_rate": 0.1}, 1)
     for cls in (ReadsInStep, ReadsInStepNoReset):  # read in step(), after a reset or rebuild
         ok = TuneTrainable(cls, 0, metric="loss", mode="min", seed_key="seed")
         ok.train({"lr": 0.1, "scale": 2.0}, 2)

@@ -50,7 +50,8 @@ an attribute, ``get``; in ``configure_optimizers``, a step or a hook, at the wor
 trains the same, and the first call raises :class:`~firepbt.errors.ConfigError` naming it, the
 groups' keys and the names read (before the first round is committed: no store is left).
 Reads in ``__init__`` do not count (they happen before the tuned value exists). A module whose
-``hparams`` is no dict (an OmegaConf container) is not checked.
+``hparams`` is no dict (an OmegaConf container) is not checked; ``check_hparams=False`` turns
+the check off (a module that reads a name only after its first call).
 
 **Misconfigurations in one line** (:class:`~firepbt.errors.ConfigError`, before the first
 round): a DataModule without ``train_dataloader`` or ``val_dataloader`` (or ``None``, or
@@ -134,7 +135,8 @@ class LightningTrainable:
 
     def __init__(self, module: Any, datamodule: Any, seed: int, *, metric: str,
                  mode: str = "max", test_metric: str | None = None,
-                 trainer_kwargs: Mapping[str, Any] | None = None) -> None:
+                 trainer_kwargs: Mapping[str, Any] | None = None,
+                 check_hparams: bool = True) -> None:
         L = _lightning()
         if not isinstance(module, L.LightningModule):
             raise ConfigError("module", "a lightning.LightningModule (the factory's result)",
@@ -158,7 +160,7 @@ class LightningTrainable:
         self.applied: dict[str, Any] = {}
         self._reads: set[str] = set()  # the names the module's code read from self.hparams
         self._tracked = track(module.hparams, self._reads)
-        self._names_checked = False
+        self._names_checked = not check_hparams
         if hasattr(datamodule, "prepare_data"):
             datamodule.prepare_data()
         if hasattr(datamodule, "setup"):
@@ -240,7 +242,8 @@ class LightningTrainable:
                 raise ConfigError("hyperparameter", "a key of the optimizers' parameter groups "
                                   f"({groups}) or a name the module reads from self.hparams "
                                   f"(it read: {read}): tuning a name that reaches neither "
-                                  "changes nothing", name)
+                                  "changes nothing (one read only later: check_hparams=False)",
+                                  name)
 
     def _validate(self, loader_name: str, metric: str, stage: str) -> float:
         loader = getattr(self.datamodule, loader_name)()
@@ -395,12 +398,15 @@ def _check_hooks(module: Any, datamodule: Any, test_metric: str | None) -> None:
 def lightning_factory(module: Callable[[], Any], datamodule: Callable[[], Any], *, metric: str,
                       mode: str = "max", test_metric: str | None = None,
                       trainer_kwargs: Mapping[str, Any] | None = None,
-                      seed_everything: bool = True) -> Callable[[int], LightningTrainable]:
+                      seed_everything: bool = True,
+                      check_hparams: bool = True) -> Callable[[int], LightningTrainable]:
     """The factory ``seed -> trainable`` for ``run(..., factory=...)``: ``module()`` and
     ``datamodule()`` build one worker's LightningModule and DataModule (called with torch's
     generator seeded from the worker's seed when ``seed_everything``, so workers start from
     different weights); ``trainer_kwargs`` go to every ``Trainer`` (e.g. ``precision``,
-    ``gradient_clip_val``, ``accumulate_grad_batches``)."""
+    ``gradient_clip_val``, ``accumulate_grad_batches``); ``check_hparams=False`` turns off the
+    check that each hyperparameter reaches the training (for a module that reads one only after
+    its first call, e.g. from a step count on)."""
     L = _lightning()
     if mode not in ("max", "min"):
         raise ConfigError("mode", "'max' or 'min'", mode)
@@ -416,6 +422,7 @@ def lightning_factory(module: Callable[[], Any], datamodule: Callable[[], Any], 
                 torch.manual_seed(seed)
             mod, dm = module(), datamodule()
         return LightningTrainable(mod, dm, seed, metric=metric, mode=mode,
-                                  test_metric=test_metric, trainer_kwargs=trainer_kwargs)
+                                  test_metric=test_metric, trainer_kwargs=trainer_kwargs,
+                                  check_hparams=check_hparams)
 
     return make

@@ -23,7 +23,8 @@ firepbt's FIRE PBT, PBT or random search, unchanged::
   the config handed to it or ``self.config``): one it never reads would be "tuned" while every
   member trains the same, so the worker's first ``train`` call (after its steps, before the
   first round is committed) raises :class:`~firepbt.errors.ConfigError` naming it and the keys
-  read.
+  read (``check_hparams=False`` turns the check off, for a trainable that reads a name only
+  later).
 - *New hyperparameters* (an exploit, an evaluator's assignment) are applied as Tune's PBT
   applies them: ``reset_config(new_config)``; if it returns False (Tune's default), the
   trainable is rebuilt with the new config and restored from its checkpoint (``stop()``, then a
@@ -79,7 +80,8 @@ class TuneTrainable:
     def __init__(self, cls: type, seed: int, *, config: Mapping[str, Any] | None = None,
                  metric: str, mode: str = "max", seed_key: str | None = None,
                  evaluate: Callable[[Any], float] | None = None,
-                 reseed: Callable[[Any, int], None] | None = None) -> None:
+                 reseed: Callable[[Any, int], None] | None = None,
+                 check_hparams: bool = True) -> None:
         tune = _tune()
         if not (isinstance(cls, type) and issubclass(cls, tune.Trainable)):
             raise ConfigError("cls", "a subclass of ray.tune.Trainable", cls)
@@ -98,7 +100,7 @@ class TuneTrainable:
         self.trainable: Any = None
         self.last: dict[str, float] = {}  # the last result's numbers
         self._reads: set[str] = set()  # the config keys the trainable's code read
-        self._names_checked = False
+        self._names_checked = not check_hparams
 
     def _config(self, config: Mapping[str, Any]) -> ReadTracking:
         """``config`` as handed to the trainable: a dict that records the keys it reads."""
@@ -141,7 +143,8 @@ class TuneTrainable:
                 read = ", ".join(sorted(self._reads)) or "nothing"
                 raise ConfigError("hyperparameter", "a config key the trainable reads (in "
                                   f"setup, step or reset_config; it read: {read}): tuning a "
-                                  "name it never reads changes nothing", name)
+                                  "name it never reads changes nothing (one read only later: "
+                                  "check_hparams=False)", name)
 
     def _apply(self, new_config: dict[str, Any]) -> None:
         config = self._config(new_config)
@@ -221,8 +224,8 @@ class TuneTrainable:
 def tune_factory(cls: type, *, config: Mapping[str, Any] | None = None, metric: str,
                  mode: str = "max", seed_key: str | None = None,
                  evaluate: Callable[[Any], float] | None = None,
-                 reseed: Callable[[Any, int], None] | None = None
-                 ) -> Callable[[int], TuneTrainable]:
+                 reseed: Callable[[Any, int], None] | None = None,
+                 check_hparams: bool = True) -> Callable[[int], TuneTrainable]:
     """The factory ``seed -> trainable`` for ``run(..., factory=...)`` (see the module
     docstring for each argument)."""
     _tune()
@@ -231,6 +234,7 @@ def tune_factory(cls: type, *, config: Mapping[str, Any] | None = None, metric: 
 
     def make(seed: int) -> TuneTrainable:
         return TuneTrainable(cls, seed, config=config, metric=metric, mode=mode,
-                             seed_key=seed_key, evaluate=evaluate, reseed=reseed)
+                             seed_key=seed_key, evaluate=evaluate, reseed=reseed,
+                             check_hparams=check_hparams)
 
     return make
