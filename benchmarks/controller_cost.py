@@ -80,7 +80,7 @@ def main() -> None:
         fire = FirePBT(SPACE, ready_interval=READY, workers=workers)
         times = simulate(workers)
         train = round_training_seconds(workers)
-        split = f"{fire.n_sub}x{fire.size}+{fire.n_evaluators}"
+        split = f"{fire.n_subpopulations}x{fire.size}+{fire.n_evaluators}"
         mean = float(np.mean(times))
         print(f"{workers:8d}{split:>12s}{mean * 1e3:16.2f}{max(times) * 1e3:9.1f}"
               f"{train:15.2f}{mean / train:10.5f}")

@@ -29,6 +29,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from firepbt import ExperimentConfig, LogUniform, Space  # noqa: E402
+from firepbt.build import ResolvedTask  # noqa: E402
 from firepbt.runner import Runner  # noqa: E402
 from firepbt.store import Store  # noqa: E402
 
@@ -74,7 +75,7 @@ def one(method: str, workers: int, rounds: int, interval: int, tmp: Path) -> dic
 
     tmp.mkdir(parents=True, exist_ok=True)
     st = Store.create(tmp / f"{method}-{workers}", cfg.to_dict())
-    runner = Runner(cfg, Cheap, Space({"lr": LogUniform(1e-3, 1e-1)}), st,
+    runner = Runner(cfg, ResolvedTask(Cheap, Space({"lr": LogUniform(1e-3, 1e-1)})), st,
                     executor=rex.RayExecutor(Cheap), progress=progress)
     runner.start_new()
 

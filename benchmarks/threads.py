@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
+from firepbt.api import run
 from firepbt.config import ExperimentConfig
-from firepbt.runner import run
 from firepbt.tasks.mnist1d import load_data
 
 

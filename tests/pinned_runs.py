@@ -98,11 +98,11 @@ def fingerprint(path: Path) -> dict[str, Any]:
         evals = st.evaluations()
         tests = st.tests()
         decisions = [(r, s, _decision(d)) for r, s, d in st.decisions()]
-        initial = json.loads(st.meta("initial_runner_state") or "null")
-        states = [_workers(initial)] + [_workers(r.runner_state) for r in rounds]
-        best = [r.runner_state["best_score"] for r in rounds]
-        controller = [r.controller_state for r in rounds]
-        final = json.loads(st.meta("final") or "null")
+        states = [_workers(st.worker_states(0))] + [_workers(r.workers) for r in rounds]
+        best = [r.best_score for r in rounds]
+        controller = [_controller(r.controller_state) for r in rounds]
+        final = st.final_member()
+        final_dict = None if final is None else final.to_dict()
         last = [r.checkpoint for r in rounds if r.checkpoint is not None][-1]
         weights = hashlib.sha256(_state_bytes(st.read_checkpoint(last))).hexdigest()[:16]
     finally:
@@ -113,19 +113,26 @@ def fingerprint(path: Path) -> dict[str, Any]:
     return {
         "evaluations": _digest(evals), "tests": _digest(tests), "decisions": _digest(decisions),
         "workers": _digest([states, best]), "controller": _digest(controller),
-        "final": _digest(final), "checkpoint": weights,
+        "final": _digest(final_dict), "checkpoint": weights,
         "counts": {"rounds": len(rounds), "evaluations": len(evals), "tests": len(tests),
                    **dict(sorted(kinds.items()))},
     }
 
 
-def _workers(runner_state: Any) -> Any:
+def _workers(workers: Any) -> Any:
     """Each worker's role, sub-population, hyperparameters, schedule and whether it trains."""
-    if runner_state is None:
-        return None
-    return {str(w): {"role": v["role"], "subpopulation": v["sub"], "hparams": v["hparams"],
-                     "schedule": v["schedule"], "active": v["active"]}
-            for w, v in runner_state["workers"].items()}
+    return {str(w): st.to_dict() for w, st in workers.items()}
+
+
+def _controller(state: Any) -> Any:
+    """A controller's state with the key names the fingerprints were first taken with (FIRE
+    PBT's members' ``subpopulation`` was ``sub``): a renamed key is not a change of
+    behaviour."""
+    members = state.get("members") if isinstance(state, dict) else None
+    if not isinstance(members, dict):
+        return state
+    return {**state, "members": {w: {("sub" if k == "subpopulation" else k): v
+                                     for k, v in m.items()} for w, m in members.items()}}
 
 
 # -- the experiments -------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
-"""The package's shape (issue 15): the import graph between firepbt's modules has no cycle, no
-module imports another module's private names, and the decision core imports no execution,
-storage or torch."""
+"""The package's shape: the import graph between firepbt's modules has no cycle (package
+``__init__`` files included), no module imports another module's private names, the decision
+core imports no execution, storage or torch, the runner imports no read side, the read side no
+controller and no task, the CLI no store; every key of the store's meta table is a named
+constant written by one owner; every module appears in the layout page."""
 
 from __future__ import annotations
 
@@ -114,6 +116,68 @@ def test_the_import_graph_has_no_cycle():
     assert _cycles(_without_package_inits(_graph())) == []
 
 
+def test_the_import_graph_has_no_cycle_even_through_package_inits():
+    assert _cycles(_graph()) == []
+
+
+READ_SIDE = ("firepbt.results", "firepbt.lineage", "firepbt.replay", "firepbt.report")
+
+
+def _in(module: str, prefixes: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+def test_the_runner_imports_no_read_side():
+    graph = _graph()
+    assert {d for d in graph["firepbt.runner"] if _in(d, (*READ_SIDE, "firepbt.api"))} == set()
+
+
+def test_the_read_side_imports_no_controller_and_no_task():
+    """Reports, lineage and results read what a run recorded (its run facts, its decisions
+    with their evidence), never a controller's state or the task registry; FIRE PBT's layout
+    arithmetic (``controllers.fire_layout``) is not a controller."""
+    graph = _graph()
+    bad = {(m, d) for m, deps in graph.items() if _in(m, READ_SIDE) for d in deps
+           if _in(d, ("firepbt.tasks",)) or (_in(d, ("firepbt.controllers",))
+                                              and d != "firepbt.controllers.fire_layout")}
+    assert bad == set()
+
+
+def test_the_cli_opens_no_store_itself():
+    assert {d for d in _graph()["firepbt.cli"] if _in(d, ("firepbt.store",))} == set()
+
+
+def _meta_calls() -> list[tuple[str, str, ast.expr]]:
+    """Every ``.meta(...)``, ``.meta_json(...)`` and ``.set_meta(...)`` call in the package:
+    (module, method, its key argument)."""
+    out = []
+    for path in sorted(SRC.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("meta", "meta_json", "set_meta") and node.args):
+                out.append((_module_name(path), node.func.attr, node.args[0]))
+    return out
+
+
+def test_every_meta_key_is_a_named_constant_and_each_has_one_owner_that_writes_it():
+    import firepbt.store as store
+
+    owners = {key: owner for owner, keys in store.META_OWNERS.items() for key in keys}
+    constants = {name: value for name, value in vars(store).items()
+                 if isinstance(value, str) and value in owners and name.isupper()}
+    assert sorted(owners) == sorted(set(constants.values()))  # one constant per key
+    assert len(owners) == sum(len(k) for k in store.META_OWNERS.values())  # one owner per key
+    calls = _meta_calls()
+    assert calls  # (the scan finds them)
+    for module, method, key in calls:
+        if module == "firepbt.store" and method != "set_meta":
+            continue  # the store's own readers pass their argument through
+        assert isinstance(key, ast.Name) and key.id in constants, (module, method,
+                                                                    ast.unparse(key))
+        if method == "set_meta":
+            assert owners[constants[key.id]] == module, (module, key.id)
+
+
 def test_the_cli_is_imported_by_no_module():
     graph = _graph()
     assert [m for m, deps in graph.items() if "firepbt.cli" in deps and m != "firepbt.__main__"] \
@@ -172,3 +236,19 @@ def test_importing_firepbt_leaves_scipy_stats_for_when_it_is_needed():
             "print('scipy.stats' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_every_module_example_and_benchmark_appears_in_the_layout_page():
+    page = (SRC.parents[1] / "docs" / "site" / "layout.md").read_text()
+    missing = []
+    for path in sorted(SRC.rglob("*.py")):
+        rel = path.relative_to(SRC)
+        if len(rel.parts) > 1 and f"{rel.parts[0]}/" not in page:
+            missing.append(str(rel))
+        elif path.name not in page:
+            missing.append(str(rel))
+    root = SRC.parents[1]
+    for folder in ("examples", "benchmarks"):
+        missing += [f"{folder}/{p.name}" for p in sorted((root / folder).iterdir())
+                    if p.suffix in (".py", ".sh") and p.name not in page]
+    assert missing == []

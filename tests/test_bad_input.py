@@ -11,10 +11,10 @@ import pytest
 import torch
 from helpers import tree
 
+from firepbt.api import resume, run
 from firepbt.cli import main
 from firepbt.config import ExperimentConfig
 from firepbt.errors import ConfigError
-from firepbt.runner import run
 from firepbt.space import Categorical, LogUniform, Space
 from firepbt.store import Store
 from firepbt.trainable import function_trainable
@@ -172,3 +172,104 @@ def test_a_sqlite_url_names_the_store_folder(tmp_path, capsys):
     assert (tmp_path / "viasqlite" / "experiment.sqlite").is_file()
     assert not any(p.name.startswith("sqlite:") for p in tmp_path.iterdir())
     assert not Path("sqlite:").exists()
+
+
+CFG = dict(task="toy", method="pbt", workers=4, steps=60, ready_interval=10, eval_interval=5,
+           seed=1, executor="local")
+
+
+def test_absurd_sizes_are_refused_at_once(capsys):
+    with pytest.raises(ConfigError, match=r"workers must be an int in \[1, 100001\)"):
+        ExperimentConfig(**{**CFG, "workers": 10**7})
+    for args in (["--workers", "99999999999999999999999999"], ["--threads", "100000"]):
+        assert main(["run", "nqm", *args, "--store", "never"]) == 2
+        assert "must be an int in" in capsys.readouterr().err
+
+def test_duplicates_empty_paths_and_bad_schedule_steps_are_refused(tmp_path, capsys):
+    cases = [
+        (["compare", "nqm", "--out", str(tmp_path / "c"), "--seeds", "0", "0"],
+         "seeds must be each seed once"),
+        (["compare", "nqm", "--out", str(tmp_path / "c"), "--methods", "pbt", "pbt"],
+         "methods must be each method once"),
+        (["run", "nqm", "--factors", "lr=0.5,2", "lr=3", "--store", str(tmp_path / "f")],
+         "factors must be each hyperparameter named once"),
+        (["report", str(tmp_path), "--out", ""], "out must be a folder path"),
+    ]
+    for args, why in cases:
+        assert main(args) == 2, args
+        assert why in capsys.readouterr().err
+    sched = tmp_path / "sched.json"
+    for steps in (200.9, True, "200"):
+        sched.write_text(json.dumps({"segments": [{"hparams": {"lr": 0.5}, "steps": steps}]}))
+        assert main(["run", "nqm", "--method", "random", "--steps", "200", "--ready-interval",
+                     "50", "--eval-interval", "10", "--schedule", str(sched), "--store",
+                     str(tmp_path / "r")]) == 2
+        assert "schedule.segments[0].steps must be an int > 0" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="schedule must be given only with method 'random'"):
+        ExperimentConfig(**{**CFG, "schedule": {"segments": []}})
+    # a comparison's folder is not an experiment's store
+    run(ExperimentConfig(**{**CFG, "task": "nqm", "task_options": {"dims": 50}}),
+        tmp_path / "st", progress=False, max_rounds=1)
+    assert main(["compare", "nqm", "--out", str(tmp_path / "st"), "--seeds", "0"]) == 2
+    assert "out must be a folder for the comparison, not an experiment's store" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "st" / "comparison.json").exists()
+
+def test_a_full_disk_a_failing_factory_module_and_an_overflowing_schedule_are_one_line(tmp_path, monkeypatch, capsys):
+    import torch as _torch
+
+    # a full disk while a checkpoint is written (torch raises RuntimeError): one line, the
+    # committed rounds kept
+    cfg = ExperimentConfig(**{**CFG, "task": "nqm", "task_options": {"dims": 50}})
+    run(cfg, tmp_path / "s", progress=False, max_rounds=2)
+    real = _torch.save
+
+    def full(obj, f, *a, **k):
+        raise RuntimeError("[enforce fail at inline_container.cc:595] . unexpected pos 64 vs 0"
+                           "\nNo space left on device")
+
+    monkeypatch.setattr(_torch, "save", full)
+    assert main(["resume", str(tmp_path / "s"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "checkpoint round-000003.pt cannot be written" in err[0]
+    monkeypatch.setattr(_torch, "save", real)
+    assert resume(tmp_path / "s", progress=False).finished
+    # a --factory whose module raises, or exits, as it is imported
+    (tmp_path / "raising.py").write_text("raise RuntimeError('boom at import')\n")
+    (tmp_path / "exiting.py").write_text("import sys\nsys.exit(3)\n")
+    (tmp_path / "broken.py").write_text("def make(:\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for spec, why in (("raising:make", "raised RuntimeError: boom at import"),
+                      ("exiting:make", "raised SystemExit: 3"),
+                      ("broken:make", "raised SyntaxError")):
+        assert main(["replay", str(tmp_path / "s"), "--factory", spec]) == 2
+        err = capsys.readouterr().err
+        assert why in err and len(err.strip().splitlines()) == 1, err
+    # a schedule whose numbers overflow, or nested too deep for JSON
+    for text in ('{"segments": [{"hparams": {"lr": 0.5}, "steps": 1e999}]}',
+                 "[" * 50000 + "]" * 50000):
+        (tmp_path / "sched.json").write_text(text)
+        assert main(["run", "nqm", "--method", "random", "--schedule", "sched.json",
+                     "--store", "r"]) == 2
+        err = capsys.readouterr().err
+        assert "schedule" in err and " must be " in err and len(err.strip().splitlines()) == 1
+
+def test_a_comparison_whose_runs_fail_says_so_in_one_line(tmp_path, monkeypatch, capsys):
+    (tmp_path / "failing.py").write_text(
+        "from firepbt import LogUniform, Space\n"
+        "SPACE = Space({'lr': LogUniform(1e-3, 1e-1)})\n"
+        "class T:\n"
+        "    def train(self, hparams, steps): raise ValueError('always')\n"
+        "    def evaluate(self): return 0.0\n"
+        "    def state_dict(self): return {}\n"
+        "    def load_state_dict(self, state): pass\n"
+        "def make(seed): return T()\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code = main(["compare", "failing", "--factory", "failing:make", "--out", "c", "--methods",
+                 "pbt", "--workers", "4", "--seeds", "0", "--steps", "20", "--ready-interval",
+                 "10", "--eval-interval", "5"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1
+    assert "1 of the comparison's runs failed: pbt-w4-s0" in err[0]

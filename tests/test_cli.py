@@ -89,8 +89,12 @@ def test_run_status_lineage_replay_on_nqm(tmp_path, capsys):
     assert {"task", "method", "steps_done", "steps_total", "finished", "best"} <= set(d)
     assert d["task"] == "nqm" and d["method"] == "fire" and d["finished"] is True
     assert d["steps_done"] == d["steps_total"] == 300
-    assert set(d["best"]) >= {"member", "score", "test_score", "hparams"}
-    assert d["best"]["test_score"] is None and d["best"]["member"] in range(4)
+    assert set(d["best"]) == {"worker", "value", "test", "hparams"}
+    assert d["best"]["test"] is None and d["best"]["worker"] in range(4)
+    # values as evaluate() returned them (the NQM's loss: positive, lower is better), not the
+    # maximised scores the controllers compare, and the direction said once
+    assert d["mode"] == "min" and d["best"]["value"] > 0 and d["top"]["value"] > 0
+    assert d["top"]["value"] <= d["best"]["value"]
     code, out, _ = run_cli(capsys, "lineage", store, "--json")
     sched = json.loads(out)
     assert sum(s["steps"] for s in sched["segments"]) == 300
@@ -149,8 +153,8 @@ def test_replay_labels_what_it_measured(tmp_path, capsys):
 def test_status_says_which_rounds_a_resume_trains_again(tmp_path, capsys):
     """Stopped after round 3 with a checkpoint every 2 rounds: resume continues from round 2's
     checkpoint and trains round 3 again, and status says so."""
+    from firepbt.api import run
     from firepbt.config import ExperimentConfig
-    from firepbt.runner import run
 
     cfg = ExperimentConfig(task="nqm", method="pbt", workers=4, steps=300, ready_interval=50,
                            eval_interval=10, checkpoint_interval=2, task_options={"dims": 200})

@@ -204,7 +204,7 @@ def test_binom_test_counts_ties_against_eta():
 
 
 # an evaluator and its target as recorded in a FIRE PBT run (nqm, 22 workers, seed 1, the
-# round at step 700; shared/reviews/fire-turn3/case_binom_start_pair.json): the overlap
+# round at step 700): the overlap
 # starts at eta[9] and rho[0], and eta lies above at the start pair and at the 6 points after
 _CASE_STEPS = list(range(550, 701, 10))
 _CASE_ETA = [-0.46709150121676274, -0.5642345227573087, -0.37255393397550357,

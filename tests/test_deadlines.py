@@ -11,9 +11,9 @@ import time
 import pytest
 
 from firepbt import ExperimentConfig, LogUniform, Space
+from firepbt.api import resume, run
 from firepbt.cli import main
 from firepbt.deadlines import RoundTimeout, parse_seconds
-from firepbt.runner import resume, run
 from firepbt.store import Store
 
 CFG = dict(task="nqm", method="pbt", workers=4, steps=600, ready_interval=60, eval_interval=20,

@@ -61,7 +61,7 @@ def test_split_follows_the_paper():
     with pytest.raises(ConfigError, match="workers must be an int >= 10 for FIRE PBT with 3 "):
         fire_split(9, 3)
     fire = FirePBT(SPACE, ready_interval=READY, workers=22)
-    assert (fire.n_sub, fire.size, fire.n_evaluators, fire.n_workers) == (2, 8, 6, 22)
+    assert (fire.n_subpopulations, fire.size, fire.n_evaluators, fire.n_workers) == (2, 8, 6, 22)
     assert FirePBT(SPACE, ready_interval=READY).max_eval_steps == 3 * READY
 
 
@@ -302,9 +302,8 @@ def test_state_round_trip_gives_identical_decisions():
 
 
 def test_state_keeps_curves_by_their_first_point():
-    # the state does not grow with the rounds (every round's state is stored), a state whose
-    # curves the observations cannot complete is refused, and whole curves (stores written
-    # before) still load
+    # the state does not grow with the rounds (every round's state is stored), and a state
+    # whose curves the observations cannot complete is refused
     import json
 
     a = make()
@@ -318,17 +317,9 @@ def test_state_keeps_curves_by_their_first_point():
     assert sizes[-1] < 1.2 * sizes[4], sizes
     with pytest.raises(ValueError, match="needs .* observations after it"):
         make().load_state_dict(a.state_dict(), {})
-    whole = a.state_dict()
-    for group, records in (("members", a.members), ("evaluators", a.evaluators)):
-        for k, entry in whole[group].items():
-            del entry["head"], entry["points"]
-            entry["curve"] = [list(p) for p in records[int(k)].curve]
-    old = make()
-    old.load_state_dict(whole)
-    assert old.members == a.members and old.evaluators == a.evaluators
 
 
-# -- defects of the first review, each with the scenario that exposed it ----------------------
+# -- the scenarios that once exposed a defect, each pinned --------------------------------------
 
 def test_evaluators_target_the_best_member_as_ranked_before_the_rounds_exploits():
     # worker 3 is P1's best, worker 0 its worst: 0 copies 3 this round and ties with it on the
@@ -430,7 +421,7 @@ def test_a_parent_that_receives_weights_ends_its_own_evaluation():
     levels = {0: 0.9, 1: 0.85, 2: 0.8, 3: 0.75, 4: 0.8, 5: 0.7, 6: 0.6, 7: 0.5}
 
     def parent_sub(e):
-        return fire.members[fire.evaluators[e].parent].sub
+        return fire.members[fire.evaluators[e].parent].subpopulation
 
     fast = {}
 
@@ -624,7 +615,7 @@ def test_a_rounds_parents_chosen_together_are_those_chosen_one_by_one():
         fire.evaluators[e] = EvaluatorState(True, m, 0, {}, ((0, 0.5),), 0)
     step = 5 * READY
     members, evaluators = dict(fire.members), dict(fire.evaluators)
-    args = (fire.subpopulation, fire.n_sub, fire.min_steps, step)
+    args = (fire.subpopulation, fire.n_subpopulations, fire.min_steps, step)
     rng_a, rng_b = np.random.default_rng(7), np.random.default_rng(7)
     choose = parent_chooser(members, *args, rng_a)
     one_by_one, together = [], []
@@ -672,12 +663,9 @@ def test_a_curve_entry_is_completed_by_exactly_its_observations():
         curve_from(entry, [*observed, (160, 0.7)])  # a later round's: not this state's
     with pytest.raises(ValueError, match="needs 2 observations after it, 1 were given"):
         curve_from(entry, observed[:3])
-    # whole curves (older stores) come back with zeros unsigned, as observations are
-    whole = curve_from({"curve": [[100, -0.0], [120, 0.5]]}, ())
-    assert [v.hex() for _s, v in whole] == ["0x0.0p+0", "0x1.0000000000000p-1"]
 
 
-# -- second review (shared/reviews/fire-turn3): the order of a round, the readings ----------------
+# -- the order of a round, and the readings where the paper leaves a choice ------------------
 
 def _success_on_a_target_at_the_bottom_of_p1(**kw):
     """P1's worker 0 is the best in round 1 (the evaluators' target), its curve rising from

@@ -1,4 +1,4 @@
-"""The GPU path (issue 12), run where CUDA is available (the device machine); skipped with a
+"""The GPU path, run where CUDA is available (the device machine); skipped with a
 reason elsewhere. Same decisions on the GPU as on the CPU (float64), stores portable between
 them, the vectorized executor keeping the population on the device."""
 
@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
+from firepbt.api import resume, run
 from firepbt.config import ExperimentConfig
-from firepbt.runner import resume, run
 from firepbt.store import Store
 from firepbt.supervised import SupervisedData, SupervisedTrainable
 from firepbt.tasks.mnist1d import SPACE, MNIST1DTrainable
@@ -267,11 +267,11 @@ def test_on_ray_auto_is_the_cpu_unless_actors_declare_gpus():
     from firepbt.build import resolve_task
     from firepbt.errors import ConfigError
 
-    make, _space, _p = resolve_task(
-        ExperimentConfig(task="nqm", executor="ray", device="auto"), None, None, None)
+    make = resolve_task(
+        ExperimentConfig(task="nqm", executor="ray", device="auto"), None, None, None).factory
     assert make(0).device.type == "cpu"
-    make, _space, _p = resolve_task(ExperimentConfig(
-        task="nqm", executor="ray", device="auto", gpus_per_worker=0.5), None, None, None)
+    make = resolve_task(ExperimentConfig(
+        task="nqm", executor="ray", device="auto", gpus_per_worker=0.5), None, None, None).factory
     assert make(0).device.type == "cuda"
     with pytest.raises(ConfigError, match="device must be cpu or auto on Ray actors that "
                        "declare no GPU"):
@@ -282,7 +282,7 @@ def test_on_ray_auto_is_the_cpu_unless_actors_declare_gpus():
 def test_a_cpu_only_task_on_a_gpu_machine_says_it_trained_on_the_cpu():
     from firepbt.build import resolve_task
 
-    make, _s, _p = resolve_task(ExperimentConfig(task="vmpo", device="auto"), None, None, None)
-    assert make.firepbt_device == "cpu"
-    make, _s, _p = resolve_task(ExperimentConfig(task="nqm", device="auto"), None, None, None)
-    assert make.firepbt_device == "cuda"
+    assert resolve_task(ExperimentConfig(task="vmpo", device="auto"), None, None,
+                        None).device == "cpu"
+    assert resolve_task(ExperimentConfig(task="nqm", device="auto"), None, None,
+                        None).device == "cuda"

@@ -118,7 +118,7 @@ def test_warmup_and_linear_schedule():
 
 
 def test_a_name_the_adapter_does_not_apply_is_refused_before_any_step():
-    # (newcomer row 20, for this adapter) "lr" is no setting of TrainingSettings it applies
+    # "lr" is no setting of TrainingSettings it applies
     t = factory()(0)
     with pytest.raises(ConfigError, match=r"hyperparameter must be one of learning_rate, "
                        r"weight_decay, warmup_steps, max_grad_norm .* got 'lr'"):
@@ -150,7 +150,7 @@ def test_a_misnamed_hyperparameter_is_one_line_through_the_cli(tmp_path, monkeyp
 
 @pytest.mark.slow
 def test_the_shipped_example_repeats_run_to_run_and_resumes_exactly(tmp_path):
-    # (reliability R14) its GPT-2 keeps dropout 0.1: two runs, and a stopped and resumed one,
+    # its GPT-2 keeps dropout 0.1: two runs, and a stopped and resumed one,
     # give the same evaluations and decisions
     ex = checks.load_example("huggingface_model.py")
     assert ex.model().config.resid_pdrop == 0.1

@@ -165,7 +165,7 @@ class ReadsScale(Quadratic):
 
 
 def test_a_hyperparameter_that_reaches_nothing_is_refused():
-    # (newcomer row 20) "learning_rate": no parameter group has it, the module never reads it
+    # "learning_rate": no parameter group has it, the module never reads it
     t = factory()(0)
     with pytest.raises(ConfigError, match=r"hyperparameter must be a key of the optimizers' "
                        r"parameter groups \(dampening, .*lr, .*momentum.*\) or a name the "
@@ -200,7 +200,7 @@ class Stepped(Quadratic):
 
 
 def test_the_modules_own_scheduler_multiplies_the_tuned_rate_across_calls_and_resumes():
-    # (newcomer row 21) the tuned value is the base rate, the scheduler's factor stays on it
+    # the tuned value is the base rate, the scheduler's factor stays on it
     make = lightning_factory(Stepped, Noise, metric="val_loss", mode="min")
     a = make(0)
     for _ in range(3):
@@ -318,6 +318,6 @@ CUDA = torch.cuda.is_available()
 ])
 def test_misconfigurations_are_one_line_through_the_cli(name, words, tmp_path, monkeypatch,
                                                         capsys):
-    # (newcomer rows 20, 22, 25) exit 2, one line, no store left
+    # exit 2, one line, no store left
     result = checks.cli_run(tmp_path, monkeypatch, capsys, LIT_MODULE, name)
     checks.assert_refused_in_one_line(tmp_path, result, *words)

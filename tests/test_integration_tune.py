@@ -158,7 +158,7 @@ class ReadsInStepNoReset(NoReset, ReadsInStep):
 
 
 def test_a_hyperparameter_the_trainable_never_reads_is_refused():
-    # (newcomer row 20, for this adapter) setup() reads "lr" and "seed", nothing reads
+    # setup() reads "lr" and "seed", nothing reads
     # "learning_rate": it would be "tuned" while every member trains the same
     t = TuneTrainable(NoisyQuadratic, 0, metric="loss", mode="min", seed_key="seed")
     with pytest.raises(ConfigError, match=r"hyperparameter must be a config key the trainable "

@@ -19,10 +19,10 @@ import pytest
 import torch
 from helpers import tree
 
+from firepbt.api import resume, run
 from firepbt.cli import main
 from firepbt.config import ExperimentConfig
 from firepbt.errors import StoreError
-from firepbt.runner import resume, run
 from firepbt.space import LogUniform, Space
 from firepbt.store import Store
 from firepbt.trainable import function_trainable
@@ -41,7 +41,7 @@ def everything(path):
     st = Store.open(path, readonly=True)
     try:
         return (st.evaluations(), [(r, s, d) for r, s, d in st.decisions()], st.meta("final"),
-                [(r.round, r.controller_state, r.runner_state) for r in st.rounds()])
+                [(r.round, r.controller_state, r.workers, r.best_score) for r in st.rounds()])
     finally:
         st.close()
 
@@ -240,7 +240,7 @@ def test_non_finite_values_print_as_json_null(tmp_path, capsys):
         raise AssertionError(f"bare {name} is not JSON")
 
     d = json.loads(out, parse_constant=refuse)
-    assert code == 0 and d["top"]["score"] is None
+    assert code == 0 and d["top"]["value"] is None
 
 
 def test_database_errors_never_escape_as_tracebacks(tmp_path, capsys):

@@ -7,11 +7,12 @@ import json
 import numpy as np
 import pytest
 
+from firepbt.api import run
 from firepbt.config import ExperimentConfig
+from firepbt.curves import Comparison
 from firepbt.lineage import chain, schedule
-from firepbt.records import AssignEvaluator, EvaluatorSuccess, Exploit
+from firepbt.records import AssignEvaluator, EvaluatorSuccess, Exploit, RunFacts, WorkerState
 from firepbt.replay import train_schedule
-from firepbt.runner import run
 from firepbt.schedule import Schedule, Segment, hand_tuned
 from firepbt.store import RoundRow, Store
 from firepbt.tasks.mnist1d import SPACE as MNIST1D_SPACE
@@ -30,21 +31,21 @@ def scripted_store(tmp_path):
     st = Store.create(tmp_path / "s", cfg.to_dict())
 
     def workers(hp):
-        return {"workers": {str(w): {"role": "member", "sub": 0, "hparams": {"lr": lr},
-                                     "schedule": None, "active": True}
-                            for w, lr in hp.items()}, "best_score": 0.0}
+        return {w: WorkerState(w, "member", 0, {"lr": lr}) for w, lr in hp.items()}
 
-    st.set_meta("initial_runner_state", json.dumps(workers({0: 0.1, 1: 0.2, 2: 0.4, 3: 0.0})))
+    st.start_run(RunFacts("max", "local", (0, 1), 2, "lr"),
+                 workers({0: 0.1, 1: 0.2, 2: 0.4, 3: 0.0}))
     rounds = [
         (1, [Exploit(1, 0, 0, {"lr": 0.2}, {"lr": 0.1}, {"lr": 0.05}, 0.1, 0.9),
              AssignEvaluator(3, 2, 0, 1, {"lr": 0.1})], {0: 0.1, 1: 0.05, 2: 0.4, 3: 0.1}),
-        (2, [EvaluatorSuccess(3, 2, 0, 0.3, 0.001, 10)], {0: 0.1, 1: 0.05, 2: 0.4, 3: 0.1}),
+        (2, [EvaluatorSuccess(3, 2, 0, 0.3, 0.001, 10, Comparison(True, 9, 9, 0.001, 0.3))],
+         {0: 0.1, 1: 0.05, 2: 0.4, 3: 0.1}),
         (3, [Exploit(1, 0, 0, {"lr": 0.05}, {"lr": 0.1}, {"lr": 0.025}, 0.1, 0.9)],
          {0: 0.1, 1: 0.025, 2: 0.4, 3: 0.1}),
     ]
     for r, decisions, hp in rounds:
-        st.commit_round(RoundRow(r, 10 * r, 0.0, 0.0, 0.0, 0.0, {}, workers(hp), None), [], [],
-                        decisions)
+        st.commit_round(RoundRow(r, 10 * r, 0.0, 0.0, 0.0, 0.0, {}, workers(hp), 0.0, None),
+                        [], [], decisions)
     return st
 
 
@@ -86,9 +87,8 @@ def test_replay_retraces_the_top_point_not_a_copy_made_at_it(tmp_path):
 
     st = scripted_store(tmp_path)
     # worker 0's top validation point is step 20, the step its evaluator success arrived at
-    st.commit_round(RoundRow(4, 40, 0.0, 0.0, 0.0, 0.0, {}, json.loads(
-        st.meta("initial_runner_state")), None), [(0, 20, 0.95), (1, 20, 0.5), (0, 30, 0.6)],
-        [], [])
+    st.commit_round(RoundRow(4, 40, 0.0, 0.0, 0.0, 0.0, {}, st.worker_states(0), 0.0, None),
+                    [(0, 20, 0.95), (1, 20, 0.5), (0, 30, 0.6)], [], [])
     sched, worker, step = top_schedule(st)
     assert (worker, step) == (0, 20)
     assert sched.segments == (Segment({"lr": 0.1}, 20),)

@@ -94,8 +94,8 @@ def test_mnist_task_trains_on_gzipped_files(tmp_path):
 
 
 def test_fire_runs_and_resumes_on_the_mnist_task(tmp_path):
+    from firepbt.api import resume, run
     from firepbt.config import ExperimentConfig
-    from firepbt.runner import resume, run
 
     fake_mnist(tmp_path / "m", n_train=400, n_test=50)
     cfg = ExperimentConfig(task="mnist", method="fire", workers=12, steps=30, ready_interval=10,

@@ -14,9 +14,9 @@ import time
 import pytest
 
 from firepbt import ExperimentConfig, LogUniform, Space
+from firepbt.api import run
 from firepbt.cli import main
 from firepbt.errors import ConfigError
-from firepbt.runner import run
 from firepbt.store import Store
 
 MODULE = textwrap.dedent("""
@@ -163,7 +163,7 @@ def test_ctrl_c_names_the_store_and_how_to_continue(tmp_path, capsys, monkeypatc
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(firepbt.runner, "run", interrupted)
+    monkeypatch.setattr(firepbt.runner, "run_store", interrupted)
     store = tmp_path / "my store"
     code, _out, err = call(capsys, "run", "nqm", "--store", str(store), "--no-progress")
     assert code == 130
@@ -261,11 +261,11 @@ def test_a_fire_run_says_where_it_did_not_show_fire(tmp_path, capsys, steps):
     try:
         notes = fire_caveats(st)
         successes = len(st.decisions(["evaluator_success"]))
-        ws = st.last_round().runner_state["workers"]
+        ws = st.last_round().workers
     finally:
         st.close()
-    med = {sub: np.median([v["hparams"]["lr"] for v in ws.values()
-                           if v["sub"] == sub and v["role"] == "member"]) for sub in (0, 1)}
+    med = {sub: np.median([v.hparams["lr"] for v in ws.values()
+                           if v.subpopulation == sub and v.role == "member"]) for sub in (0, 1)}
     assert any("No evaluator succeeded" in n for n in notes) == (successes == 0)
     assert any("is below P1's" in n for n in notes) == (med[1] < med[0])
     assert sum(f"Note: {n}" in out for n in notes) == len(notes)

@@ -13,9 +13,9 @@ import pytest
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
 
+from firepbt.api import run  # noqa: E402
 from firepbt.build import worker_seeds  # noqa: E402
 from firepbt.config import ExperimentConfig  # noqa: E402
-from firepbt.runner import run  # noqa: E402
 from firepbt.store import Store  # noqa: E402
 from firepbt.tasks.nqm import SPACE, NQMTrainable  # noqa: E402
 
@@ -179,7 +179,7 @@ def test_a_hung_member_cannot_hold_the_run_past_its_deadline(tmp_path):
 
 
 def test_resume_after_the_driver_stops_equals_an_uninterrupted_run(tmp_path):
-    from firepbt.runner import resume
+    from firepbt.api import resume
 
     make = faulty(0, "none", 10**9, tmp_path / "m")
     run(cfg("ray"), tmp_path / "full", factory=make, space=SPACE)
@@ -221,8 +221,8 @@ def test_checkpoints_are_written_beside_the_driver_and_resume_exactly(tmp_path, 
     between checkpoints resumes to the local executor's results and states."""
     import threading
 
+    from firepbt.api import resume
     from firepbt.executors.ray import RayExecutor
-    from firepbt.runner import resume
 
     if writes == "driver":
         monkeypatch.setattr(RayExecutor, "_actors_write", lambda self, store: False)

@@ -1,4 +1,4 @@
-"""Ray at cluster scale on one machine (issue 13): ray.cluster_utils.Cluster with a head and two
+"""Ray at cluster scale on one machine: ray.cluster_utils.Cluster with a head and two
 worker nodes of one CPU each. Losing a worker node mid-round, and SIGKILLing the driver, both
 end with the local executor's evaluations and decisions."""
 
@@ -17,8 +17,11 @@ import pytest
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
 
+from firepbt.api import run  # noqa: E402
+from firepbt.build import ResolvedTask  # noqa: E402
 from firepbt.config import ExperimentConfig  # noqa: E402
-from firepbt.runner import Runner, run  # noqa: E402
+from firepbt.results import summarize  # noqa: E402
+from firepbt.runner import Runner  # noqa: E402
 from firepbt.store import Store  # noqa: E402
 from firepbt.tasks.nqm import SPACE, NQMTrainable  # noqa: E402
 
@@ -116,9 +119,10 @@ def test_losing_a_worker_node_mid_round_changes_nothing(cluster, tmp_path, max_a
     st = Store.create(tmp_path / "ray", cfg.to_dict())
     ex = RayExecutor(make, address=c.address, max_actors=max_actors, restart_timeout=5,
                      checkpoint_writes=writes)
-    runner = Runner(cfg, make, SPACE, st, executor=ex)
+    runner = Runner(cfg, ResolvedTask(make, SPACE), st, executor=ex)
     runner.start_new()
-    summary = runner.run()
+    runner.run()
+    summary = summarize(st)
     st.close()
     killer.join(timeout=5)
     assert summary.finished and marker.exists()

@@ -7,10 +7,10 @@ import json
 import pytest
 from helpers import C0, C1, colour_pixels
 
+from firepbt.api import run
 from firepbt.config import ExperimentConfig
 from firepbt.lineage import schedule
 from firepbt.report import comparison_data, experiment_data, report
-from firepbt.runner import run
 from firepbt.store import Store
 
 

@@ -10,10 +10,10 @@ import textwrap
 import pytest
 
 from firepbt import ExperimentConfig, LogUniform, Space, open_experiment
+from firepbt.api import run
 from firepbt.cli import main
 from firepbt.lineage import chain, schedule
 from firepbt.records import Exploit
-from firepbt.runner import run
 from firepbt.store import Store
 
 # a custom trainable, importable as ``toy_factory:make`` once its folder is on sys.path

@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from firepbt.api import resume, run
+from firepbt.build import ResolvedTask
 from firepbt.config import ExperimentConfig
 from firepbt.executors import LocalExecutor
 from firepbt.records import EvaluatorSuccess, Exploit
-from firepbt.runner import resume, run
+from firepbt.results import summarize
 from firepbt.space import LogUniform, Space
 from firepbt.store import Store
 from firepbt.trainable import function_trainable
@@ -140,14 +142,14 @@ def test_the_final_member_is_tested_on_the_network_evaluated_at_the_last_step(tm
     """The last round's copies come after its evaluations: the final test must be taken
     before them (a scripted controller copies into the final best member in the last round)."""
     from firepbt.controllers.base import Controller
-    from firepbt.records import FitnessRecord, WorkerSpec
+    from firepbt.records import FitnessRecord, WorkerState
     from firepbt.runner import Runner
 
     class CopyIntoTheBest(Controller):
         method = "pbt"
 
         def start(self):
-            return [WorkerSpec(w, "member", 0, {"lr": lr}) for w, lr in ((0, 1.0), (1, 0.1))]
+            return [WorkerState(w, "member", 0, {"lr": lr}) for w, lr in ((0, 1.0), (1, 0.1))]
 
         def decide(self, step, observations):
             out = [FitnessRecord(0, {})]
@@ -158,7 +160,7 @@ def test_the_final_member_is_tested_on_the_network_evaluated_at_the_last_step(tm
         def state_dict(self):
             return {}
 
-        def load_state_dict(self, state):
+        def load_state_dict(self, state, history=None):
             pass
 
         def best_candidates(self):
@@ -180,28 +182,14 @@ def test_the_final_member_is_tested_on_the_network_evaluated_at_the_last_step(tm
     cfg = ExperimentConfig(task="toy", method="pbt", workers=4, steps=40, ready_interval=20,
                            eval_interval=10)
     st = Store.create(tmp_path / "s", cfg.to_dict())
-    runner = Runner(cfg, factory, space, st, executor=LocalExecutor(factory))
+    runner = Runner(cfg, ResolvedTask(factory, space), st, executor=LocalExecutor(factory))
     runner.controller = CopyIntoTheBest()
     runner.start_new()
-    summary = runner.run()
+    runner.run()
+    summary = summarize(st)
     st.close()
     assert (summary.best_worker, summary.best_value) == (0, 40.0)
     assert summary.best_test == 1040.0  # its own network, not worker 1's (1004)
-
-
-def test_store_round_trips_non_finite_values(tmp_path):
-    st = Store.create(tmp_path / "s", {"task": "x"})
-    from firepbt.store import RoundRow
-
-    row = RoundRow(1, 10, 0.0, 0.0, 0.0, 0.0, {}, {"workers": {}, "best_score": -math.inf}, None)
-    st.commit_round(row, [(0, 10, math.nan), (1, 10, math.inf), (2, 10, -math.inf), (3, 10, 0.5)],
-                    [], [])
-    st.close()
-    st = Store.open(tmp_path / "s")
-    vals = [v for _r, _w, _s, v in st.evaluations()]
-    assert math.isnan(vals[0]) and vals[1] == math.inf and vals[2] == -math.inf and vals[3] == 0.5
-    assert st.last_round().runner_state["best_score"] == -math.inf
-    st.close()
 
 
 def test_store_refuses_what_is_not_ours(tmp_path):
@@ -241,7 +229,7 @@ def test_custom_function_trainable_through_the_python_api(tmp_path):
     s2 = resume(tmp_path / "b", factory=factory, space=space)
     assert s1.best_value == s2.best_value and s1.best_value < 1.0
     st = Store.open(tmp_path / "a")
-    assert st.meta("mode") == "min"
+    assert st.run_facts.mode == "min"
     st.close()
 
 
@@ -457,10 +445,10 @@ def _late(tmp_path, name, fail_at=None, commit_fails_at=None, monkeypatch=None):
             return commit(row, *a, **k)
 
         monkeypatch.setattr(st, "commit_round", failing)
-    runner = Runner(cfg, make, SPACE, st, executor=LateCheckpoints(make, fail_at))
+    runner = Runner(cfg, ResolvedTask(make, SPACE), st, executor=LateCheckpoints(make, fail_at))
     runner.start_new()
     try:
-        return runner.run()
+        runner.run()
     finally:
         st.close()
 
@@ -534,12 +522,12 @@ def test_a_resumed_fire_controller_observes_zeros_as_the_uninterrupted_one(tmp_p
                 {e: [(s, v.hex()) for s, v in ev.curve] for e, ev in ctl.evaluators.items()})
 
     st = Store.create(tmp_path / "part", cfg.to_dict())
-    live = Runner(cfg, make, space, st)
+    live = Runner(cfg, ResolvedTask(make, space), st)
     live.start_new()
     live.run(max_rounds=4)
     st.close()
     st = Store.open(tmp_path / "part")
-    again = Runner(cfg, make, space, st)
+    again = Runner(cfg, ResolvedTask(make, space), st)
     again.restore()
     st.close()
     held = curves(live.controller)
@@ -548,41 +536,6 @@ def test_a_resumed_fire_controller_observes_zeros_as_the_uninterrupted_one(tmp_p
     run(cfg, tmp_path / "full", factory=make, space=space, progress=False)
     resume(tmp_path / "part", factory=make, space=space, progress=False)
     assert _decisions_text(tmp_path / "full") == _decisions_text(tmp_path / "part")
-
-
-def test_a_store_with_whole_curves_in_its_states_resumes_exactly(tmp_path):
-    """Stores written before FIRE PBT's state kept curves by their first point hold whole
-    curves in every round's state: resuming one ends as an uninterrupted run."""
-    import sqlite3
-
-    from firepbt.controllers.fire import curve_from
-
-    cfg = nqm_config("fire")
-    run(cfg, tmp_path / "full")
-    run(cfg, tmp_path / "old", max_rounds=4)
-    db = sqlite3.connect(tmp_path / "old" / "experiment.sqlite")
-    history: dict[int, list] = {}
-    for rnd, w, s, v in db.execute("SELECT round, worker, step, value FROM evaluations "
-                                   "ORDER BY round, worker, step"):
-        history.setdefault(rnd, []).append((w, s, -v))  # the NQM's loss: minimised
-    rewritten = 0
-    for rnd, text in db.execute("SELECT round, controller_state FROM rounds").fetchall():
-        state = json.loads(text)
-        seen: dict[int, list] = {}
-        for r2 in range(1, rnd + 1):
-            for w, s, sc in history.get(r2, []):
-                seen.setdefault(w, []).append((s, sc))
-        for group in ("members", "evaluators"):
-            for k, entry in state[group].items():
-                entry["curve"] = [list(p) for p in curve_from(entry, seen.get(int(k), []))]
-                del entry["head"], entry["points"]
-                rewritten += 1
-        db.execute("UPDATE rounds SET controller_state=? WHERE round=?", (json.dumps(state), rnd))
-    db.commit()
-    db.close()
-    assert rewritten
-    resume(tmp_path / "old")
-    assert everything(tmp_path / "old") == everything(tmp_path / "full")
 
 
 def test_a_test_that_raises_names_the_worker_and_step(tmp_path):
@@ -606,7 +559,7 @@ def test_a_test_that_raises_names_the_worker_and_step(tmp_path):
     assert "the test set is missing" in str(err.value)
 
 
-def test_a_store_without_an_objective_mode_is_refused_at_resume(tmp_path):
+def test_a_store_without_its_run_facts_is_refused_at_resume_in_one_line(tmp_path):
     import sqlite3
 
     from firepbt.errors import StoreError
@@ -614,38 +567,11 @@ def test_a_store_without_an_objective_mode_is_refused_at_resume(tmp_path):
     cfg = nqm_config("fire")
     run(cfg, tmp_path / "s", max_rounds=2)
     db = sqlite3.connect(tmp_path / "s" / "experiment.sqlite")
-    db.execute("DELETE FROM meta WHERE key='mode'")
+    db.execute("DELETE FROM meta WHERE key='run'")
     db.commit()
     db.close()
-    with pytest.raises(StoreError, match="records no objective mode"):
+    with pytest.raises(StoreError, match="holds no run yet"):
         resume(tmp_path / "s")
-
-
-def test_a_controller_whose_load_state_dict_takes_no_history_still_resumes(tmp_path):
-    """Controllers of one's own written to the contract before states could leave curves out:
-    ``load_state_dict(self, state)`` is called without the history."""
-    from firepbt.controllers.pbt import PBT
-    from firepbt.runner import Runner
-    from firepbt.tasks.nqm import SPACE, NQMTrainable
-
-    calls = []
-
-    class Mine(PBT):
-        def load_state_dict(self, state):  # the old signature
-            calls.append(1)
-            super().load_state_dict(state)
-
-    cfg = nqm_config("pbt")
-    run(cfg, tmp_path / "s", max_rounds=2)
-    st = Store.open(tmp_path / "s")
-    try:
-        runner = Runner(cfg, lambda s: NQMTrainable(s, dims=300), SPACE, st)
-        old = runner.controller
-        runner.controller = Mine(old.space, cfg.workers, quantile=old.quantile, seed=cfg.seed)
-        runner.restore()
-        assert calls == [1] and runner.round == 2
-    finally:
-        st.close()
 
 
 def test_the_final_members_test_is_a_float_and_a_raising_one_names_worker_and_step(tmp_path):
@@ -675,10 +601,122 @@ def test_the_final_members_test_is_a_float_and_a_raising_one_names_worker_and_st
 
     st = Store.create(tmp_path / "late", cfg.to_dict())
     try:
-        runner = Runner(cfg, make, space, st, executor=FinalTestFails(make))
+        runner = Runner(cfg, ResolvedTask(make, space), st, executor=FinalTestFails(make))
         runner.start_new()
         with pytest.raises(TrainableError, match=r"worker \d+ failed at step 40") as err:
             runner.run()
         assert "the test set went away" in str(err.value)
     finally:
         st.close()
+
+
+def test_resume_keeps_the_thread_count_the_run_chose(tmp_path, monkeypatch):
+    import firepbt.threads
+
+    seen = []
+
+    def note(state):
+        seen.append(torch.get_num_threads())
+
+    make = function_trainable(
+        lambda seed: {"w": torch.zeros(1) + seed % 5},
+        lambda st, hp, n: (st["w"].add_(hp["lr"] * n), note(st)),
+        lambda st: float(st["w"][0]))
+    monkeypatch.setattr(firepbt.threads, "auto_threads", lambda window=0.25: 2)
+    cfg = ExperimentConfig(task="toy", method="pbt", workers=4, steps=60, ready_interval=10,
+                           eval_interval=5, seed=1, executor="local")  # threads None: firepbt's
+    space = Space({"lr": LogUniform(1e-3, 1e-1)})
+    run(cfg, tmp_path / "s", factory=make, space=space, progress=False, max_rounds=2)
+    assert set(seen) == {2}
+    monkeypatch.setattr(firepbt.threads, "auto_threads", lambda window=0.25: 1)  # busier now
+    seen.clear()
+    resume(tmp_path / "s", factory=make, space=space, progress=False)
+    assert set(seen) == {2}
+    assert Store.open(tmp_path / "s", readonly=True).meta("threads_used") == "2"
+
+
+# -- the loop itself, on a scripted executor and controller (no training) --------------------
+
+def _scripted(tmp_path, script, *, mode="max", steps=30, executor=None):
+    from scripted import ScriptedController, ScriptedExecutor
+
+    from firepbt.runner import Runner
+
+    log: list = []
+    ex = executor if executor is not None else ScriptedExecutor({w: 0.0 for w in range(4)}, mode)
+    ex.log = log
+    cfg = ExperimentConfig(task="scripted", method="pbt", workers=4, steps=steps,
+                           ready_interval=10, eval_interval=5, executor="local", threads=1)
+    st = Store.create(tmp_path / "s", cfg.to_dict())
+    commit = st.commit_round
+
+    def logged_commit(row, *a, **k):
+        log.append(("commit", row.round))
+        return commit(row, *a, **k)
+
+    st.commit_round = logged_commit
+    runner = Runner(cfg, ResolvedTask(lambda seed: None, Space({"lr": LogUniform(1e-3, 1.0)})),
+                    st, executor=ex)
+    runner.controller = ScriptedController({0: 0.01, 1: 0.02, 2: 0.03, 3: 0.04}, script, log)
+    runner.start_new()
+    runner.run()
+    return st, ex, log
+
+
+def _exploit(loser, source, new_lr):
+    return Exploit(loser, source, 0, {"lr": 0.0}, {"lr": 0.0}, {"lr": new_lr}, 0.0, 1.0)
+
+
+def test_a_round_trains_then_decides_then_copies_then_checkpoints_then_commits(tmp_path):
+    st, _ex, log = _scripted(tmp_path, {10: [_exploit(3, 0, 0.5)]})
+    st.close()
+    first = log[:log.index(("commit", 1)) + 1]
+    assert [e[0] for e in first] == ["setup", "train_round", "decide", "copy", "states",
+                                     "commit"]
+    assert ("copy", 0, 3) in first
+    # every round, in that order
+    kinds = [e[0] for e in log if e[0] in ("train_round", "decide", "commit")]
+    assert kinds == ["train_round", "decide", "commit"] * 3
+
+
+def test_copies_apply_in_decision_order_each_seeing_the_ones_before(tmp_path):
+    # worker 1 copies 0, then 2 copies 1: worker 2 ends the round holding 0's network
+    st, ex, _log = _scripted(tmp_path, {10: [_exploit(1, 0, 0.5), _exploit(2, 1, 0.7)]},
+                             steps=10)
+    workers = st.worker_states(1)
+    st.close()
+    assert ex.values[2] == ex.values[0] == pytest.approx(0.1)  # 10 steps of lr 0.01
+    assert (workers[1].hparams, workers[2].hparams) == ({"lr": 0.5}, {"lr": 0.7})
+
+
+@pytest.mark.parametrize("mode", ["max", "min"])
+def test_the_controller_observes_maximised_scores_with_the_step_0_points(tmp_path, mode):
+    st, _ex, log = _scripted(tmp_path, {}, mode=mode, steps=10)
+    st.close()
+    told = [e for e in log if e[0] == "decide"][0]
+    sign = 1.0 if mode == "max" else -1.0
+    assert told[1] == 10
+    assert told[2][3] == [(0, 0.0), (5, pytest.approx(sign * 0.2)), (10, pytest.approx(sign * 0.4))]
+
+
+def test_an_executor_with_no_optional_capability_runs_on_the_contracts_defaults(tmp_path):
+    """No test_best (tests come in the results), no begin_checkpoint (the runner writes the
+    checkpoint from states() and binds it with its digest), no copy_many (one copy each)."""
+    from scripted import ScriptedExecutor
+
+    st, ex, _log = _scripted(tmp_path, {10: [_exploit(0, 3, 0.5)]},
+                             executor=ScriptedExecutor({w: 0.0 for w in range(4)}))
+    from firepbt.selection import running_top
+
+    tests = st.tests()
+    evals = st.evaluations()
+    last = st.last_round()
+    states = st.read_checkpoint(last.checkpoint)
+    st.close()
+    # the tests kept: exactly the running top's points, in (step, worker) order, of those the
+    # executor tested (every trained point above the round's starting best; not step 0)
+    _best, tops = running_top(((s, w, v) for _r, w, s, v in evals), -math.inf)
+    assert sorted((w, s) for _r, w, s, _v in tests) == sorted((w, s) for s, w, _v in tops
+                                                               if s > 0)
+    assert all(v > 1000 for *_x, v in tests)
+    assert states == {w: {"value": pytest.approx(ex.values[w])} for w in range(4)}

@@ -96,7 +96,7 @@ def test_pbt_is_deterministic_for_a_seed_and_restores_from_state():
 
 
 def test_pbt_population_too_small():
-    with pytest.raises(ConfigError, match="workers must be an int >= 2"):
+    with pytest.raises(ConfigError, match="n_members must be an int >= 2"):
         PBT(SPACE, 1)
     assert len(PBT(SPACE, 2).start()) == 2
 

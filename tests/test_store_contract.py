@@ -11,7 +11,16 @@ import torch
 
 from firepbt.curves import Comparison
 from firepbt.errors import StoreError
-from firepbt.records import AssignEvaluator, EvaluatorSuccess, Exploit, FitnessRecord, StopEvaluator
+from firepbt.records import (
+    AssignEvaluator,
+    EvaluatorSuccess,
+    Exploit,
+    FitnessRecord,
+    RunFacts,
+    StopEvaluator,
+    WorkerState,
+)
+from firepbt.schedule import Schedule, Segment
 from firepbt.store import RoundRow, Store
 
 BACKENDS = {"sqlite": Store}
@@ -26,12 +35,20 @@ def backend(request):
 
 def _round(store, r, *, meta=None, decisions=None, evals=None):
     name = store.write_checkpoint(r, {0: {"w": torch.full((2,), float(r))}, 1: {"w": torch.ones(1)}})
-    row = RoundRow(r, 100 * r, 1000.0 + r, 0.5, 0.25, 0.01, {"c": r}, {"workers": {"0": r}}, name)
+    row = RoundRow(r, 100 * r, 1000.0 + r, 0.5, 0.25, 0.01, {"c": r}, _workers(r),
+                   0.1 * r if r > 1 else -math.inf, name)
     store.commit_round(row, evals if evals is not None else [(0, 100 * r, 0.1 * r),
                                                              (1, 100 * r, math.nan)],
                        [(0, 100 * r, 0.2 * r)],
                        decisions if decisions is not None else _decisions(r), meta)
     return row
+
+
+def _workers(r):
+    sched = Schedule((Segment({"lr": 0.1}, 50), Segment({"lr": 0.01}, 250)))
+    return {0: WorkerState(0, "member", 0, {"lr": 0.1 * r}),
+            1: WorkerState(1, "member", 0, {"lr": 0.1}, sched),
+            2: WorkerState(2, "evaluator", None, None, active=False)}
 
 
 def _decisions(r):
@@ -95,12 +112,12 @@ def test_discard_after_removes_later_rounds_and_end_of_run_meta(backend, tmp_pat
         _round(st, r)
     st.set_meta("final", "f")
     st.set_meta("replay", "r")
-    st.set_meta("mode", "max")
+    st.set_meta("threads_used", "1")
     st.discard_after(1)
     assert [r.round for r in st.rounds()] == [1]
     assert {e[0] for e in st.evaluations()} == {1} and {t[0] for t in st.tests()} == {1}
     assert {r for r, _s, _d in st.decisions()} == {1}
-    assert (st.meta("final"), st.meta("replay"), st.meta("mode")) == (None, None, "max")
+    assert (st.meta("final"), st.meta("replay"), st.meta("threads_used")) == (None, None, "1")
     st.close()
 
 
@@ -139,7 +156,7 @@ def _parts_round(store, r, *, attach=True):
     actors write theirs) sealed and bound to it."""
     from firepbt.store import write_states
 
-    row = RoundRow(r, 100 * r, 1000.0 + r, 0.5, 0.25, 0.01, {"c": r}, {"workers": {}}, None)
+    row = RoundRow(r, 100 * r, 1000.0 + r, 0.5, 0.25, 0.01, {"c": r}, {}, -math.inf, None)
     store.commit_round(row, [(0, 100 * r, 0.1 * r)], [], [], None)
     folder = store.parts_folder(r)
     digests = {"part-000.pt": write_states(folder / "part-000.pt",
@@ -190,4 +207,31 @@ def test_old_checkpoints_are_pruned_but_one_still_being_written_is_kept(backend,
     assert not (folder / names[0]).exists() and (folder / later / "manifest.json").exists()
     st.discard_after(1)  # the discarded rounds' checkpoints go with them
     assert sorted(p.name for p in folder.iterdir()) == []
+    st.close()
+
+
+def test_the_run_facts_and_every_rounds_worker_states_read_back_as_written(backend, tmp_path):
+    st = backend.create(tmp_path / "s", CONFIG)
+    facts = RunFacts("min", "vectorized", (0, 1), 2, "lr", None,
+                     ({"name": "lr", "kind": "LogUniform"},), False)
+    st.start_run(facts, _workers(0))
+    rows = [_round(st, r) for r in (1, 2)]
+    st.close()
+    st = backend.open(tmp_path / "s", readonly=True)
+    assert st.run_facts == facts
+    assert st.worker_states(0) == _workers(0)
+    assert [st.worker_states(r) for r in (1, 2)] == [_workers(1), _workers(2)]
+    assert [r.workers for r in st.rounds()] == [r.workers for r in rows]
+    assert [r.best_score for r in st.rounds()] == [-math.inf, 0.2]  # -inf round-trips
+    with pytest.raises(StoreError, match="has no round 3"):
+        st.worker_states(3)
+    st.close()
+
+
+def test_a_checkpoint_without_a_recorded_digest_is_never_read(backend, tmp_path):
+    st = backend.create(tmp_path / "s", CONFIG)
+    row = _round(st, 1)
+    st.db.run("DELETE FROM checkpoint_digests")  # (as a store that lost its digest would be)
+    with pytest.raises(StoreError, match="has no digest recorded with its round"):
+        st.read_checkpoint(row.checkpoint)
     st.close()

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from firepbt.api import run
 from firepbt.config import ExperimentConfig
 from firepbt.errors import ConfigError
-from firepbt.runner import run
 from firepbt.store import Store
 from firepbt.supervised import SupervisedData, SupervisedTrainable
 from firepbt.tasks.mnist1d import SPACE, MNIST1DTrainable, load_data

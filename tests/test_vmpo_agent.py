@@ -70,8 +70,8 @@ def test_mujoco_presets_run_a_few_hundred_steps(task, tmp_path):
     """Each MuJoCo preset through the runner: 4 workers x 40 updates x 8 envs x 2 steps
     (640 environment steps per worker), exploit/explore included."""
     pytest.importorskip("mujoco")
+    from firepbt.api import run
     from firepbt.config import ExperimentConfig
-    from firepbt.runner import run
     from firepbt.store import Store
 
     cfg = ExperimentConfig(task=task, method="pbt", workers=4, steps=40, ready_interval=20,

@@ -1,4 +1,4 @@
-"""V-MPO loss pieces on small fixed inputs with hand-computed values (issue 7)."""
+"""V-MPO loss pieces on small fixed inputs with hand-computed values."""
 
 from __future__ import annotations
 

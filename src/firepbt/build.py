@@ -5,6 +5,10 @@ configuration. The runner, the CLI and ``compare`` build through here; nothing h
 
 from __future__ import annotations
 
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,16 +19,37 @@ from .controllers.fire_layout import fire_split
 from .devices import resolve_device
 from .errors import ConfigError, check
 from .executors import Executor, LocalExecutor
+from .records import MEMBER, WorkerState
 from .schedule import Schedule, Segment
 from .space import Space
 from .trainable import TrainableFactory
 
 
+@dataclass(frozen=True)
+class ResolvedTask:
+    """What a run trains: the trainable ``factory`` (``seed -> Trainable``), the search
+    ``space``, the hyperparameter random search's hand-tuned schedule applies to
+    (``schedule_param``), where it trains in words (``device``: a built-in task's resolved
+    device; your own trainable chooses for itself) and whether it is a reinforcement-learning
+    task (``reinforcement``: its objective is an average episode return)."""
+
+    factory: TrainableFactory
+    space: Space
+    schedule_param: str | None = None
+    device: str = "chosen by the trainable"
+    reinforcement: bool = False
+
+
+def run_space(config: ExperimentConfig, space: Space) -> Space:
+    """The space a run samples and explores: ``space`` with the configuration's explore
+    factors (``config.factors``)."""
+    return space if config.factors is None else space.with_factors(config.factors)
+
+
 def build_controller(config: ExperimentConfig, space: Space,
                      schedule_param: str | None) -> Controller:
     """The controller a configuration names, seeded from ``config.seed``."""
-    if config.factors is not None:
-        space = space.with_factors(config.factors)
+    space = run_space(config, space)
     seed = np.random.default_rng(np.random.SeedSequence([config.seed, 1]))
     if config.method == "pbt":
         return PBT(space, config.workers, quantile=config.quantile, seed=seed)
@@ -92,13 +117,34 @@ def check_device(config: ExperimentConfig) -> str | None:
     return None
 
 
+def main_param(schedule_param: str | None, workers: Iterable[WorkerState]) -> str:
+    """The hyperparameter a run is summed up by (the report's main figure): the schedule
+    parameter, else ``lr``, else the first numeric one of the members' hyperparameters (else
+    the first)."""
+    if schedule_param:
+        return schedule_param
+    for st in workers:
+        hp = st.hparams
+        if st.role == MEMBER and hp:
+            if "lr" in hp:
+                return "lr"
+            numeric = [str(k) for k in sorted(hp) if isinstance(hp[k], (int, float))
+                       and not isinstance(hp[k], bool) and not math.isnan(float(hp[k]))]
+            return (numeric or [str(k) for k in sorted(hp)])[0]
+    return "lr"
+
+
+def subpopulations(workers: Iterable[WorkerState]) -> int:
+    """How many sub-populations the members form (1 for PBT and random search)."""
+    return len({st.subpopulation for st in workers if st.role == MEMBER}) or 1
+
+
 def resolve_task(config: ExperimentConfig, factory: TrainableFactory | None,
-                 space: Space | None, schedule_param: str | None
-                 ) -> tuple[TrainableFactory, Space, str | None]:
-    """The trainable factory, space and schedule parameter of a run: the ones given for your
-    own trainable, else the built-in task's (``config.task``) with ``config.task_options``,
-    on ``config.device`` (:mod:`firepbt.devices`; an absent device is refused here, before
-    anything is written)."""
+                 space: Space | None, schedule_param: str | None) -> ResolvedTask:
+    """What a run trains (:class:`ResolvedTask`): the factory, space and schedule parameter
+    given for your own trainable, else the built-in task's (``config.task``) with
+    ``config.task_options``, on ``config.device`` (:mod:`firepbt.devices`; an absent device is
+    refused here, before anything is written)."""
     # the Ray executor builds trainables in its actors, which resolve the device where they run
     # (a CPU-only driver may drive GPU nodes); elsewhere an absent device is refused now
     lazy = config.executor == "ray"
@@ -113,7 +159,7 @@ def resolve_task(config: ExperimentConfig, factory: TrainableFactory | None,
               "LogUniform(1e-4, 1e-1)})", f"a {type(space).__name__}")
         check(callable(factory), "factory", "a callable seed -> trainable",
               f"a {type(factory).__name__}")
-        return factory, space, schedule_param
+        return ResolvedTask(factory, space, schedule_param)
     from .tasks import get_task
 
     task = get_task(config.task)
@@ -134,8 +180,33 @@ def resolve_task(config: ExperimentConfig, factory: TrainableFactory | None,
     # what the store and report say the task trained on
     said = ("cpu" if not task.on_device else device if device is not None
             else "resolved on each Ray actor" if spec == "auto" else spec)
-    setattr(make, "firepbt_device", said)  # noqa: B010 - an attribute on a function
-    return make, space or task.space, schedule_param or task.schedule_param
+    return ResolvedTask(make, space or task.space, schedule_param or task.schedule_param,
+                        said, task.reinforcement)
+
+
+def is_builtin(task: str) -> bool:
+    """Whether ``task`` names a built-in task (else a run of your own trainable)."""
+    from .tasks import TASKS
+
+    return task in TASKS
+
+
+def replay_factory(config: ExperimentConfig, device: str | None = None,
+                   options: Mapping[str, Any] | None = None) -> TrainableFactory:
+    """A built-in task's factory as schedule replay retrains it (paper 4.1): on the full
+    training set where the task has that option (training plus validation split), in this
+    process, on ``device`` (default the configuration's), with ``options`` on top."""
+    from .tasks import get_task
+
+    task = get_task(config.task)
+    opts = dict(config.task_options)
+    if "full_train" in task.options:
+        opts["full_train"] = True
+    opts.update(options or {})
+    replayed = dataclasses.replace(config, executor="local", gpus_per_worker=0.0,
+                                   device=device or config.device,
+                                   task_options=opts)
+    return resolve_task(replayed, None, None, None).factory
 
 
 def task_config(task: str, *, preset: str | None = None, comparison: bool = False,

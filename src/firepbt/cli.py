@@ -1,9 +1,12 @@
 """The ``firepbt`` command line.
 
-``firepbt run TASK --method {pbt,random,fire} --workers N --steps N --seed N --store PATH``,
-``firepbt resume PATH``, ``firepbt status PATH [--json]``, ``firepbt tasks``,
-``firepbt lineage PATH``. Bad input is one line on stderr naming the field, the allowed values
-and the value received, exit code 2, and nothing written.
+``firepbt run TASK``, ``resume STORE``, ``status STORE``, ``lineage STORE``, ``replay STORE``,
+``report PATH``, ``compare TASK``, ``tasks``. Each command is one pair below: a function that
+declares its arguments and one that carries it out, which reads experiments only through
+:func:`firepbt.results.open_experiment` and runs them through :mod:`firepbt.runner`; the CLI
+formats what those return (one formatter for ``status`` and the summary after a run) and never
+opens a store itself. Bad input is one line on stderr naming the field, the allowed values and
+the value received, exit code 2, and nothing written.
 """
 
 from __future__ import annotations
@@ -14,18 +17,16 @@ import dataclasses
 import json
 import math
 import os
-import sqlite3
+import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from .config import METHODS, ExperimentConfig
 from .errors import ConfigError, FirePBTError, MissingExtra, StoreError, check
 from .progress import ProgressBar
-
-OBJECTIVES = ("accuracy", "f1")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,6 +50,8 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise Terminated()
 
 
+# -- argument types ----------------------------------------------------------------------------
+
 def _positive_int(name: str) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
@@ -59,16 +62,6 @@ def _positive_int(name: str) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{name} must be an int > 0, got {value}")
         return value
     return parse
-
-
-LOG_HELP = ("watch the run in a tracker (repeatable): tensorboard:DIR, wandb:PROJECT (W&B's "
-            "settings apply, e.g. WANDB_MODE=offline) or mlflow:URI (a tracking URI, or a folder "
-            "that gets an SQLite store); each needs its extra, e.g. pip install "
-            "'firepbt[tensorboard]'")
-
-FACTORY_HELP = ("your own trainable: module:callable, the factory seed -> Trainable (imported "
-                "from the current folder), with its Space as the factory's 'space' attribute "
-                "or the module's SPACE; TASK then names the experiment")
 
 
 def _seconds(name: str) -> Callable[[str], float]:
@@ -87,36 +80,57 @@ def _seconds(name: str) -> Callable[[str], float]:
     return parse
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="firepbt", description="FIRE PBT, PBT and random search for "
-                "hyperparameter schedules.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+LOG_HELP = ("watch the run in a tracker (repeatable): tensorboard:DIR, wandb:PROJECT (W&B's "
+            "settings apply, e.g. WANDB_MODE=offline) or mlflow:URI (a tracking URI, or a folder "
+            "that gets an SQLite store); each needs its extra, e.g. pip install "
+            "'firepbt[tensorboard]'")
 
-    r = sub.add_parser("run", help="run a new experiment on a built-in task or your own "
-                       "trainable (--factory)")
-    r.add_argument("task", help="a built-in task (see 'firepbt tasks'), or with --factory the "
-                   "experiment's name")
-    r.add_argument("--factory", default=None, help=FACTORY_HELP)
-    r.add_argument("--method", default="fire", help=f"one of {list(METHODS)} (default fire)")
-    r.add_argument("--workers", type=_positive_int("workers"), default=None,
-                   help="population size, evaluators included (default: the task's, see "
-                   "'firepbt tasks'; FIRE PBT needs at least 6)")
-    r.add_argument("--steps", type=_positive_int("steps"), default=None,
-                   help="training steps per worker (default: the task's)")
-    r.add_argument("--seed", type=int, default=0,
-                   help="experiment seed: sampling, decisions, every worker's data (default 0)")
-    r.add_argument("--store", default=None, help="a new folder (default runs/TASK-METHOD-TIME)")
-    r.add_argument("--ready-interval", type=_positive_int("ready_interval"), default=None,
+FACTORY_HELP = ("your own trainable: module:callable, the factory seed -> Trainable (imported "
+                "from the current folder), with its Space as the factory's 'space' attribute "
+                "or the module's SPACE; TASK then names the experiment")
+
+
+def _protocol_arguments(p: argparse.ArgumentParser, default: str) -> None:
+    """The settings ``run`` and ``compare`` share (``default``: where their defaults come
+    from, in words)."""
+    p.add_argument("--factory", default=None, help=FACTORY_HELP)
+    p.add_argument("--steps", type=_positive_int("steps"), default=None,
+                   help=f"training steps per worker (default: {default})")
+    p.add_argument("--ready-interval", type=_positive_int("ready_interval"), default=None,
                    help="steps per synchronous round: decisions are taken every ready "
-                   "interval (default: the task's)")
-    r.add_argument("--eval-interval", type=_positive_int("eval_interval"), default=None,
+                   f"interval (default: {default})")
+    p.add_argument("--eval-interval", type=_positive_int("eval_interval"), default=None,
                    help="steps between two evaluations of the objective; divides the ready "
-                   "interval (default: the task's)")
-    r.add_argument("--max-eval-steps", type=_positive_int("max_eval_steps"), default=None,
+                   f"interval (default: {default})")
+    p.add_argument("--max-eval-steps", type=_positive_int("max_eval_steps"), default=None,
                    help="FIRE PBT: an evaluator's training budget: without an overlap with "
                    "its target (or when significant but not better) it stops once it has "
                    "trained more than this, checked each round, so up to one ready interval "
                    "more (default 3 ready intervals)")
+    p.add_argument("--min-steps-before-eval", type=int, nargs="+", default=None,
+                   help="FIRE PBT: steps before a parent sub-population's members can be "
+                   "evaluated: one int for every parent sub-population, or one per "
+                   "sub-population (P1's ignored), e.g. 0 600 1200 (default 0)")
+    p.add_argument("--preset", default=None,
+                   help="tasks with presets (vmpo*): small (default, 12 workers) or paper (50)")
+    p.add_argument("--device", default="auto",
+                   help="where built-in tasks train: auto (default: CUDA when available), cpu, "
+                   "cuda or cuda:N")
+
+
+# -- run -------------------------------------------------------------------------------------
+
+def _run_arguments(r: argparse.ArgumentParser) -> None:
+    r.add_argument("task", help="a built-in task (see 'firepbt tasks'), or with --factory the "
+                   "experiment's name")
+    _protocol_arguments(r, "the task's, see 'firepbt tasks'")
+    r.add_argument("--method", default="fire", help=f"one of {list(METHODS)} (default fire)")
+    r.add_argument("--workers", type=_positive_int("workers"), default=None,
+                   help="population size, evaluators included (default: the task's, see "
+                   "'firepbt tasks'; FIRE PBT needs at least 6)")
+    r.add_argument("--seed", type=int, default=0,
+                   help="experiment seed: sampling, decisions, every worker's data (default 0)")
+    r.add_argument("--store", default=None, help="a new folder (default runs/TASK-METHOD-TIME)")
     r.add_argument("--p-stat", type=float, default=0.01,
                    help="FIRE PBT: significance level of the evaluators' binomial test "
                    "(default 0.01)")
@@ -126,14 +140,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--factors", nargs="+", default=None,
                    help="explore factors: floats for every hyperparameter (0.8 1.25), or per "
                    "name (lr=0.5,0.8,1.25,2 epsilon_eta=0.8,1.2)")
-    r.add_argument("--min-steps-before-eval", type=int, nargs="+", default=None,
-                   help="FIRE PBT: steps before a parent sub-population's members can be "
-                   "evaluated: one int for every parent sub-population, or one per "
-                   "sub-population (P1's ignored), e.g. 0 600 1200 (default 0)")
     r.add_argument("--subpopulations", type=int, default=None,
                    help="FIRE PBT: number of sub-populations (default: from --workers)")
-    r.add_argument("--preset", default=None,
-                   help="tasks with presets (vmpo*): small (default, 12 workers) or paper (50)")
     r.add_argument("--objective", default=None, help="mnist1d, mnist: accuracy (default) or f1")
     r.add_argument("--data-dir", default=None, help="mnist: folder with the four IDX files")
     r.add_argument("--schedule", default=None,
@@ -175,14 +183,45 @@ def _parser() -> argparse.ArgumentParser:
                    help="with --executor ray: GPUs each actor declares (fractions allowed, e.g. "
                    "0.25 puts four actors, each holding several members, on a GPU; default 0: "
                    "the actors hold no GPU and --device auto trains on their CPUs)")
-    r.add_argument("--device", default="auto",
-                   help="where built-in tasks train: auto (default: CUDA when available), cpu, "
-                   "cuda or cuda:N")
     r.add_argument("--log", action="append", default=None, metavar="SPEC", help=LOG_HELP)
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    s = sub.add_parser("resume", help="continue a stopped or killed experiment (or extend a "
-                       "finished one: --steps)")
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .build import check_device
+    from .runner import new_store_path, run_store
+    from .tracking import callbacks_of
+
+    config = _config_from_args(args)
+    trackers = callbacks_of(args.log)  # a missing extra: one line, before anything is written
+    check_device(config)  # an absent device: one line, before anything is printed
+    code = _code(args, config.method)
+    if config.factors is not None:  # names of the task's hyperparameters, checked now too
+        from .tasks import get_task
+
+        (code[1] if code else get_task(config.task).space).with_factors(config.factors)
+    if args.ray_address is not None and config.executor == "ray":  # answers, or one line now
+        from .executors.ray import check_address
+
+        check_address(args.ray_address)
+    store = new_store_path(args.store if args.store is not None else _default_store(config))
+    args.store = str(store)  # (what a stop message names)
+    print(f"firepbt: {config.method} on {config.task}, {config.workers} workers x "
+          f"{config.steps} steps (ready every {config.ready_interval}, eval every "
+          f"{config.eval_interval}), seed {config.seed}, store {args.store}")
+    progress = ProgressBar(not args.no_progress, config.steps)
+    try:
+        path = run_store(config, store, progress=progress, ray_address=args.ray_address,
+                         callbacks=trackers, **_custom_kwargs(code))
+    finally:
+        progress.stop()
+    _print_summary(path)
+    return 0
+
+
+# -- resume ----------------------------------------------------------------------------------
+
+def _resume_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("store", help="the store folder of the experiment")
     s.add_argument("--ray-address", default=None,
                    help="a running Ray cluster for a Ray experiment (default RAY_ADDRESS, else "
@@ -204,14 +243,199 @@ def _parser() -> argparse.ArgumentParser:
                    "all of them)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    t = sub.add_parser("status", help="progress and best member of a store")
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from .build import check_device, is_builtin
+    from .results import open_experiment
+    from .runner import extended, resume_store
+    from .tracking import callbacks_of
+
+    trackers = callbacks_of(args.log)
+    with open_experiment(args.store) as exp:
+        config = exp.config
+        point = exp.resume_point()  # (a second writer is refused now, in one line)
+    # everything checked before anything is printed: the trainable, the length, the device
+    if not is_builtin(config.task) and args.factory is None:
+        raise ConfigError("factory", f"the module:callable the experiment ran with (task "
+                          f"{config.task!r} is not built in): 'firepbt resume "
+                          f"{shlex.quote(args.store)} --factory module:callable'", None)
+    custom = _custom_kwargs(_code(args, config.method))
+    if args.steps is not None and args.steps != config.steps:
+        config = extended(config, args.steps)
+    elif point.ended and args.time_budget is None and not point.finished:
+        print(f"firepbt: {args.store} ended by itself ({_ended_words(point.ended)})")
+        return 0
+    elif point.finished and trackers:
+        print(f"firepbt: {args.store} is finished; giving the trackers the rounds they have not "
+              "seen")
+        resume_store(args.store, progress=False, device=args.device, callbacks=trackers,
+                     **custom)
+        return 0
+    elif point.finished:
+        print(f"firepbt: {args.store} is finished ({point.steps_done}/{config.steps} steps per "
+              f"worker); nothing to resume ('firepbt resume {shlex.quote(args.store)} --steps N' "
+              "extends a PBT or FIRE PBT run)")
+        return 0
+    check_device(dataclasses.replace(config, device=args.device) if args.device else config)
+    again = "" if point.step == point.steps_done else (
+        f" (from the checkpoint at step {point.step}; steps {point.step}-{point.steps_done} are "
+        "trained again)")
+    print(f"firepbt: resuming {args.store} at step {point.step}/{config.steps}{again}")
+    progress = ProgressBar(not args.no_progress, config.steps, point.step)
+    try:
+        path = resume_store(args.store, progress=progress, ray_address=args.ray_address,
+                            device=args.device, steps=args.steps,
+                            time_budget=args.time_budget, callbacks=trackers, **custom)
+    finally:
+        progress.stop()
+    _print_summary(path)
+    return 0
+
+
+# -- status ----------------------------------------------------------------------------------
+
+def _status_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("store", help="the store folder (readable while the experiment runs)")
-    t.add_argument("--json", action="store_true", help="print one JSON object")
+    t.add_argument("--json", action="store_true",
+                   help="print one JSON object (values as evaluate() returned them, under "
+                   "'value' and 'test'; worker ids under 'worker')")
 
-    sub.add_parser("tasks", help="list the built-in tasks")
 
-    lin = sub.add_parser("lineage", help="the schedule and copy chain behind the top point "
-                         "(what replay retrains and the report shows)")
+def cmd_status(args: argparse.Namespace) -> int:
+    from .results import open_experiment
+
+    with open_experiment(args.store) as exp:
+        st = exp.status()
+    if args.json:
+        print(_json(st.to_dict()))
+        return 0
+    print(f"{st.store}: {st.method} on {st.task}, {st.workers} workers, seed {st.seed}")
+    print(f"progress: {st.steps_done}/{st.steps_total} steps per worker ({_state_words(st)})")
+    for line in _status_lines(st):
+        print(line)
+    print(f"compute: train {st.train_seconds:.1f} s, eval {st.eval_seconds:.1f} s, "
+          f"controller {st.decide_seconds:.2f} s")
+    return 0
+
+
+def _state_words(st: Any) -> str:
+    """What a store is doing, in words (``status``)."""
+    state = st.state
+    if state == "running":
+        state = f"running, pid {st.writer_pid}"
+    elif state == "stopped" and st.last_error:
+        e = st.last_error
+        state = (f"stopped by an error in round {e['round']}: {e['error']}; fix it, then "
+                 "'firepbt resume' continues")
+    elif state == "stopped" and st.ended:
+        state = f"stopped: {_ended_words(st.ended)}"
+    elif state == "stopped":
+        state = "stopped: 'firepbt resume' continues it"
+    if st.state == "stopped" and (st.checkpoint_round or 0) < st.rounds_done:
+        first, last = (st.checkpoint_round or 0) + 1, st.rounds_done
+        again = f"round {last}" if first == last else f"rounds {first}-{last}"
+        state += (f" from the checkpoint of round {st.checkpoint_round}, training {again} "
+                  "again" if st.checkpoint_round else f" from the start ({again} again)")
+    return str(state)
+
+
+def _status_lines(st: Any) -> list[str]:
+    """The best member now (with its schedule), the top point over the run and what the
+    controller did: the lines ``status`` and the summary after a run share."""
+    out = []
+    if st.best_worker is not None:
+        what = (f"validation {st.best_value:.4f}, test {st.best_test:.4f}"
+                if st.has_test and st.best_test is not None
+                else f"objective {st.best_value:.4f}")
+        out.append(f"Best member: worker {st.best_worker}, {what}, "
+                   f"hyperparameters {_fmt(st.best_hparams)}")
+        if st.best_schedule is not None:
+            out.append("Its schedule (hyperparameters x steps):")
+            out += [f"  {_fmt(seg.hparams)} x {seg.steps}" for seg in st.best_schedule.segments]
+    top = st.top
+    if top is not None:
+        where = f"(worker {top.worker} at step {top.step})"
+        if st.has_test:
+            test = "n/a" if top.test is None else f"{top.test:.4f}"
+            out.append(f"Top validation over the run: {top.value:.4f} {where}, "
+                       f"test at that point {test}")
+        else:
+            out.append(f"Top objective over the run: {top.value:.4f} {where}")
+    act = st.activity
+    if act is not None and act.exploits:
+        total = sum(act.exploits.values())
+        if act.assignments or len(act.exploits) > 1:  # FIRE PBT: per sub-population
+            names = ", ".join(f"P{i + 1} {n}" for i, n in act.exploits.items())
+            out.append(f"Exploits: {total} ({names})")
+        else:
+            out.append(f"Exploits: {total}")
+    if act is not None and (act.assignments or len(act.exploits) > 1):
+        stops = ", ".join(f"{k} {v}" for k, v in act.stops.items()) or "none"
+        out.append(f"Evaluators: {act.assignments} assigned, {act.successes} successes "
+                   f"(weights handed down to the child sub-population); stopped: {stops}")
+    out += [f"Note: {line}" for line in st.notes]
+    if st.random_schedule:
+        out.append(f"Random search: {st.random_schedule}.")
+    return out
+
+
+def _print_summary(path: Path) -> None:
+    """The summary after ``run`` and ``resume``."""
+    from .results import open_experiment
+
+    with open_experiment(path) as exp:
+        st = exp.status()
+    print()
+    print(f"Experiment {'finished' if st.finished else 'stopped'}: {st.steps_done}/"
+          f"{st.steps_total} steps per worker"
+          + (f" ({_ended_words(st.ended)})." if st.ended else "."))
+    for line in _status_lines(st):
+        print(line)
+    print(f"Store: {st.store}  (firepbt status {st.store})")
+
+
+def _ended_words(ended: dict[str, Any]) -> str:
+    if ended.get("reason") == "time_budget":
+        return (f"its time budget of {ended['budget']:g} s was spent: the rounds took "
+                f"{ended['elapsed']:.0f} s; 'firepbt resume STORE --time-budget SECONDS' with "
+                "a larger budget continues it")
+    return str(ended.get("reason"))
+
+
+# -- tasks -----------------------------------------------------------------------------------
+
+def _tasks_arguments(p: argparse.ArgumentParser) -> None:
+    """(no arguments)"""
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from .tasks import TASKS
+
+    for name, task in TASKS.items():
+        d = task.settings()
+        print(f"{name:13s} {task.description}")
+        fire = ""
+        if "n_subpopulations" in d:
+            fire = (f", FIRE: {d['n_subpopulations']} sub-populations, min steps before eval "
+                    f"{d['min_steps_before_eval']}, max eval steps {d['max_eval_steps']}")
+        presets = f"; presets {', '.join(task.presets)}" if task.presets else ""
+        presets += "; devices: cpu, cuda (--device)" if task.on_device else "; CPU only"
+        print(f"{'':13s} defaults: {_settings(d)}{fire}; tuned: "
+              f"{', '.join(task.space.params)}{presets}")
+        c = task.settings(comparison=True)
+        if c != d:
+            print(f"{'':13s} compare: {_settings(c)}")
+    return 0
+
+
+def _settings(d: dict[str, Any]) -> str:
+    return (f"{d['workers']} workers, {d['steps']} steps, ready every {d['ready_interval']}, "
+            f"eval every {d['eval_interval']}")
+
+
+# -- lineage ---------------------------------------------------------------------------------
+
+def _lineage_arguments(lin: argparse.ArgumentParser) -> None:
     lin.add_argument("store", help="the store folder")
     lin.add_argument("--worker", type=int, default=None,
                      help="that worker's network at the last step instead of the top point")
@@ -219,12 +443,93 @@ def _parser() -> argparse.ArgumentParser:
                      help="the best member at the end (the best-effort model) instead of the "
                      "top point")
     lin.add_argument("--json", action="store_true", help="print the schedule as JSON")
-    rep = sub.add_parser("report", help="write an HTML report (figures embedded) for a store or "
-                         "a comparison folder")
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    from .results import open_experiment
+
+    with open_experiment(args.store) as exp:
+        worker, step = args.worker, None
+        n_workers = exp.config.workers
+        check(worker is None or not args.best_member, "worker", "given without --best-member",
+              worker)
+        if worker is not None:
+            check(0 <= worker < n_workers, "worker", f"an int in [0, {n_workers}) (the store's "
+                  "workers)", worker)
+            what = f"worker {worker}'s network at the last step"
+        elif args.best_member:
+            worker = exp.summary().best_worker
+            what = f"the best member at the end, worker {worker}"
+        else:
+            top = exp.top()
+            if top is not None:
+                worker, step = top.worker, top.step
+                what = (f"the top point, worker {worker} at step {step} (the run's best "
+                        "validation value; what 'firepbt replay' retrains)")
+        if worker is None:
+            raise StoreError(f"store {args.store!r} has no completed round yet")
+        sched = exp.schedule(worker, step)
+        links = exp.lineage(worker, step)
+    if args.json:
+        print(_json(json.loads(sched.to_json())))
+        return 0
+    print(f"{what}: weights descend through")
+    for link in links:
+        via = "initial network" if link.via is None else f"{link.via} from worker {link.received_from}"
+        held = (f"steps {link.start}-{link.stop}" if link.stop > link.start else
+                f"at step {link.start} only, passed on by a later copy of that round")
+        print(f"  worker {link.worker}, {held} ({via})")
+    print("schedule (hyperparameters x steps):")
+    for seg in sched.segments:
+        print(f"  {_fmt(seg.hparams)} x {seg.steps}")
+    return 0
+
+
+# -- replay ----------------------------------------------------------------------------------
+
+def _replay_arguments(rp: argparse.ArgumentParser) -> None:
+    rp.add_argument("store", help="the store folder")
+    rp.add_argument("--factory", default=None,
+                    help="an experiment on your own trainable: module:callable, the factory "
+                    "(seed -> Trainable) it ran with, e.g. my_training:make (imported from the "
+                    "current folder); built-in tasks need none")
+    rp.add_argument("--device", default=None,
+                    help="built-in tasks: retrain on this device (default: the stored one)")
+    rp.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from .replay import replay_store
+    from .trainable import load_factory
+
+    factory = None if args.factory is None else load_factory(args.factory)
+    res = replay_store(args.store, factory=factory, device=args.device)
+    if args.json:
+        print(_json({"worker": res.worker, "step": res.step, "seed": res.seed,
+                     "value": res.value, "test": res.test,
+                     "schedule": json.loads(res.schedule.to_json())}))
+        return 0
+    test = "n/a" if res.test is None else f"{res.test:.4f}"
+    data = "on the full training set" if factory is None else f"with {args.factory}"
+    print(f"replayed the schedule of worker {res.worker} at step {res.step} (its top validation)"
+          f" from scratch {data}, seed {res.seed}:")
+    for seg in res.schedule.segments:
+        print(f"  {_fmt(seg.hparams)} x {seg.steps}")
+    if res.test is None:  # no test set: the objective, measured on the data it can see
+        print(f"final objective {res.value:.4f} (evaluate() after the last step)")
+    elif factory is not None:
+        print(f"final evaluate() {res.value:.4f}, test {test}")
+    else:  # trained on training + validation data: only the test score is a held-out measure
+        print(f"final test {test} (the validation split was part of its training data)")
+    return 0
+
+
+# -- report ----------------------------------------------------------------------------------
+
+def _report_arguments(rep: argparse.ArgumentParser) -> None:
     rep.add_argument("path", help="a store folder, or a folder written by 'firepbt compare'")
     rep.add_argument("--out", default=None, help="folder for report.html and the PNGs "
                      "(default PATH/report)")
-
     rep.add_argument("--watch", action="store_true",
                      help="serve the report of a store while its run goes on, rendered again "
                      "after each committed round (the page reloads itself); Ctrl-C stops")
@@ -235,53 +540,125 @@ def _parser() -> argparse.ArgumentParser:
                      "machine only)")
     rep.add_argument("--every", type=_seconds("every"), default=2.0,
                      help="with --watch: seconds between looks at the store (default 2)")
-    rp = sub.add_parser("replay", help="retrain the top schedule from scratch on the full "
-                        "training set and report its test score (paper 4.1)")
-    rp.add_argument("store", help="the store folder")
-    rp.add_argument("--factory", default=None,
-                    help="an experiment on your own trainable: module:callable, the factory "
-                    "(seed -> Trainable) it ran with, e.g. my_training:make (imported from the "
-                    "current folder); built-in tasks need none")
-    rp.add_argument("--device", default=None,
-                    help="built-in tasks: retrain on this device (default: the stored one)")
-    rp.add_argument("--json", action="store_true", help="print one JSON object")
 
-    c = sub.add_parser("compare", help="methods x worker counts x seeds, resumable; writes "
-                       "the paper's Table 1 (Markdown and CSV)")
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import report
+
+    if args.watch:
+        from .report.live import serve
+
+        check(0 <= args.port <= 65535, "--port", "a port in [0, 65535] (0: a free one)",
+              args.port)
+        if (Path(args.path) / "comparison.json").exists():
+            raise ConfigError("--watch", "given with a store (a comparison's report is written "
+                              "once its runs are done)", args.path)
+        serve(args.path, host=args.host, port=args.port, every=args.every,
+              on_ready=lambda url: print(f"firepbt: live report of {args.path} at {url} "
+                                         "(Ctrl-C stops it)", flush=True))
+        return 0
+    page = report(args.path, args.out)
+    print(f"report: {page}")
+    return 0
+
+
+# -- compare ---------------------------------------------------------------------------------
+
+def _compare_arguments(c: argparse.ArgumentParser) -> None:
     c.add_argument("task", help="a built-in task (see 'firepbt tasks'), or with --factory the "
                    "comparison's name")
-    c.add_argument("--factory", default=None, help=FACTORY_HELP)
+    _protocol_arguments(c, "the task's compare settings, see 'firepbt tasks', or the preset's")
     c.add_argument("--out", required=True, help="folder for the runs and the table")
     c.add_argument("--methods", nargs="+", default=["random", "pbt", "fire"],
                    help="methods to compare (default random pbt fire)")
     c.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                    help="one run per method, worker count and seed (default 0 1 2)")
-    c.add_argument("--preset", default=None,
-                   help="tasks with presets (vmpo*): their settings (default: the first)")
     c.add_argument("--workers", type=_positive_int("workers"), default=None,
                    help="workers of random search and PBT (default: the task's compare "
                    "settings, see 'firepbt tasks', or the preset's)")
     c.add_argument("--fire-workers", type=int, nargs="+", default=None,
                    help="FIRE PBT worker counts (e.g. 22 36 50; default: --workers)")
-    c.add_argument("--steps", type=_positive_int("steps"), default=None,
-                   help="training steps per worker (default: the task's compare settings, "
-                   "or the preset's)")
-    c.add_argument("--ready-interval", type=_positive_int("ready_interval"), default=None,
-                   help="steps per round (default: the task's compare settings, or the "
-                   "preset's)")
-    c.add_argument("--eval-interval", type=_positive_int("eval_interval"), default=None,
-                   help="steps between evaluations (default: the task's compare settings, "
-                   "or the preset's)")
-    c.add_argument("--max-eval-steps", type=_positive_int("max_eval_steps"), default=None,
-                   help="FIRE PBT: as for 'run' (default 3 ready intervals, or the preset's)")
-    c.add_argument("--min-steps-before-eval", type=int, nargs="+", default=None,
-                   help="FIRE PBT: as for 'run' (one int, or one per sub-population)")
     c.add_argument("--jobs", type=_positive_int("jobs"), default=2,
                    help="runs at a time (default 2; on the CPU, one core each)")
-    c.add_argument("--device", default="auto",
-                   help="auto (default: CUDA when available), cpu, cuda or cuda:N; on the CPU "
-                   "each run is single-threaded with the local executor, on a GPU each run "
-                   "trains its population as one batched model")
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import plan, run_comparison
+    from .devices import resolve_device
+    from .tasks import get_task
+
+    if args.factory is not None:  # your own trainable: the configuration's defaults
+        _code(args, "fire")  # importable, with a space: checked now, not in every child
+        args.objective = args.data_dir = None
+        d = _custom_settings(args)
+        on_device = False
+    else:
+        task = get_task(args.task)
+        # the task's comparison settings ('firepbt tasks'), or its preset's, unless given
+        d = task.settings(args.preset, args.steps, comparison=True)
+        if not task.on_device and args.device not in ("auto", "cpu"):
+            raise ConfigError("device", f"cpu or auto for task {task.name!r} (it trains on the "
+                              "CPU)", args.device)
+        on_device = task.on_device
+    workers = _first(args.workers, d["workers"])
+    specs = plan(args.task, args.methods, args.seeds, workers, args.fire_workers or [workers],
+                 d["steps"], _first(args.ready_interval, d["ready_interval"]),
+                 _first(args.eval_interval, d["eval_interval"]),
+                 _first(args.max_eval_steps, d.get("max_eval_steps")),
+                 _min_steps(_first(args.min_steps_before_eval, d.get("min_steps_before_eval"),
+                                   0)), d.get("n_subpopulations"),
+                 resolve_device(args.device) if on_device or args.device != "auto"
+                 else "cpu", args.factory)
+    for s in specs:  # validate every run before starting any
+        s.config()
+    t0 = time.time()
+
+    def update(done: int, total: int, last: str) -> None:
+        note = f" (last: {last})" if last else ""
+        print(f"[{time.time() - t0:7.0f} s] {done}/{total} runs done{note}", flush=True)
+
+    out = Path(args.out)
+    print(f"firepbt compare: {len(specs)} runs into {out}, {args.jobs} at a time; "
+          "rerun the same command to resume")
+    run_comparison(out, specs, args.jobs, update)
+    print((out / "table1.md").read_text())
+    print(f"wall time {time.time() - t0:.0f} s; table in {out / 'table1.md'} and "
+          f"{out / 'table1.csv'}")
+    return 0
+
+
+# -- the commands, and main ------------------------------------------------------------------
+
+class Command(NamedTuple):
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    action: Callable[[argparse.Namespace], int]
+
+
+COMMANDS: dict[str, Command] = {
+    "run": Command("run a new experiment on a built-in task or your own trainable (--factory)",
+                   _run_arguments, cmd_run),
+    "resume": Command("continue a stopped or killed experiment (or extend a finished one: "
+                      "--steps)", _resume_arguments, cmd_resume),
+    "status": Command("progress and best member of a store", _status_arguments, cmd_status),
+    "tasks": Command("list the built-in tasks", _tasks_arguments, cmd_tasks),
+    "lineage": Command("the schedule and copy chain behind the top point (what replay "
+                       "retrains and the report shows)", _lineage_arguments, cmd_lineage),
+    "report": Command("write an HTML report (figures embedded) for a store or a comparison "
+                      "folder", _report_arguments, cmd_report),
+    "replay": Command("retrain the top schedule from scratch on the full training set and "
+                      "report its test score (paper 4.1)", _replay_arguments, cmd_replay),
+    "compare": Command("methods x worker counts x seeds, resumable; writes the paper's Table 1 "
+                       "(Markdown and CSV)", _compare_arguments, cmd_compare),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="firepbt", description="FIRE PBT, PBT and random search for "
+                "hyperparameter schedules.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, command in COMMANDS.items():
+        command.arguments(sub.add_parser(name, help=command.help))
     return p
 
 
@@ -302,8 +679,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _stopped(args: argparse.Namespace, what: str) -> str:
     """The line a run stopped by a signal prints: what continues it, with its real path."""
-    import shlex
-
     if args.command == "compare":
         return f"firepbt: {what}; the same 'firepbt compare' command continues it"
     store = getattr(args, "store", None)
@@ -317,21 +692,9 @@ def _stopped(args: argparse.Namespace, what: str) -> str:
 
 def _main(args: argparse.Namespace) -> int:
     try:
-        return int(_COMMANDS[args.command](args) or 0)
+        return int(COMMANDS[args.command].action(args) or 0)
     except (ConfigError, StoreError, MissingExtra) as exc:
         print(f"firepbt: error: {exc}", file=sys.stderr)
-        return 2
-    except sqlite3.DatabaseError as exc:
-        store = str(getattr(args, "store", None) or getattr(args, "path", None))
-        why = " ".join(str(exc).split())
-        if isinstance(exc, sqlite3.OperationalError) and "locked" in why:
-            print(f"firepbt: error: store {store!r} is locked by another process holding its "
-                  f"database (SQLite: {why}); the store is not damaged: run the command again "
-                  "once that process lets go ('firepbt resume' continues a run)",
-                  file=sys.stderr)
-            return 2
-        print(f"firepbt: error: store {store!r} is damaged (SQLite: {why}); keep a copy and "
-              "recover it with sqlite3's .recover", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
         with contextlib.suppress(OSError):
@@ -365,6 +728,8 @@ def _log_warnings() -> None:
         log.propagate = False
 
 
+# -- from arguments to a configuration --------------------------------------------------------
+
 def _json(obj: Any) -> str:
     """JSON with non-finite numbers as null (bare NaN is not JSON)."""
     def clean(x: Any) -> Any:
@@ -395,24 +760,8 @@ def _config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         return _custom_config(args)
     task = get_task(args.task)
     d = task.settings(args.preset, args.steps)
-    options: dict[str, Any] = {}
-    if args.objective is not None:
-        if "objective" not in task.options:
-            raise ConfigError("objective", f"not set for task {task.name!r}", args.objective)
-        check(args.objective in OBJECTIVES, "objective", f"one of {list(OBJECTIVES)}",
-              args.objective)
-        options["objective"] = args.objective
-    if args.data_dir is not None:
-        if "data_dir" not in task.options:
-            raise ConfigError("data_dir", f"not set for task {task.name!r}", args.data_dir)
-        from .tasks.mnist import load_mnist
-
-        options["data_dir"] = str(Path(args.data_dir).resolve())
-        load_mnist(options["data_dir"])  # clear error now, before a store is written
-    elif "data_dir" in task.options:
-        from .tasks.mnist import load_mnist
-
-        load_mnist(None)
+    given = {"objective": args.objective, "data_dir": args.data_dir}
+    options = task.check_options({k: v for k, v in given.items() if v is not None})
     schedule = None
     if args.schedule is not None:
         schedule = _schedule_arg(args, task.space, args.steps or d["steps"])
@@ -420,7 +769,7 @@ def _config_from_args(args: argparse.Namespace) -> ExperimentConfig:
 
 
 def _custom_config(args: argparse.Namespace) -> ExperimentConfig:
-    from .replay import load_experiment
+    from .trainable import load_experiment
 
     _factory, space, _param = load_experiment(args.factory)
     d = _custom_settings(args)
@@ -524,84 +873,6 @@ def _default_store(config: ExperimentConfig) -> Path:
     return path
 
 
-def _check_new_store(path: Any) -> None:
-    from .store import Store
-
-    Store.check_new(path)
-
-
-def _print_summary(summary: Any) -> None:
-    from .lineage import schedule
-    from .store import Store
-
-    print()
-    state = "finished" if summary.finished else "stopped"
-    print(f"Experiment {state}: {summary.steps_done}/{summary.steps_total} steps per worker"
-          + (f" ({_ended_words(summary.ended)})." if summary.ended else "."))
-    # tasks with a test set say "validation" and show the test score; the others (RL, NQM,
-    # trainables without test()) say "objective"
-    has_test = summary.best_test is not None or summary.top_test is not None
-    if summary.best_worker is not None:
-        what = (f"validation {summary.best_value:.4f}, test {summary.best_test:.4f}"
-                if has_test and summary.best_test is not None
-                else f"objective {summary.best_value:.4f}")
-        print(f"Best member: worker {summary.best_worker}, {what}, "
-              f"hyperparameters {_fmt(summary.best_hparams)}")
-        st = Store.open(summary.store, readonly=True)
-        try:
-            sched = schedule(st, summary.best_worker)
-        finally:
-            st.close()
-        print("Its schedule (hyperparameters x steps):")
-        for seg in sched.segments:
-            print(f"  {_fmt(seg.hparams)} x {seg.steps}")
-    if summary.top_value is not None:
-        where = f"(worker {summary.top_worker} at step {summary.top_step})"
-        if has_test:
-            test = "n/a" if summary.top_test is None else f"{summary.top_test:.4f}"
-            print(f"Top validation over the run: {summary.top_value:.4f} {where}, "
-                  f"test at that point {test}")
-        else:
-            print(f"Top objective over the run: {summary.top_value:.4f} {where}")
-    _print_activity(summary.activity)
-    from .results import fire_caveats
-
-    st = Store.open(summary.store, readonly=True)
-    try:
-        for line in fire_caveats(st):
-            print(f"Note: {line}")
-    finally:
-        st.close()
-    if summary.random_schedule:
-        print(f"Random search: {summary.random_schedule}.")
-    print(f"Store: {summary.store}  (firepbt status {summary.store})")
-
-
-def _ended_words(ended: dict[str, Any]) -> str:
-    if ended.get("reason") == "time_budget":
-        return (f"its time budget of {ended['budget']:g} s was spent: the rounds took "
-                f"{ended['elapsed']:.0f} s; 'firepbt resume STORE --time-budget SECONDS' with "
-                "a larger budget continues it")
-    return str(ended.get("reason"))
-
-
-def _print_activity(act: Any) -> None:
-    """What the controller did: exploits per sub-population and, for FIRE PBT, evaluators."""
-    if act is None:
-        return
-    if act.exploits:
-        total = sum(act.exploits.values())
-        if act.assignments or len(act.exploits) > 1:  # FIRE PBT: per sub-population
-            names = ", ".join(f"P{i + 1} {n}" for i, n in act.exploits.items())
-            print(f"Exploits: {total} ({names})")
-        else:
-            print(f"Exploits: {total}")
-    if act.assignments or len(act.exploits) > 1:
-        stops = ", ".join(f"{k} {v}" for k, v in act.stops.items()) or "none"
-        print(f"Evaluators: {act.assignments} assigned, {act.successes} successes "
-              f"(weights handed down to the child sub-population); stopped: {stops}")
-
-
 def _fmt(hparams: Any) -> str:
     if not hparams:
         return "{}"
@@ -609,362 +880,22 @@ def _fmt(hparams: Any) -> str:
                            for k, v in hparams.items()) + "}"
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from .build import check_device
-    from .runner import run
-    from .tracking import callbacks_of
-
-    config = _config_from_args(args)
-    trackers = callbacks_of(args.log)  # a missing extra: one line, before anything is written
-    check_device(config)  # an absent device: one line, before anything is printed
-    code = _code(args, config.method)
-    if config.factors is not None:  # names of the task's hyperparameters, checked now too
-        from .tasks import get_task
-
-        (code[1] if code else get_task(config.task).space).with_factors(config.factors)
-    if args.ray_address is not None and config.executor == "ray":  # answers, or one line now
-        from .executors.ray import check_address
-
-        check_address(args.ray_address)
-    store: Any = args.store if args.store is not None else _default_store(config)
-    _check_new_store(store)
-    args.store = store  # (what a stop message names)
-    print(f"firepbt: {config.method} on {config.task}, {config.workers} workers x "
-          f"{config.steps} steps (ready every {config.ready_interval}, eval every "
-          f"{config.eval_interval}), seed {config.seed}, store {store}")
-    progress = ProgressBar(not args.no_progress, config.steps)
-    custom = {} if code is None else dict(zip(("factory", "space", "schedule_param"), code,
-                                              strict=True))
-    try:
-        summary = run(config, store, progress=progress, ray_address=args.ray_address,
-                      callbacks=trackers, **custom)
-    finally:
-        progress.stop()
-    _print_summary(summary)
-    return 0
-
-
 def _code(args: argparse.Namespace, method: str) -> tuple[Any, Any, str | None] | None:
     """``--factory``: (factory, space, schedule_param; the latter for random search only)."""
     if getattr(args, "factory", None) is None:
         return None
-    from .replay import load_experiment
+    from .trainable import load_experiment
 
     factory, space, param = load_experiment(args.factory)
     return factory, space, param if method == "random" else None
 
 
-def cmd_resume(args: argparse.Namespace) -> int:
-    import shlex
-
-    from .results import summarize
-    from .runner import extended, resume
-    from .store import Store
-    from .tasks import TASKS
-    from .tracking import callbacks_of
-
-    trackers = callbacks_of(args.log)
-    st = Store.open(args.store)  # (a second writer is refused now, in one line)
-    try:
-        config = ExperimentConfig.from_dict(st.config)
-        before = summarize(st)
-        bound = [r.round for r in st.rounds() if r.checkpoint is not None]
-    finally:
-        st.close()
-    from .build import check_device
-
-    # everything checked before anything is printed: the trainable, the length, the device
-    if config.task not in TASKS and args.factory is None:
-        raise ConfigError("factory", f"the module:callable the experiment ran with (task "
-                          f"{config.task!r} is not built in): 'firepbt resume "
-                          f"{shlex.quote(args.store)} --factory module:callable'", None)
-    code = _code(args, config.method)
-    if args.steps is not None and args.steps != config.steps:
-        config = extended(config, args.steps)
-    elif before.ended and args.time_budget is None and not before.finished:
-        print(f"firepbt: {args.store} ended by itself ({_ended_words(before.ended)})")
-        return 0
-    elif before.finished and trackers:
-        print(f"firepbt: {args.store} is finished; giving the trackers the rounds they have not "
-              "seen")
-        resume(args.store, progress=False, device=args.device, callbacks=trackers, **(
-            {} if code is None else dict(zip(("factory", "space", "schedule_param"), code,
-                                             strict=True))))
-        return 0
-    elif before.finished:
-        print(f"firepbt: {args.store} is finished ({before.steps_done}/{config.steps} steps per "
-              f"worker); nothing to resume ('firepbt resume {shlex.quote(args.store)} --steps N' "
-              "extends a PBT or FIRE PBT run)")
-        return 0
-    check_device(dataclasses.replace(config, device=args.device) if args.device else config)
-    start = before.steps_done if before.finished else (
-        bound[-1] * config.ready_interval if bound else 0)
-    again = "" if start == before.steps_done else (
-        f" (from the checkpoint at step {start}; steps {start}-{before.steps_done} are "
-        "trained again)")
-    print(f"firepbt: resuming {args.store} at step {start}/{config.steps}{again}")
-    progress = ProgressBar(not args.no_progress, config.steps, start)
-    custom = {} if code is None else dict(zip(("factory", "space", "schedule_param"), code,
-                                              strict=True))
-    try:
-        summary = resume(args.store, progress=progress, ray_address=args.ray_address,
-                         device=args.device, steps=args.steps, time_budget=args.time_budget,
-                         callbacks=trackers, **custom)
-    finally:
-        progress.stop()
-    _print_summary(summary)
-    return 0
-
-
-def status_dict(path: str) -> dict[str, Any]:
-    from .results import summarize
-    from .store import Store
-
-    writer = Store.writer_pid(path)
-    st = Store.open(path, readonly=True)
-    try:
-        cfg = ExperimentConfig.from_dict(st.config)
-        s = summarize(st)
-        rounds = st.rounds()
-        last_error = json.loads(st.meta("last_error") or "null")
-    finally:
-        st.close()
-    return {
-        "store": str(s.store), "task": cfg.task, "method": cfg.method, "workers": cfg.workers,
-        "seed": cfg.seed, "steps_done": s.steps_done, "steps_total": s.steps_total,
-        "finished": s.finished,
-        "state": "finished" if s.finished else "running" if writer is not None else "stopped",
-        "writer_pid": writer,
-        "best": {"member": s.best_worker, "score": s.best_value, "test_score": s.best_test,
-                 "hparams": s.best_hparams},
-        "top": {"member": s.top_worker, "step": s.top_step, "score": s.top_value,
-                "test_score": s.top_test},
-        "train_seconds": sum(r.train_seconds for r in rounds),
-        "eval_seconds": sum(r.eval_seconds for r in rounds),
-        "decide_seconds": sum(r.decide_seconds for r in rounds),
-        "activity": None if s.activity is None else s.activity.to_dict(),
-        "random_schedule": s.random_schedule,
-        "last_error": last_error,
-        "ended": s.ended,
-        "rounds_done": rounds[-1].round if rounds else 0,
-        # where resume continues from: the last round whose checkpoint is bound
-        "checkpoint_round": max((r.round for r in rounds if r.checkpoint is not None),
-                                default=None),
-    }
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    d = status_dict(args.store)
-    if args.json:
-        print(_json(d))
-        return 0
-    state = d["state"]
-    if state == "running":
-        state = f"running, pid {d['writer_pid']}"
-    elif state == "stopped" and d["last_error"]:
-        e = d["last_error"]
-        state = (f"stopped by an error in round {e['round']}: {e['error']}; fix it, then "
-                 "'firepbt resume' continues")
-    elif state == "stopped" and d["ended"]:
-        state = f"stopped: {_ended_words(d['ended'])}"
-    elif state == "stopped":
-        state = "stopped: 'firepbt resume' continues it"
-    if d["state"] == "stopped" and (d["checkpoint_round"] or 0) < d["rounds_done"]:
-        first, last = (d["checkpoint_round"] or 0) + 1, d["rounds_done"]
-        again = f"round {last}" if first == last else f"rounds {first}-{last}"
-        state += (f" from the checkpoint of round {d['checkpoint_round']}, training {again} "
-                  "again" if d["checkpoint_round"] else f" from the start ({again} again)")
-    print(f"{d['store']}: {d['method']} on {d['task']}, {d['workers']} workers, seed {d['seed']}")
-    print(f"progress: {d['steps_done']}/{d['steps_total']} steps per worker ({state})")
-    b, t = d["best"], d["top"]
-    has_test = b["test_score"] is not None or t["test_score"] is not None
-    if b["member"] is not None:
-        test = "" if b["test_score"] is None else f", test {b['test_score']:.4f}"
-        what = "validation" if has_test else "objective"
-        print(f"best member: worker {b['member']}, {what} {b['score']:.4f}{test}, "
-              f"hyperparameters {_fmt(b['hparams'])}")
-    if t["member"] is not None:
-        where = f"{t['score']:.4f} (worker {t['member']}, step {t['step']})"
-        if has_test:
-            test = "n/a" if t["test_score"] is None else f"{t['test_score']:.4f}"
-            print(f"top validation: {where}, test there {test}")
-        else:
-            print(f"top objective: {where}")
-    if d["activity"] is not None:
-        act = d["activity"]
-        if act["exploits"] and d["method"] == "fire":  # per sub-population
-            print("exploits: " + ", ".join(f"P{int(i) + 1} {n}" for i, n in act["exploits"].items()))
-        elif act["exploits"]:
-            print(f"exploits: {sum(act['exploits'].values())}")
-        if act["assignments"]:
-            print(f"evaluators: {act['assignments']} assigned, {act['successes']} successes")
-    print(f"compute: train {d['train_seconds']:.1f} s, eval {d['eval_seconds']:.1f} s, "
-          f"controller {d['decide_seconds']:.2f} s")
-    return 0
-
-
-def cmd_tasks(args: argparse.Namespace) -> int:
-    from .tasks import TASKS
-
-    for name, task in TASKS.items():
-        d = task.settings()
-        print(f"{name:13s} {task.description}")
-        fire = ""
-        if "n_subpopulations" in d:
-            fire = (f", FIRE: {d['n_subpopulations']} sub-populations, min steps before eval "
-                    f"{d['min_steps_before_eval']}, max eval steps {d['max_eval_steps']}")
-        presets = f"; presets {', '.join(task.presets)}" if task.presets else ""
-        presets += "; devices: cpu, cuda (--device)" if task.on_device else "; CPU only"
-        print(f"{'':13s} defaults: {_settings(d)}{fire}; tuned: "
-              f"{', '.join(task.space.params)}{presets}")
-        c = task.settings(comparison=True)
-        if c != d:
-            print(f"{'':13s} compare: {_settings(c)}")
-    return 0
-
-
-def _settings(d: dict[str, Any]) -> str:
-    return (f"{d['workers']} workers, {d['steps']} steps, ready every {d['ready_interval']}, "
-            f"eval every {d['eval_interval']}")
-
-
-def cmd_lineage(args: argparse.Namespace) -> int:
-    from .lineage import chain, schedule
-    from .results import summarize, top_measures
-    from .store import Store
-
-    st = Store.open(args.store, readonly=True)
-    try:
-        worker, step = args.worker, None
-        n_workers = len(json.loads(st.meta("initial_runner_state") or '{"workers": {}}')["workers"])
-        check(worker is None or not args.best_member, "worker", "given without --best-member",
-              worker)
-        if worker is not None:
-            check(0 <= worker < n_workers, "worker", f"an int in [0, {n_workers}) (the store's "
-                  "workers)", worker)
-            what = f"worker {worker}'s network at the last step"
-        elif args.best_member:
-            worker = summarize(st).best_worker
-            what = f"the best member at the end, worker {worker}"
-        else:
-            top = top_measures(st)
-            if top is not None:
-                worker, step = top.worker, top.step
-                what = (f"the top point, worker {worker} at step {step} (the run's best "
-                        "validation value; what 'firepbt replay' retrains)")
-        if worker is None:
-            raise StoreError(f"store {args.store!r} has no completed round yet")
-        sched = schedule(st, worker, step)
-        links = chain(st, worker, step)
-    finally:
-        st.close()
-    if args.json:
-        print(_json(json.loads(sched.to_json())))
-        return 0
-    print(f"{what}: weights descend through")
-    for link in links:
-        via = "initial network" if link.via is None else f"{link.via} from worker {link.received_from}"
-        held = (f"steps {link.start}-{link.stop}" if link.stop > link.start else
-                f"at step {link.start} only, passed on by a later copy of that round")
-        print(f"  worker {link.worker}, {held} ({via})")
-    print("schedule (hyperparameters x steps):")
-    for seg in sched.segments:
-        print(f"  {_fmt(seg.hparams)} x {seg.steps}")
-    return 0
-
-
-def cmd_replay(args: argparse.Namespace) -> int:
-    from .replay import load_factory, replay_store
-
-    factory = None if args.factory is None else load_factory(args.factory)
-    res = replay_store(args.store, factory=factory, device=args.device)
-    if args.json:
-        print(_json({"worker": res.worker, "step": res.step, "seed": res.seed,
-                     "value": res.value, "test": res.test,
-                     "schedule": json.loads(res.schedule.to_json())}))
-        return 0
-    test = "n/a" if res.test is None else f"{res.test:.4f}"
-    data = "on the full training set" if factory is None else f"with {args.factory}"
-    print(f"replayed the schedule of worker {res.worker} at step {res.step} (its top validation)"
-          f" from scratch {data}, seed {res.seed}:")
-    for seg in res.schedule.segments:
-        print(f"  {_fmt(seg.hparams)} x {seg.steps}")
-    if res.test is None:  # no test set: the objective, measured on the data it can see
-        print(f"final objective {res.value:.4f} (evaluate() after the last step)")
-    elif factory is not None:
-        print(f"final evaluate() {res.value:.4f}, test {test}")
-    else:  # trained on training + validation data: only the test score is a held-out measure
-        print(f"final test {test} (the validation split was part of its training data)")
-    return 0
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    from .report import report
-
-    if args.watch:
-        from .report.live import serve
-
-        check(0 <= args.port <= 65535, "--port", "a port in [0, 65535] (0: a free one)",
-              args.port)
-        if (Path(args.path) / "comparison.json").exists():
-            raise ConfigError("--watch", "given with a store (a comparison's report is written "
-                              "once its runs are done)", args.path)
-        serve(args.path, host=args.host, port=args.port, every=args.every,
-              on_ready=lambda url: print(f"firepbt: live report of {args.path} at {url} "
-                                         "(Ctrl-C stops it)", flush=True))
-        return 0
-    page = report(args.path, args.out)
-    print(f"report: {page}")
-    return 0
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import plan, run_comparison
-    from .devices import resolve_device
-    from .tasks import get_task
-
-    if args.factory is not None:  # your own trainable: the configuration's defaults
-        _code(args, "fire")  # importable, with a space: checked now, not in every child
-        args.objective = args.data_dir = None
-        d = _custom_settings(args)
-        on_device = False
-    else:
-        task = get_task(args.task)
-        # the task's comparison settings ('firepbt tasks'), or its preset's, unless given
-        d = task.settings(args.preset, args.steps, comparison=True)
-        if not task.on_device and args.device not in ("auto", "cpu"):
-            raise ConfigError("device", f"cpu or auto for task {task.name!r} (it trains on the "
-                              "CPU)", args.device)
-        on_device = task.on_device
-    workers = _first(args.workers, d["workers"])
-    specs = plan(args.task, args.methods, args.seeds, workers, args.fire_workers or [workers],
-                 d["steps"], _first(args.ready_interval, d["ready_interval"]),
-                 _first(args.eval_interval, d["eval_interval"]),
-                 _first(args.max_eval_steps, d.get("max_eval_steps")),
-                 _min_steps(_first(args.min_steps_before_eval, d.get("min_steps_before_eval"),
-                                   0)), d.get("n_subpopulations"),
-                 resolve_device(args.device) if on_device or args.device != "auto"
-                 else "cpu", args.factory)
-    for s in specs:  # validate every run before starting any
-        s.config()
-    t0 = time.time()
-
-    def update(done: int, total: int, last: str) -> None:
-        note = f" (last: {last})" if last else ""
-        print(f"[{time.time() - t0:7.0f} s] {done}/{total} runs done{note}", flush=True)
-
-    out = Path(args.out)
-    print(f"firepbt compare: {len(specs)} runs into {out}, {args.jobs} at a time; "
-          "rerun the same command to resume")
-    run_comparison(out, specs, args.jobs, update)
-    print((out / "table1.md").read_text())
-    print(f"wall time {time.time() - t0:.0f} s; table in {out / 'table1.md'} and "
-          f"{out / 'table1.csv'}")
-    return 0
-
-
-_COMMANDS = {"run": cmd_run, "replay": cmd_replay, "compare": cmd_compare, "report": cmd_report, "resume": cmd_resume, "status": cmd_status, "tasks": cmd_tasks,
-             "lineage": cmd_lineage}
+def _custom_kwargs(code: tuple[Any, Any, str | None] | None) -> dict[str, Any]:
+    """The keyword arguments of :func:`~firepbt.runner.run_store` for ``--factory``."""
+    if code is None:
+        return {}
+    factory, space, param = code
+    return {"factory": factory, "space": space, "schedule_param": param}
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -112,23 +112,21 @@ def plan(task: str, methods: Sequence[str], seeds: Sequence[int], workers: int,
 
 def _state(store: Path) -> str:
     """'new', 'partial', 'trained' (finished, not replayed) or 'done'."""
-    from .store import Store
+    from .results import open_experiment
 
     if not (store / "experiment.sqlite").exists():
         return "new"
-    st = Store.open(store, readonly=True)
-    try:
-        if st.meta("final") is None:
+    with open_experiment(store) as exp:
+        if exp.final() is None:
             return "partial"
-        return "done" if st.meta("replay") is not None else "trained"
-    finally:
-        st.close()
+        return "done" if exp.replay() is not None else "trained"
 
 
 def _one(spec: RunSpec, store: Path) -> None:
     """Bring one run to 'done' (called in a child process)."""
-    from .replay import load_experiment, replay_store
-    from .runner import resume, run
+    from .replay import replay_store
+    from .runner import resume_store, run_store
+    from .trainable import load_experiment
 
     code: dict[str, Any] = {}
     if spec.factory is not None:  # your own trainable, imported in this child as in its parent
@@ -141,9 +139,9 @@ def _one(spec: RunSpec, store: Path) -> None:
             import shutil
 
             shutil.rmtree(store)
-        run(spec.config(), store, progress=False, **code)
+        run_store(spec.config(), store, progress=False, **code)
     elif state == "partial":
-        resume(store, progress=False, **code)
+        resume_store(store, progress=False, **code)
     if _state(store) == "trained":
         replay_store(str(store), factory=code.get("factory"))
 
@@ -219,29 +217,24 @@ def _mean_std(xs: list[float]) -> tuple[float, float]:
 
 def run_measures(store: Path) -> dict[str, Any]:
     """The paper's measures for one store, plus compute and wall time."""
-    from .results import top_measures
-    from .store import Store
+    from .results import open_experiment
 
-    st = Store.open(store, readonly=True)
-    try:
-        top = top_measures(st)
-        replay = json.loads(st.meta("replay") or "null")
-        final = json.loads(st.meta("final") or "null")
-        rounds = st.rounds()
-        created = float(st.meta("created_at") or 0)
+    with open_experiment(store) as exp:
+        status = exp.status()
+        top = status.top
+        replay = exp.replay()
+        final = exp.final()
         return {
             "top_value": None if top is None else top.value,
             "top_test": None if top is None else top.test,
             "replay_test": None if replay is None else replay["test"],
             "replay_value": None if replay is None else replay["value"],
-            "final_test": None if final is None else final["test"],
-            "final_value": None if final is None else final["value"],
-            "train_cpu_s": sum(r.train_seconds + r.eval_seconds for r in rounds),
-            "controller_cpu_s": sum(r.decide_seconds for r in rounds),
-            "wall_s": (rounds[-1].finished_at - created) if rounds else 0.0,
+            "final_test": None if final is None else final.test,
+            "final_value": None if final is None else final.value,
+            "train_cpu_s": status.train_seconds + status.eval_seconds,
+            "controller_cpu_s": status.decide_seconds,
+            "wall_s": status.wall_seconds,
         }
-    finally:
-        st.close()
 
 
 def table_rows(out: Path, specs: Sequence[RunSpec]) -> list[dict[str, Any]]:

@@ -31,6 +31,15 @@ class StoreError(FirePBTError):
     """The experiment store is missing, not ours, or inconsistent."""
 
 
+class StoreLocked(StoreError):
+    """Another process holds the store (its writer lock, or SQLite's lock on its database);
+    nothing is damaged: the command can be run again once that process lets go."""
+
+
+class StoreDamaged(StoreError):
+    """The store's database (or a checkpoint) cannot be read as firepbt wrote it."""
+
+
 class MissingExtra(FirePBTError, ImportError):
     """An optional feature's library is not installed; the message names the extra."""
 

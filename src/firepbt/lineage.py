@@ -8,11 +8,9 @@ with, as ``(hparams, steps)`` segments from step 0 (paper 4.1, schedule replay).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Any
 
-from .records import AssignEvaluator, EvaluatorSuccess, Exploit
+from .records import AssignEvaluator, EvaluatorSuccess, Exploit, WorkerState
 from .schedule import Schedule, Segment
 from .store import Store
 
@@ -74,25 +72,17 @@ def chain(store: Store, worker: int, step: int | None = None) -> list[Link]:
     return links[::-1]
 
 
-def _hparams_by_round(store: Store) -> list[dict[int, dict[str, Any]]]:
+def _states_by_round(store: Store) -> list[dict[int, WorkerState]]:
     """Worker states in force during each round: index r for the round training
-    ``[r * ready_interval, (r + 1) * ready_interval)``."""
-    initial = store.meta("initial_runner_state")
-    states = [] if initial is None else [_workers(initial)]
-    for row in store.rounds():
-        states.append({int(k): v for k, v in row.runner_state["workers"].items()})
-    return states
-
-
-def _workers(text: str) -> dict[int, dict[str, Any]]:
-    return {int(k): v for k, v in json.loads(text)["workers"].items()}
+    ``[r * ready_interval, (r + 1) * ready_interval)`` (the states after round r)."""
+    return [store.worker_states(0)] + [row.workers for row in store.rounds()]
 
 
 def schedule(store: Store, worker: int, step: int | None = None) -> Schedule:
     """The hyperparameter schedule that produced ``worker``'s weights at ``step``."""
     cfg = store.config
     ready = int(cfg["ready_interval"])
-    per_round = _hparams_by_round(store)
+    per_round = _states_by_round(store)
     segs: list[Segment] = []
     for link in chain(store, worker, step):
         pos = link.start
@@ -100,11 +90,7 @@ def schedule(store: Store, worker: int, step: int | None = None) -> Schedule:
             r = pos // ready  # the round training [r*ready, (r+1)*ready)
             stop = min(link.stop, (r + 1) * ready)
             state = per_round[min(r, len(per_round) - 1)][link.worker]
-            if state.get("schedule"):
-                sched = Schedule(tuple(Segment(h, int(n)) for h, n in state["schedule"]))
-                segs.extend(Segment(h, n) for h, n in sched.pieces(pos, stop))
-            else:
-                segs.append(Segment(state["hparams"], stop - pos))
+            segs.extend(Segment(h, n) for h, n in state.pieces(pos, stop))
             pos = stop
     if not segs:
         raise ValueError(f"worker {worker} has not trained by step {step}")

@@ -7,19 +7,19 @@ full training set (training plus validation split), reporting the final test sco
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
+from .build import is_builtin, replay_factory
 from .config import ExperimentConfig
-from .devices import resolve_device
 from .errors import ConfigError
 from .lineage import schedule as lineage_schedule
 from .results import top_measures
 from .schedule import Schedule
-from .store import Store
+from .store import REPLAY, Store
 from .trainable import TrainableFactory, mode_of, test_of
 
 
@@ -74,90 +74,23 @@ def replay_store(path: str, *, factory: TrainableFactory | None = None,
     built-in task retrains (default: the stored configuration's; the same seed gives the same
     initial network and batches on every device, while the arithmetic of a GPU, e.g. TF32
     convolutions, may round differently)."""
-    from .tasks import TASKS
-
     st = Store.open(path)
     try:
         cfg = ExperimentConfig.from_dict(st.config)
-        if factory is None and cfg.task not in TASKS:
+        if factory is None and not is_builtin(cfg.task):
             raise ConfigError("factory", "the trainable factory the experiment ran with (task "
                               f"{cfg.task!r} is not built in): replay_store(path, factory=...) "
                               "or 'firepbt replay STORE --factory module:callable'", None)
         sched, worker, step = top_schedule(st)
         if factory is None:
-            task = TASKS[cfg.task]
-            opts = dict(cfg.task_options)
-            if task.on_device:
-                opts["device"] = resolve_device(device or cfg.device)
-            if "full_train" in task.options:
-                opts["full_train"] = True
-            opts.update(options or {})
-
-            def factory(seed: int) -> Any:
-                return task.make(seed, **opts)
-
+            factory = replay_factory(cfg, device, options)
         seed = replay_seed(cfg.seed)
         value, test = train_schedule(factory, sched, seed)
         result = ReplayResult(sched, seed, value, test, worker, step)
         if record:
-            st.set_meta("replay", json.dumps({
+            st.set_meta(REPLAY, json.dumps({
                 "schedule": json.loads(sched.to_json()), "seed": seed, "value": value,
                 "test": test, "worker": worker, "step": step}))
         return result
     finally:
         st.close()
-
-
-def load_factory(spec: str) -> TrainableFactory:
-    """``module:callable`` (e.g. ``my_training:make``) -> the callable, imported from the
-    current directory or the Python path; a clear error naming ``factory`` otherwise."""
-    import importlib
-    import sys
-
-    module, sep, name = spec.partition(":")
-    what = "module:callable naming your trainable factory (seed -> Trainable)"
-    if not sep or not module or not name:
-        raise ConfigError("factory", what, spec)
-    if "" not in sys.path:
-        sys.path.insert(0, "")
-    try:
-        obj: Any = importlib.import_module(module)
-    except ImportError as exc:
-        raise ConfigError("factory", what, f"{spec} (cannot import {module!r}: {exc})") from None
-    except (Exception, SystemExit) as exc:  # the module fails as it is imported
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise ConfigError("factory", what, f"{spec} (importing {module!r} raised "
-                          f"{type(exc).__name__}: {first})") from None
-    for part in name.split("."):
-        if not hasattr(obj, part):
-            raise ConfigError("factory", what, f"{spec} ({module!r} has no {name!r})")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise ConfigError("factory", what, f"{spec} (not callable)")
-    return cast(Callable[..., Any], obj)
-
-
-def load_experiment(spec: str) -> tuple[TrainableFactory, Any, str | None]:
-    """``module:callable`` -> ``(factory, space, schedule_param)`` for the command line's
-    ``--factory`` (``run``, ``resume``, ``compare``): the factory (:func:`load_factory`), its
-    search space - the factory's ``space`` attribute, else the module's ``SPACE`` (a
-    :class:`~firepbt.space.Space`, or a function returning one) - and the hyperparameter the
-    hand-tuned schedule of random search applies to (``schedule_param`` on the factory, else
-    the module's ``SCHEDULE_PARAM``; None when neither is set)."""
-    import sys
-
-    from .space import Space
-
-    factory = load_factory(spec)
-    module = sys.modules[spec.partition(":")[0]]
-    space = getattr(factory, "space", None)
-    if space is None:
-        space = getattr(module, "SPACE", None)
-    if callable(space) and not isinstance(space, Space):
-        space = space()
-    if not isinstance(space, Space):
-        raise ConfigError("factory", "module:callable whose search space is a Space, as the "
-                          "factory's 'space' attribute or the module's SPACE",
-                          f"{spec} ({'no space' if space is None else type(space).__name__})")
-    param = getattr(factory, "schedule_param", None) or getattr(module, "SCHEDULE_PARAM", None)
-    return factory, space, param

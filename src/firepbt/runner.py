@@ -3,17 +3,21 @@
 Data flow, one way: executor trains the active workers for ``ready_interval`` steps ->
 the runner records their evaluations -> the controller decides from them -> the runner applies
 the decisions in order through the executor (copy weights, set hyperparameters) -> the round
-(evaluations, decisions, controller and runner state, checkpoint) is committed to the store.
-A killed run loses at most the round in flight; :func:`resume` continues from the last
-committed round and, the local executor being deterministic, ends exactly where an
-uninterrupted run would.
+(evaluations, decisions, the controller's state, every worker's state, checkpoint) is committed
+to the store. A killed run loses at most the round in flight; :func:`resume_store` continues
+from the last committed round and, the local executor being deterministic, ends exactly where
+an uninterrupted run would.
+
+The runner holds each worker's :class:`~firepbt.records.WorkerState` and replaces it as the
+decisions apply. It writes the store and never reads it the way reports do: the public entry
+points that return a run's :class:`~firepbt.results.Summary` are :func:`firepbt.run` and
+:func:`firepbt.resume` (:mod:`firepbt.api`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
 import json
 import logging
 import math
@@ -26,24 +30,45 @@ from typing import Any, cast
 import numpy as np
 
 from . import deadlines
-from .build import build_controller, make_executor, resolve_task, worker_seeds
+from .build import (
+    ResolvedTask,
+    build_controller,
+    main_param,
+    make_executor,
+    resolve_task,
+    run_space,
+    subpopulations,
+    worker_seeds,
+)
 from .config import ExperimentConfig
 from .errors import ConfigError, StoreError, check
 from .executors import Executor, TrainJob, TrainResult
 from .executors.base import tested_value
 from .records import (
+    MEMBER,
     AssignEvaluator,
     Decision,
     EvaluatorSuccess,
     Exploit,
+    FinalMember,
+    RunFacts,
     StopEvaluator,
-    WorkerSpec,
+    WorkerState,
 )
-from .results import Summary, latest_scores, summarize
-from .schedule import Schedule, Segment
-from .selection import best_member, observed_score, rank_key, running_top, score_of
+from .selection import best_member, observed_score, running_top, score_of
 from .space import Space
-from .store import KEEP_CHECKPOINTS, RoundRow, Store
+from .store import (
+    DEVICE,
+    DEVICE_LAST,
+    ELAPSED,
+    ENDED,
+    FINAL,
+    KEEP_CHECKPOINTS,
+    LAST_ERROR,
+    THREADS_USED,
+    RoundRow,
+    Store,
+)
 from .threads import training_threads
 from .tracking import TrackerSet, callbacks_of
 from .trainable import TrainableFactory
@@ -65,23 +90,21 @@ def _same_device(name: str) -> str:
 class Runner:
     """Runs one experiment against a store. Use :func:`run` / :func:`resume` in user code."""
 
-    def __init__(self, config: ExperimentConfig, factory: TrainableFactory, space: Space,
-                 store: Store, *, schedule_param: str | None = None,
+    def __init__(self, config: ExperimentConfig, task: ResolvedTask, store: Store, *,
                  executor: Executor | None = None,
                  progress: ProgressFn | None = None, ray_address: str | None = None,
                  tracking: TrackerSet | None = None) -> None:
         self.config = config
         self.store = store
-        self.controller = build_controller(config, space, schedule_param)
-        self.schedule_param = schedule_param
+        self.task = task
+        self.controller = build_controller(config, task.space, task.schedule_param)
         self.executor: Executor = (executor if executor is not None
-                                   else make_executor(config, factory, ray_address))
-        # where a built-in task trains (resolve_task); your own trainable chooses for itself
-        self.device_used = str(getattr(factory, "firepbt_device", "chosen by the trainable"))
+                                   else make_executor(config, task.factory, ray_address))
+        self.device_used = task.device  # where a built-in task trains, in words
         self.progress = progress
         # callbacks after each committed round (firepbt.tracking)
         self.tracking = tracking if tracking is not None else TrackerSet(())
-        self.workers: dict[int, dict[str, Any]] = {}
+        self.workers: dict[int, WorkerState] = {}
         self.best_score = -math.inf
         self.round = 0
         self._checkpoint_verified = False
@@ -96,19 +119,20 @@ class Runner:
 
     def start_new(self) -> None:
         specs = self.controller.start()
-        self.workers = {s.worker: _worker_state(s) for s in specs}
+        self.workers = {s.worker: s for s in specs}
         self._setup_executor(len(specs))
-        self.store.set_meta("executor", self.executor.name)  # what "auto" chose
-        self.store.set_meta("initial_runner_state", json.dumps(self._runner_state()))
-        self.store.set_meta("mode", self.executor.mode)
-        space = getattr(self.controller, "space", None)
-        if isinstance(space, Space):  # (with the run's explore factors)
-            self.store.set_meta("space", json.dumps(space.describe()))
-        self.store.set_meta("device", self.device_used)
-        self.store.set_meta("device_last", self.device_used)
-        if self.config.method == "random":
-            self.store.set_meta("random_schedule", random_schedule_words(
-                self.config, self.schedule_param))
+        task, cfg = self.task, self.config
+        facts = RunFacts(
+            mode=self.executor.mode, executor=self.executor.name,  # (what "auto" chose)
+            best_candidates=tuple(self.controller.best_candidates()),
+            subpopulations=subpopulations(specs), main_param=main_param(task.schedule_param,
+                                                                        specs),
+            schedule_param=task.schedule_param if cfg.method == "random" else None,
+            space=tuple(run_space(cfg, task.space).describe()),
+            reinforcement=task.reinforcement)
+        self.store.start_run(facts, self.workers)
+        self.store.set_meta(DEVICE, self.device_used)
+        self.store.set_meta(DEVICE_LAST, self.device_used)
         self.round = 0
 
     def restore(self) -> None:
@@ -124,7 +148,7 @@ class Runner:
             return
         states = chosen = None
         problems = []
-        wanted = set(int(w) for w in rows[-1].runner_state["workers"])
+        wanted = set(rows[-1].workers)
         for row in reversed(rows[-KEEP_CHECKPOINTS:]):
             assert row.checkpoint is not None  # (rows with a checkpoint only)
             try:
@@ -148,50 +172,36 @@ class Runner:
                 "%s; resuming from round %d, the rounds after it are trained again",
                 problems[0], chosen.round)
         self.store.discard_after(chosen.round)
-        self.elapsed = float(self.store.meta("elapsed") or 0.0)
+        self.elapsed = float(self.store.meta_json(ELAPSED) or 0.0)
         self.controller.start()  # layout; state is replaced below
-        load = self.controller.load_state_dict
         try:
-            inspect.signature(load).bind(chosen.controller_state, {})
-            takes_history = True
-        except TypeError:  # a controller of one's own, written before states left curves out
-            takes_history = False
-        except ValueError:  # no signature to read: as the contract says
-            takes_history = True
-        try:
-            if takes_history:
-                load(chosen.controller_state, self._history())
-            else:
-                load(chosen.controller_state)
+            self.controller.load_state_dict(chosen.controller_state, self._history())
         except ValueError as exc:  # the state and the recorded evaluations disagree
             raise StoreError(f"store {str(self.store.path)!r}: the controller's state of round "
                              f"{chosen.round} does not match its evaluations ({exc})") from None
-        rs = chosen.runner_state
-        self.workers = {int(k): v for k, v in rs["workers"].items()}
-        self.best_score = float(rs["best_score"])
+        self.workers = dict(chosen.workers)
+        self.best_score = chosen.best_score
         self._setup_executor(len(self.workers))
         self.executor.load_states(states)
         self.round = chosen.round
-        # resumed on another device (resume --device): the store says both; a store written
-        # before firepbt kept device_last said the device differently: it starts keeping it
-        said, last = self.store.meta("device"), self.store.meta("device_last")
+        # resumed on another device (resume --device): the store says both
+        said, last = self.store.meta(DEVICE), self.store.meta(DEVICE_LAST)
         more = self.round < self.config.steps // self.config.ready_interval  # rounds to train
-        if last is None:
-            self.store.set_meta("device_last", self.device_used)
-        elif more and _same_device(last) != _same_device(self.device_used):
-            self.store.set_meta("device", f"{said}, then {self.device_used} from round "
+        if more and _same_device(last or "") != _same_device(self.device_used):
+            self.store.set_meta(DEVICE, f"{said}, then {self.device_used} from round "
                                 f"{self.round + 1}")
-            self.store.set_meta("device_last", self.device_used)
+            self.store.set_meta(DEVICE_LAST, self.device_used)
 
     # -- the loop ------------------------------------------------------------------------
 
-    def run(self, max_rounds: int | None = None) -> Summary:
+    def run(self, max_rounds: int | None = None) -> None:
+        """Train rounds until the run's end, ``max_rounds`` of them, or its time budget."""
         cfg = self.config
         done_here = 0
-        if self.store.meta("last_error") not in (None, "null"):
-            self.store.set_meta("last_error", "null")  # tried again
-        if self.store.meta("ended") not in (None, "null"):
-            self.store.set_meta("ended", "null")  # continued (e.g. with a larger budget)
+        if self.store.meta_json(LAST_ERROR) is not None:
+            self.store.set_meta(LAST_ERROR, "null")  # tried again
+        if self.store.meta_json(ENDED) is not None:
+            self.store.set_meta(ENDED, "null")  # continued (e.g. with a larger budget)
         with training_threads(self._threads(), cfg.executor != "ray"):
             try:
                 self.tracking.start(self.store, cfg, self.executor.mode,
@@ -210,13 +220,10 @@ class Runner:
             finally:
                 self.tracking.close()
             self._bind_checkpoint()
-            if self.round >= cfg.rounds and self.store.meta("final") is None:
-                self._finish()
         if self.round >= cfg.rounds and not math.isfinite(self.best_score):
             logging.getLogger("firepbt").warning(
                 "no evaluation of a best-effort member was finite (NaN or inf throughout): the "
                 "networks diverged, or evaluate() returns NaN; there is no best member")
-        return summarize(self.store)
 
     def _threads(self) -> int | None:
         """PyTorch's threads for this process's training: the configuration's, or when it
@@ -226,7 +233,7 @@ class Runner:
         cfg = self.config
         if cfg.threads is not None or cfg.executor == "ray":
             return cfg.threads
-        stored = self.store.meta("threads_used")
+        stored = self.store.meta(THREADS_USED)
         if stored is not None:
             return int(stored)
         from .threads import auto_threads
@@ -236,7 +243,7 @@ class Runner:
             import torch
 
             n = torch.get_num_threads()
-        self.store.set_meta("threads_used", str(n))
+        self.store.set_meta(THREADS_USED, str(n))
         return n
 
     def _end_on_budget(self) -> None:
@@ -244,7 +251,7 @@ class Runner:
         store's meta ``ended``; ``status`` and the summary read it)."""
         cfg = self.config
         self._bind_checkpoint()
-        self.store.set_meta("ended", json.dumps({
+        self.store.set_meta(ENDED, json.dumps({
             "reason": "time_budget", "budget": cfg.time_budget, "elapsed": self.elapsed,
             "round": self.round}))
         logging.getLogger("firepbt").warning(
@@ -288,10 +295,7 @@ class Runner:
 
     def _history(self) -> dict[int, list[tuple[int, float]]]:
         """Every observation the controller was given, from the store's evaluations."""
-        mode = self.store.meta("mode")
-        if mode not in ("max", "min"):
-            raise StoreError(f"store {str(self.store.path)!r} records no objective mode "
-                             f"(meta 'mode' is {mode!r}); it cannot be resumed")
+        mode = self.store.run_facts.mode
         out: dict[int, list[tuple[int, float]]] = {}
         for _r, w, s, v in self.store.evaluations():  # in worker, step order
             out.setdefault(w, []).append((s, observed_score(v, mode)))
@@ -309,15 +313,10 @@ class Runner:
         jobs = []
         for w in sorted(self.workers):
             st = self.workers[w]
-            if not st["active"]:
+            if not st.active:
                 continue
-            if st.get("schedule"):
-                sched = Schedule(tuple(Segment(h, int(n)) for h, n in st["schedule"]))
-                pieces = tuple(sched.pieces(start, stop))
-            else:
-                pieces = ((dict(st["hparams"]), stop - start),)
-            jobs.append(TrainJob(w, start, pieces, cfg.eval_interval,
-                                 evaluate_start=(r == 1 and st["role"] == "member"),
+            jobs.append(TrainJob(w, start, tuple(st.pieces(start, stop)), cfg.eval_interval,
+                                 evaluate_start=(r == 1 and st.role == MEMBER),
                                  wants_test=w in candidates))
         return jobs
 
@@ -338,10 +337,9 @@ class Runner:
             with deadlines.round_deadline(cfg.round_timeout, r, self._training_now):
                 results = self.executor.train_round(jobs, self.best_score, tick)
         self._bind_checkpoint()  # the last round's, written before this round trained
-        for st in self.workers.values():  # a member on a schedule: what it trains with now
-            if st.get("schedule") and st["active"]:
-                sched = Schedule(tuple(Segment(h, int(n)) for h, n in st["schedule"]))
-                st["hparams"] = sched.hparams_at(step - 1)
+        for w, st in self.workers.items():  # a member on a schedule: what it trains with now
+            if st.schedule is not None and st.active:
+                self.workers[w] = dataclasses.replace(st, hparams=st.hparams_at(step - 1))
         mode = self.executor.mode
         observations = {res.worker: [(s, observed_score(v, mode)) for s, v in res.evaluations]
                         for res in results}
@@ -388,17 +386,18 @@ class Runner:
                 tests.append((w_best, s_best, value))
         row = RoundRow(r, step, time.time(), sum(x.train_seconds for x in results),
                        sum(x.eval_seconds for x in results) + test_seconds, decide_seconds,
-                       self.controller.state_dict(), self._runner_state(), checkpoint)
+                       self.controller.state_dict(), dict(self.workers), self.best_score,
+                       checkpoint)
         decisions = [*self.executor.take_failures(), *decisions]
         evals = [(res.worker, s, v) for res in results for s, v in res.evaluations]
         elapsed = self.elapsed + (deadlines.clock() - began)
-        meta = {"elapsed": repr(elapsed)}
+        meta = {ELAPSED: repr(elapsed)}
         if final is not None:
-            meta["final"] = json.dumps(final)
+            meta[FINAL] = json.dumps(final.to_dict())
         self.store.commit_round(row, evals, tests, decisions, meta=meta)
         self.elapsed = elapsed
         self.round = r
-        self.tracking.round_committed(r, step, evals, tests, decisions, self._runner_state(),
+        self.tracking.round_committed(r, step, evals, tests, decisions, row.workers,
                                       row.train_seconds, row.eval_seconds)
         if r == cfg.rounds:
             self._bind_checkpoint()
@@ -420,21 +419,23 @@ class Runner:
         independent copy of the state and a data stream of its own (:func:`copy_seed`)."""
         seed = self.config.seed
         copies: list[tuple[int, int, int]] = []
+        ws = self.workers
         for i, d in enumerate(decisions):
             if isinstance(d, Exploit):
                 copies.append((d.source, d.worker, copy_seed(seed, r, i)))
-                self.workers[d.worker]["hparams"] = dict(d.new_hparams)
+                ws[d.worker] = dataclasses.replace(ws[d.worker], hparams=dict(d.new_hparams))
             elif isinstance(d, AssignEvaluator):
                 copies.append((d.parent, d.evaluator, copy_seed(seed, r, i)))
-                self.workers[d.evaluator].update(hparams=dict(d.hparams), active=True)
+                ws[d.evaluator] = dataclasses.replace(ws[d.evaluator], hparams=dict(d.hparams),
+                                                      active=True)
             elif isinstance(d, EvaluatorSuccess):
                 copies.append((d.evaluator, d.target, copy_seed(seed, r, i)))
-                self.workers[d.evaluator]["active"] = False
+                ws[d.evaluator] = dataclasses.replace(ws[d.evaluator], active=False)
             elif isinstance(d, StopEvaluator):
-                self.workers[d.evaluator]["active"] = False
+                ws[d.evaluator] = dataclasses.replace(ws[d.evaluator], active=False)
         self.executor.copy_many(copies)  # (in order; some executors send them together)
 
-    def _final(self, results: list[TrainResult]) -> dict[str, Any] | None:
+    def _final(self, results: list[TrainResult]) -> FinalMember | None:
         """The final best-effort member: the best candidate by its evaluation at the last step,
         tested as it is now (before the last round's decisions move any weights)."""
         latest: dict[int, tuple[int, float]] = {}
@@ -448,92 +449,43 @@ class Runner:
         w = best_member({k: score_of(v, mode) for k, (_s, v) in latest.items()})
         assert w is not None
         step, value = latest[w]
-        return {"worker": w, "step": step, "value": value, "test": self._test_now(w, step),
-                "hparams": self.workers[w]["hparams"]}
+        return FinalMember(w, step, value, self._test_now(w, step), self.workers[w].hparams)
 
     def _test_now(self, w: int, step: int) -> float | None:
         """Worker ``w`` tested as it is now, as a round's test is taken (:func:`tested_value`)."""
         return tested_value(lambda: self.executor.test(w), w, step)
 
-    def _finish(self) -> None:
-        """Record the final best-effort member of a store whose last round was committed
-        without it (stores written before the final record joined the last round's commit)."""
-        latest = latest_scores(self.store, self.controller.best_candidates())
-        if not latest:
-            return
-        w = max(sorted(latest), key=lambda k: (rank_key(latest[k][1]), -k))
-        step, score = latest[w]
-        test = self._test_now(w, step)
-        mode = self.executor.mode
-        self.store.set_meta("final", json.dumps({
-            "worker": w, "step": step, "value": score_of(score, mode), "test": test,
-            "hparams": self.workers[w]["hparams"]}))
-
-    def _runner_state(self) -> dict[str, Any]:
-        return {"workers": {str(k): v for k, v in self.workers.items()},
-                "best_score": self.best_score}
-
-
-def random_schedule_words(config: ExperimentConfig, schedule_param: str | None) -> str:
-    """What random search's members followed, in words (the run summary says it)."""
-    if config.schedule is not None:
-        return "every member followed the fixed schedule given (--schedule)"
-    if schedule_param is None:
-        return ("every hyperparameter stayed constant at its sampled value (no schedule_param: "
-                "give run(..., schedule_param=NAME) for the hand-tuned schedule)")
-    from .schedule import HAND_TUNED, hand_tuned_settings
-
-    shape = hand_tuned_settings(config.hand_tuned)
-    if config.hand_tuned is None or shape == hand_tuned_settings(HAND_TUNED):
-        warm, at = "5/90", "30/90, 60/90 and 80/90"
-    else:
-        warm = f"{shape['warmup_fraction']:.3g}"
-        at = ", ".join(f"{f:.3g}" for f in shape["decay_fractions"]) or "no point"
-    factor = shape["decay_factor"]
-    times = "divided by 10" if factor == 0.1 else f"multiplied by {factor:g}"
-    return (f"{schedule_param} followed the hand-tuned schedule: the sampled value warmed up "
-            f"linearly over the first {warm} of training, then {times} at {at}; the other "
-            "hyperparameters stayed constant at their sampled values")
-
-
-def _worker_state(spec: WorkerSpec) -> dict[str, Any]:
-    d = spec.to_dict()
-    return {"role": d["role"], "sub": d["subpopulation"], "hparams": d["hparams"],
-            "schedule": d["schedule"], "active": spec.role == "member"}
-
 
 # -- the public entry points ----------------------------------------------------------------
 
-def run(config: ExperimentConfig, store: str | Path, *, factory: TrainableFactory | None = None,
-        space: Space | None = None, schedule_param: str | None = None,
-        progress: ProgressFn | bool | None = None, max_rounds: int | None = None,
-        ray_address: str | None = None, callbacks: Sequence[Any] | None = None) -> Summary:
-    """Run a new experiment into a new store.
+def new_store_path(path: str | Path) -> Path:
+    """The folder a new store would be created in; refused in one line when a store (or
+    anything else) is there already."""
+    return Store.check_new(path)
 
-    For a built-in task give only ``config`` and ``store``; for your own trainable also give
-    ``factory`` (``seed -> Trainable``) and ``space`` (and ``schedule_param`` for the
-    hand-tuned random-search schedule). ``max_rounds`` stops early (resume continues).
-    ``progress``: None shows a progress bar when standard output is a terminal, False none,
-    True always; or a function ``progress(step, total, info)`` (see :mod:`firepbt.progress`).
-    ``ray_address`` names a Ray cluster for ``executor="ray"`` (default ``RAY_ADDRESS``, else a
-    local Ray instance). ``callbacks``: functions ``report -> None``, tracker objects, or
-    ``--log`` specs (``"tensorboard:DIR"``, ``"wandb:PROJECT"``, ``"mlflow:URI"``), each given
-    every committed round (:mod:`firepbt.tracking`).
-    """
+
+def run_store(config: ExperimentConfig, store: str | Path, *,
+              factory: TrainableFactory | None = None, space: Space | None = None,
+              schedule_param: str | None = None, progress: ProgressFn | bool | None = None,
+              max_rounds: int | None = None, ray_address: str | None = None,
+              callbacks: Sequence[Any] | None = None) -> Path:
+    """A new experiment into a new store (:func:`firepbt.run` says what each argument does);
+    returns the store's folder. A run that fails before its first round is committed leaves
+    no store behind; after that the store keeps its rounds and says what stopped it."""
     _check_ray_address(config, ray_address)
     tracking = TrackerSet(callbacks_of(callbacks))
-    factory, space, schedule_param = resolve_task(config, factory, space, schedule_param)
-    build_controller(config, space, schedule_param)  # every setting checked before a store exists
+    task = resolve_task(config, factory, space, schedule_param)
+    build_controller(config, task.space, task.schedule_param)  # checked before a store exists
     existed = Store.check_new(store).exists()
     st = Store.create(store, config.to_dict())
     runner = None
     bar = _bar(progress, config.steps, 0)
     try:
-        runner = Runner(config, factory, space, st, schedule_param=schedule_param,
-                        progress=_progress_fn(progress, bar),
+        runner = Runner(config, task, st, progress=_progress_fn(progress, bar),
                         ray_address=ray_address, tracking=tracking)
         runner.start_new()
-        return runner.run(max_rounds)
+        runner.run(max_rounds)
+        return st.path
     except Exception as exc:
         # failed before its first round was committed (a refused setting or state, a trainable
         # that raises at once): the store this call created holds nothing worth keeping;
@@ -560,21 +512,14 @@ def run(config: ExperimentConfig, store: str | Path, *, factory: TrainableFactor
         st.close()
 
 
-def resume(store: str | Path, *, factory: TrainableFactory | None = None,
-           space: Space | None = None, schedule_param: str | None = None,
-           progress: ProgressFn | bool | None = None, max_rounds: int | None = None,
-           ray_address: str | None = None, device: str | None = None,
-           steps: int | None = None, time_budget: float | None = None,
-           callbacks: Sequence[Any] | None = None) -> Summary:
-    """Continue a stopped or killed experiment from its last completed round (``progress`` as
-    for :func:`run`). ``device`` trains the rest elsewhere than the stored configuration says
-    (e.g. ``"cpu"`` for a store begun on a GPU machine; checkpoints hold CPU tensors).
-    ``steps`` extends the run to that many steps per worker (PBT and FIRE PBT; random search
-    follows schedules fixed to the run's length): a finished run continues from its last
-    round, and its final member and replay, which were the old end's, are taken again then.
-    ``time_budget`` replaces the experiment's budget (:mod:`firepbt.deadlines`: all of its
-    rounds count, those of earlier runs too). ``callbacks`` as for :func:`run`: each is first
-    given the committed rounds it has not seen, then the new ones."""
+def resume_store(store: str | Path, *, factory: TrainableFactory | None = None,
+                 space: Space | None = None, schedule_param: str | None = None,
+                 progress: ProgressFn | bool | None = None, max_rounds: int | None = None,
+                 ray_address: str | None = None, device: str | None = None,
+                 steps: int | None = None, time_budget: float | None = None,
+                 callbacks: Sequence[Any] | None = None) -> Path:
+    """Continue a stopped or killed experiment from its last completed round
+    (:func:`firepbt.resume` says what each argument does); returns the store's folder."""
     tracking = TrackerSet(callbacks_of(callbacks))
     st = Store.open(store)
     runner = None
@@ -583,22 +528,22 @@ def resume(store: str | Path, *, factory: TrainableFactory | None = None,
         config = ExperimentConfig.from_dict(st.config)
         if steps is not None and steps != config.steps:
             config = extended(config, steps)
-            st.extend(config.to_dict())
+            st.set_config(config.to_dict(), new_end=True)
         if time_budget is not None and time_budget != config.time_budget:
             config = dataclasses.replace(config, time_budget=time_budget)  # (validated)
-            st.set_meta("config", json.dumps(config.to_dict()))
+            st.set_config(config.to_dict())
         if device is not None:
             config = dataclasses.replace(config, device=device)
         _check_ray_address(config, ray_address)
-        factory, space, schedule_param = resolve_task(config, factory, space, schedule_param)
-        runner = Runner(config, factory, space, st, schedule_param=schedule_param,
-                        progress=_progress_fn(progress, None),
+        task = resolve_task(config, factory, space, schedule_param)
+        runner = Runner(config, task, st, progress=_progress_fn(progress, None),
                         ray_address=ray_address, tracking=tracking)
         runner.restore()
         bar = _bar(progress, config.steps, runner.round * config.ready_interval)
         if bar is not None:
             runner.progress = bar
-        return runner.run(max_rounds)
+        runner.run(max_rounds)
+        return st.path
     except Exception as exc:
         if not isinstance(exc, (ConfigError, StoreError)):  # refusals write nothing
             _record_error(st, exc)
@@ -636,7 +581,7 @@ def _record_error(st: Store, exc: BaseException) -> None:
         first = f"{first.rstrip(':')}: {cause[-1].strip()[:300]}"
     last = st.last_round()
     with contextlib.suppress(Exception):  # a damaged store cannot take it: the error stands
-        st.set_meta("last_error", json.dumps({
+        st.set_meta(LAST_ERROR, json.dumps({
             "round": None if last is None else last.round + 1,
             "error": f"{type(exc).__name__}: {first}"}))
 

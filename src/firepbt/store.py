@@ -36,6 +36,14 @@ Integrity (what a crash, a second process or a damaged file cannot do silently):
   before anything is written to it.
 - **Checkpoints hold CPU tensors**, whatever device trained them, so a store made on a GPU
   machine resumes, reports and replays on a CPU-only one (and back).
+- **Every checkpoint has its digest.** A checkpoint whose round records no digest is never
+  read (:meth:`Store.read_checkpoint`).
+- **One shape.** The schema has a version (``SCHEMA_VERSION``); a store written by an earlier
+  version is converted when it is opened, in one place (:mod:`firepbt._migrations`: in place
+  for a writer, in memory for a reader), so every other module sees one shape.
+- **Errors in the store's terms.** Every SQLite error leaves the store as a
+  :class:`~firepbt.errors.StoreError`: :class:`~firepbt.errors.StoreLocked` (another process
+  holds the database) or :class:`~firepbt.errors.StoreDamaged`.
 - **Checkpoints hold only data.** They are read with ``torch.load(weights_only=True)``, so a
   store never unpickles arbitrary objects; numpy arrays and numpy scalars in a state are encoded
   as tensors and decoded back, and anything else that is not a tensor, a number, a string,
@@ -59,10 +67,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from .errors import StoreError
-from .records import Decision, decision_from_dict, decision_to_dict
+from .errors import StoreDamaged, StoreError, StoreLocked
+from .records import (
+    Decision,
+    FinalMember,
+    RunFacts,
+    WorkerState,
+    decision_from_dict,
+    decision_to_dict,
+)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_NAME = "experiment.sqlite"
 LOCK_NAME = "writer.lock"
 KEEP_CHECKPOINTS = 2
@@ -71,14 +86,40 @@ KEEP_CHECKPOINTS = 2
 BUSY_TIMEOUT = 30.0
 PARTS_SUFFIX = ".parts"  # a checkpoint written in parts (a folder, see Store.parts_folder)
 MANIFEST = "manifest.json"
-_DIGESTS = "CREATE TABLE IF NOT EXISTS checkpoint_digests (name TEXT PRIMARY KEY, sha256 TEXT NOT NULL)"
+
+# -- the meta table: one named key each, written by one owner (tests/test_architecture.py) ------
+FORMAT = "format"                  # store: "firepbt"
+SCHEMA = "schema_version"          # store
+CONFIG = "config"                  # store: the configuration (JSON), replaced by set_config
+CREATED_AT = "created_at"          # store
+RUN = "run"                        # runner, once (start_run): RunFacts (JSON)
+INITIAL_WORKERS = "initial_workers"  # runner, once (start_run): WorkerState per worker (JSON)
+DEVICE = "device"                  # runner: where the run trained, in words
+DEVICE_LAST = "device_last"        # runner: the device of its last run or resume
+THREADS_USED = "threads_used"      # runner: PyTorch threads chosen by the first run
+ELAPSED = "elapsed"                # runner, with each round: seconds the rounds took
+FINAL = "final"                    # runner, with the last round: FinalMember (JSON)
+LAST_ERROR = "last_error"          # runner: {"round", "error"} of what stopped it, or null
+ENDED = "ended"                    # runner: why a run ended by itself (its budget), or null
+LAUNCH = "launch"                  # runner: how the run was started (factory, trackers)
+REPLAY = "replay"                  # replay: the top schedule retrained (JSON)
+TRACKING = "tracking"              # tracking: per tracker, the last round given (JSON)
+META_OWNERS = {
+    "firepbt.store": (FORMAT, SCHEMA, CONFIG, CREATED_AT),
+    "firepbt.runner": (RUN, INITIAL_WORKERS, DEVICE, DEVICE_LAST, THREADS_USED, ELAPSED, FINAL,
+                       LAST_ERROR, ENDED, LAUNCH),
+    "firepbt.replay": (REPLAY,),
+    "firepbt.tracking._set": (TRACKING,),
+}
+DERIVED_FROM_END = (FINAL, REPLAY)  # what a longer run or a discarded last round removes
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE rounds (
     round INTEGER PRIMARY KEY, step INTEGER NOT NULL, finished_at REAL NOT NULL,
     train_seconds REAL NOT NULL, eval_seconds REAL NOT NULL, decide_seconds REAL NOT NULL,
-    controller_state TEXT NOT NULL, runner_state TEXT NOT NULL, checkpoint TEXT);
+    controller_state TEXT NOT NULL, workers TEXT NOT NULL, best_score REAL NOT NULL,
+    checkpoint TEXT);
 CREATE TABLE evaluations (
     round INTEGER NOT NULL, worker INTEGER NOT NULL, step INTEGER NOT NULL, value REAL,
     PRIMARY KEY (worker, step, round));
@@ -89,6 +130,7 @@ CREATE TABLE decisions (
     id INTEGER PRIMARY KEY AUTOINCREMENT, round INTEGER NOT NULL, step INTEGER NOT NULL,
     kind TEXT NOT NULL, payload TEXT NOT NULL);
 CREATE INDEX decisions_round ON decisions(round);
+CREATE TABLE checkpoint_digests (name TEXT PRIMARY KEY, sha256 TEXT NOT NULL);
 """
 
 
@@ -101,7 +143,7 @@ def _from_db(x: float | None) -> float:
         return math.nan
     if isinstance(x, (int, float)):
         return float(x)
-    raise StoreError(f"a stored evaluation holds {type(x).__name__} {str(x)[:40]!r}, not a "
+    raise StoreDamaged(f"a stored evaluation holds {type(x).__name__} {str(x)[:40]!r}, not a "
                      "number: the store's database was edited or is damaged")
 
 
@@ -110,12 +152,16 @@ def _decoded(path: Path, text: Any, what: str) -> Any:
     try:
         return json.loads(text)
     except (TypeError, ValueError, RecursionError) as exc:
-        raise StoreError(f"store {str(path)!r} is damaged: its {what} is not valid JSON "
-                         f"({type(exc).__name__})") from None
+        raise StoreDamaged(f"store {str(path)!r} is damaged: its {what} is not valid JSON "
+                           f"({type(exc).__name__})") from None
 
 
 @dataclass(frozen=True, slots=True)
 class RoundRow:
+    """One committed round: its step, timings, the controller's state after its decisions,
+    every worker's state after them (:class:`~firepbt.records.WorkerState`), the running top
+    score after it, and its checkpoint's name (None until one is bound)."""
+
     round: int
     step: int
     finished_at: float
@@ -123,8 +169,88 @@ class RoundRow:
     eval_seconds: float
     decide_seconds: float
     controller_state: dict[str, Any]
-    runner_state: dict[str, Any]
+    workers: dict[int, WorkerState]
+    best_score: float
     checkpoint: str | None
+
+
+def workers_to_json(workers: Mapping[int, WorkerState]) -> str:
+    return json.dumps({str(w): st.to_dict() for w, st in sorted(workers.items())})
+
+
+def workers_from_json(path: Path, text: Any, what: str) -> dict[int, WorkerState]:
+    raw = _decoded(path, text, what)
+    if not isinstance(raw, dict):
+        raise StoreDamaged(f"store {str(path)!r} is damaged: {what} holds no workers")
+    try:
+        return {int(w): WorkerState.from_dict(int(w), d) for w, d in raw.items()}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StoreDamaged(f"store {str(path)!r} is damaged: {what} cannot be read "
+                           f"({type(exc).__name__}: {str(exc)[:100]})") from None
+
+
+class _Database:
+    """The store's SQLite connection. Every SQLite error leaves it in the store's terms:
+    :class:`StoreLocked` when another process holds the database, a :class:`StoreError`
+    saying what cannot be read or written, :class:`StoreDamaged` otherwise."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self.conn = conn
+        self.path = path
+
+    @contextlib.contextmanager
+    def _sqlite(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            raise sqlite_error(self.path, exc) from None
+
+    def all(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        with self._sqlite():
+            return self.conn.execute(sql, tuple(params)).fetchall()
+
+    def one(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        with self._sqlite():
+            return self.conn.execute(sql, tuple(params)).fetchone()
+
+    def run(self, sql: str, params: Iterable[Any] = ()) -> int:
+        with self._sqlite():
+            return self.conn.execute(sql, tuple(params)).rowcount
+
+    def many(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
+        with self._sqlite():
+            self.conn.executemany(sql, [tuple(r) for r in rows])
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Everything inside commits together, or nothing does."""
+        with self._sqlite(), self.conn:
+            yield
+
+    def rollback(self) -> None:
+        with self._sqlite():
+            self.conn.rollback()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def sqlite_error(path: Path, exc: sqlite3.DatabaseError) -> StoreError:
+    """An SQLite error as the store's own: locked, unreadable or unwritable, or damaged."""
+    why = " ".join(str(exc).split())
+    where = f"store {str(path)!r}"
+    if isinstance(exc, sqlite3.OperationalError):
+        if "locked" in why or "busy" in why:
+            return StoreLocked(f"{where} is locked by another process holding its database "
+                               f"(SQLite: {why}); the store is not damaged: run the command "
+                               "again once that process lets go ('firepbt resume' continues a "
+                               "run)")
+        if any(w in why for w in ("disk is full", "I/O error", "readonly", "unable to open")):
+            return StoreError(f"{where} cannot be read or written (SQLite: {why}); nothing "
+                              "committed is lost - free space or fix the folder's permissions, "
+                              "then run the command again")
+    return StoreDamaged(f"{where} is damaged (SQLite: {why}); keep a copy and recover it with "
+                        "sqlite3's .recover")
 
 
 class ExperimentStore(Protocol):
@@ -145,14 +271,18 @@ class ExperimentStore(Protocol):
     round was committed (with its digest, atomically). A checkpoint may be written in parts by
     other processes: ``parts_folder(round)`` is the (emptied) folder they write their parts
     into with :func:`write_states`, ``seal_parts(round, {part: sha256})`` records them and
-    returns the checkpoint's name; ``read_checkpoint`` reads either kind. ``discard_after(r)`` removes every round after ``r`` with its records (and
-    the meta derived from the end of a run: ``final``, ``replay``).
+    returns the checkpoint's name; ``read_checkpoint`` reads either kind.
+    ``discard_after(r)`` removes every round after ``r`` with its records (and the meta
+    derived from the end of a run: ``final``, ``replay``). ``start_run(facts, workers)``
+    writes the run's facts and its workers' initial states, once, together.
 
-    Reading: ``config``, ``meta(key)``, ``rounds()`` / ``last_round()`` in round order,
-    ``evaluations(worker=None)`` and ``tests()`` as ``(round, worker, step, value)`` with NaN
-    round-tripping, ``decisions(kinds=None)`` as ``(round, step, decision)`` in commit order,
-    equal to what was committed; ``read_checkpoint(name)`` returns the states written, or
-    raises :class:`StoreError` for a missing or damaged checkpoint.
+    Reading: ``config``, ``run_facts``, ``worker_states(round)`` (round 0: the initial states),
+    ``final_member()``, ``meta(key)`` / ``meta_json(key)`` (each key a named constant of this
+    module), ``rounds()`` / ``last_round()`` in round order, ``evaluations(worker=None)`` and
+    ``tests()`` as ``(round, worker, step, value)`` with NaN round-tripping,
+    ``decisions(kinds=None)`` as ``(round, step, decision)`` in commit order, equal to what was
+    committed; ``read_checkpoint(name)`` returns the states written, or raises
+    :class:`StoreError` for a missing, damaged or undigested checkpoint.
     """
 
     path: Path
@@ -164,7 +294,18 @@ class ExperimentStore(Protocol):
 
     def meta(self, key: str) -> str | None: ...
 
+    def meta_json(self, key: str) -> Any: ...
+
     def set_meta(self, key: str, value: str) -> None: ...
+
+    @property
+    def run_facts(self) -> RunFacts: ...
+
+    def worker_states(self, round_index: int) -> dict[int, WorkerState]: ...
+
+    def final_member(self) -> FinalMember | None: ...
+
+    def start_run(self, facts: RunFacts, workers: Mapping[int, WorkerState]) -> None: ...
 
     def rounds(self) -> list[RoundRow]: ...
 
@@ -204,7 +345,7 @@ class Store:
     def __init__(self, path: Path, conn: sqlite3.Connection, lock: _WriterLock | None = None
                  ) -> None:
         self.path = path
-        self.conn = conn
+        self.db = _Database(conn, path)
         self.lock = lock
         self._pending_digests: dict[str, str] = {}
 
@@ -256,11 +397,10 @@ class Store:
             conn = sqlite3.connect(tmp)
             conn.execute("PRAGMA journal_mode=WAL")  # 'status' and reports read while a run writes
             conn.executescript(_SCHEMA)
-            conn.execute(_DIGESTS)
             with conn:
                 conn.executemany("INSERT INTO meta VALUES (?, ?)", [
-                    ("format", "firepbt"), ("schema_version", str(SCHEMA_VERSION)),
-                    ("config", json.dumps(dict(config))), ("created_at", repr(time.time()))])
+                    (FORMAT, "firepbt"), (SCHEMA, str(SCHEMA_VERSION)),
+                    (CONFIG, json.dumps(dict(config))), (CREATED_AT, repr(time.time()))])
             conn.close()
             (root / "checkpoints").mkdir(exist_ok=True)
             _fsync(tmp)
@@ -293,21 +433,29 @@ class Store:
         except sqlite3.DatabaseError as exc:
             if lock is not None:
                 lock.release()
+            if isinstance(sqlite_error(root, exc), StoreLocked):
+                raise sqlite_error(root, exc) from None
             raise StoreError(f"store must be a firepbt store, got {str(root)!r} ({exc})") from None
-        problem = None
-        if meta.get("format") != "firepbt":
-            problem = f"store must be a firepbt store, got {str(root)!r}"
-        elif int(meta.get("schema_version", "0")) != SCHEMA_VERSION:
-            problem = (f"store schema_version must be {SCHEMA_VERSION}, got "
-                       f"{int(meta.get('schema_version', '0'))}")
-        if problem is not None:
+        try:
+            version = _version(root, meta)
+            if version < SCHEMA_VERSION:  # written by an earlier version: converted once
+                from ._migrations import migrate
+
+                if readonly:  # a reader converts a copy in memory and leaves the file as is
+                    memory = sqlite3.connect(":memory:")
+                    conn.backup(memory)
+                    conn.close()
+                    conn = memory
+                try:
+                    migrate(conn, root, version, SCHEMA_VERSION)
+                except sqlite3.DatabaseError as exc:
+                    raise sqlite_error(root, exc) from None
+        except BaseException:
             conn.close()
             if lock is not None:
                 lock.release()
-            raise StoreError(problem)
+            raise
         if not readonly:
-            with conn:
-                conn.execute(_DIGESTS)  # stores made before checkpoints had digests
             for tmp in _own_entries(root / "checkpoints", "*.tmp", deep=True):  # killed writes
                 tmp.unlink(missing_ok=True)
         return cls(root, conn, lock)
@@ -316,22 +464,22 @@ class Store:
     def snapshot(self) -> Iterator[Store]:
         """Reads inside see one committed state of the store - a round is there with all its
         records or not at all - while a writer goes on (SQLite's WAL: readers never block it)."""
-        self.conn.execute("BEGIN")
+        self.db.run("BEGIN")
         try:
             yield self
         finally:
-            self.conn.rollback()
+            self.db.rollback()
 
     def check_integrity(self) -> None:
         """Refuse a damaged database (SQLite's ``quick_check``) before anything is written."""
         try:
-            rows = [r[0] for r in self.conn.execute("PRAGMA quick_check").fetchall()]
+            rows = [r[0] for r in self.db.conn.execute("PRAGMA quick_check").fetchall()]
         except sqlite3.DatabaseError as exc:
             rows = [str(exc)]
         if rows != ["ok"]:
             first = " ".join(str(rows[0]).split())
-            raise StoreError(f"store {str(self.path)!r} is damaged (SQLite: {first}); nothing "
-                             "was changed - keep a copy and recover it with sqlite3's .recover")
+            raise StoreDamaged(f"store {str(self.path)!r} is damaged (SQLite: {first}); nothing "
+                               "was changed - keep a copy and recover it with sqlite3's .recover")
 
     @staticmethod
     def writer_pid(path: str | os.PathLike[str]) -> int | None:
@@ -339,7 +487,7 @@ class Store:
         return _WriterLock.holder(Store.resolve(path))
 
     def close(self) -> None:
-        self.conn.close()
+        self.db.close()
         if self.lock is not None:
             self.lock.release()
             self.lock = None
@@ -348,7 +496,7 @@ class Store:
 
     @property
     def config(self) -> dict[str, Any]:
-        row = self.conn.execute("SELECT value FROM meta WHERE key='config'").fetchone()
+        row = self.db.one("SELECT value FROM meta WHERE key=?", (CONFIG,))
         if row is None:
             raise StoreError(f"store {str(self.path)!r} has no configuration (it is not a "
                              "complete firepbt store)")
@@ -358,13 +506,55 @@ class Store:
                              f"JSON object (got {type(config).__name__})")
         return config
 
+    @property
+    def run_facts(self) -> RunFacts:
+        """What the run established when it started (:class:`~firepbt.records.RunFacts`)."""
+        raw = self.meta_json(RUN)
+        if raw is None:
+            raise StoreError(f"store {str(self.path)!r} holds no run yet (its first state was "
+                             "never written: a 'firepbt run' stopped before it started)")
+        try:
+            return RunFacts.from_dict(raw)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreDamaged(f"store {str(self.path)!r} is damaged: its run facts cannot be "
+                               f"read ({type(exc).__name__}: {str(exc)[:100]})") from None
+
+    def worker_states(self, round_index: int) -> dict[int, WorkerState]:
+        """Every worker's state after round ``round_index`` (0: before the first round)."""
+        if round_index == 0:
+            text = self.meta(INITIAL_WORKERS)
+            if text is None:
+                raise StoreError(f"store {str(self.path)!r} holds no run yet (its first state "
+                                 "was never written)")
+            return workers_from_json(self.path, text, "initial worker states")
+        row = self.db.one("SELECT workers FROM rounds WHERE round=?", (round_index,))
+        if row is None:
+            raise StoreError(f"store {str(self.path)!r} has no round {round_index}")
+        return workers_from_json(self.path, row[0], f"round {round_index}'s worker states")
+
+    def start_run(self, facts: RunFacts, workers: Mapping[int, WorkerState]) -> None:
+        """Write the run's facts and its workers' initial states: once, together."""
+        with self.db.transaction():
+            self.db.many("INSERT OR REPLACE INTO meta VALUES (?, ?)", [
+                (RUN, json.dumps(facts.to_dict())), (INITIAL_WORKERS, workers_to_json(workers))])
+
+    def final_member(self) -> FinalMember | None:
+        """The final best-effort member, once the last round is committed."""
+        raw = self.meta_json(FINAL)
+        if raw is None:
+            return None
+        try:
+            return FinalMember.from_dict(raw)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreDamaged(f"store {str(self.path)!r} is damaged: its final member cannot "
+                               f"be read ({type(exc).__name__})") from None
+
     def last_round(self) -> RoundRow | None:
-        row = self.conn.execute("SELECT * FROM rounds ORDER BY round DESC LIMIT 1").fetchone()
+        row = self.db.one("SELECT * FROM rounds ORDER BY round DESC LIMIT 1")
         return None if row is None else _round_row(row, self.path)
 
     def rounds(self) -> list[RoundRow]:
-        return [_round_row(r, self.path)
-                for r in self.conn.execute("SELECT * FROM rounds ORDER BY round")]
+        return [_round_row(r, self.path) for r in self.db.all("SELECT * FROM rounds ORDER BY round")]
 
     def evaluations(self, worker: int | None = None) -> list[tuple[int, int, int, float]]:
         """``(round, worker, step, raw value)`` in worker, step order."""
@@ -374,15 +564,15 @@ class Store:
             q += " WHERE worker = ?"
             args = (worker,)
         q += " ORDER BY worker, step, round"
-        return [(r, w, s, _from_db(v)) for r, w, s, v in self.conn.execute(q, args)]
+        return [(r, w, s, _from_db(v)) for r, w, s, v in self.db.all(q, args)]
 
     def tests(self) -> list[tuple[int, int, int, float]]:
-        return [(r, w, s, _from_db(v)) for r, w, s, v in self.conn.execute(
+        return [(r, w, s, _from_db(v)) for r, w, s, v in self.db.all(
             "SELECT round, worker, step, value FROM tests ORDER BY step, worker")]
 
     def decisions(self, kinds: Iterable[str] | None = None) -> list[tuple[int, int, Decision]]:
         """``(round, step, decision)`` in the order they were applied."""
-        rows = self.conn.execute("SELECT round, step, kind, payload FROM decisions ORDER BY id")
+        rows = self.db.all("SELECT round, step, kind, payload FROM decisions ORDER BY id")
         wanted = None if kinds is None else set(kinds)
         out = []
         for r, s, k, p in rows:
@@ -392,9 +582,9 @@ class Store:
                 except (KeyError, TypeError, ValueError) as exc:
                     if isinstance(exc, StoreError):
                         raise
-                    raise StoreError(f"store {str(self.path)!r} is damaged: a decision of "
-                                     f"round {r} cannot be read ({type(exc).__name__}: "
-                                     f"{str(exc)[:100]})") from None
+                    raise StoreDamaged(f"store {str(self.path)!r} is damaged: a decision of "
+                                       f"round {r} cannot be read ({type(exc).__name__}: "
+                                       f"{str(exc)[:100]})") from None
         return out
 
     def checkpoint_path(self, name: str) -> Path:
@@ -464,20 +654,26 @@ class Store:
 
     def read_checkpoint(self, name: str) -> dict[int, Any]:
         """The states of a checkpoint, checked against the digest recorded with its round (for
-        one written in parts: the manifest's, then each part against the manifest). Raises a
-        one-line :class:`StoreError` when it is missing, damaged or stale."""
+        one written in parts: the manifest's, then each part against the manifest; for one
+        this writer has written and not yet bound, the digest it took when writing it). Raises
+        a one-line :class:`StoreError` when it is missing, damaged, stale or has no digest."""
         path = self.checkpoint_path(name)
         parts = name.endswith(PARTS_SUFFIX)
         head = path / MANIFEST if parts else path
         if not head.is_file():
             raise StoreError(f"checkpoint {name} of store {str(self.path)!r} is missing")
-        row = None
-        with contextlib.suppress(sqlite3.OperationalError):  # older stores: no digests
-            row = self.conn.execute("SELECT sha256 FROM checkpoint_digests WHERE name=?",
-                                    (name,)).fetchone()
-        if row is not None and _digest(head) != row[0]:
-            raise StoreError(f"checkpoint {name} of store {str(self.path)!r} does not match the "
-                             "digest recorded for its round (damaged, or another round's file)")
+        expected = self._pending_digests.get(name)  # written by this writer, not yet bound
+        if expected is None:
+            row = self.db.one("SELECT sha256 FROM checkpoint_digests WHERE name=?", (name,))
+            if row is None:
+                raise StoreDamaged(f"checkpoint {name} of store {str(self.path)!r} has no "
+                                   "digest recorded with its round; a checkpoint that cannot be "
+                                   "checked is never read")
+            expected = row[0]
+        if _digest(head) != expected:
+            raise StoreDamaged(f"checkpoint {name} of store {str(self.path)!r} does not match "
+                               "the digest recorded for its round (damaged, or another round's "
+                               "file)")
         if not parts:
             return self._load(name, path)
         try:
@@ -508,13 +704,13 @@ class Store:
         """Bind a checkpoint written after its round was committed (the Ray executor writes
         them while the next round trains) to that round, atomically with its digest. Until it
         is bound, ``resume`` continues from the checkpoint before."""
-        with self.conn:
+        with self.db.transaction():
             if name in self._pending_digests:
-                self.conn.execute("INSERT OR REPLACE INTO checkpoint_digests VALUES (?, ?)",
-                                  (name, self._pending_digests.pop(name)))
-            cur = self.conn.execute("UPDATE rounds SET checkpoint=? WHERE round=?",
-                                    (name, round_index))
-            if cur.rowcount != 1:
+                self.db.run("INSERT OR REPLACE INTO checkpoint_digests VALUES (?, ?)",
+                            (name, self._pending_digests.pop(name)))
+            changed = self.db.run("UPDATE rounds SET checkpoint=? WHERE round=?",
+                                  (name, round_index))
+            if changed != 1:
                 raise StoreError(f"round {round_index} of store {str(self.path)!r} is not "
                                  "committed; its checkpoint cannot be attached")
         self._prune_checkpoints()
@@ -524,23 +720,22 @@ class Store:
                      meta: Mapping[str, str] | None = None) -> None:
         """One round, atomically (with ``meta`` entries written in the same transaction)."""
         self._check_in_place()
-        with self.conn:
-            for key, value in (meta or {}).items():
-                self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+        with self.db.transaction():
+            self.db.many("INSERT OR REPLACE INTO meta VALUES (?, ?)", (meta or {}).items())
             if row.checkpoint is not None and row.checkpoint in self._pending_digests:
-                self.conn.execute("INSERT OR REPLACE INTO checkpoint_digests VALUES (?, ?)",
-                                  (row.checkpoint, self._pending_digests.pop(row.checkpoint)))
-            self.conn.executemany("INSERT INTO evaluations VALUES (?, ?, ?, ?)",
-                                  [(row.round, w, s, _to_db(v)) for w, s, v in evaluations])
-            self.conn.executemany("INSERT INTO tests VALUES (?, ?, ?, ?)",
-                                  [(row.round, w, s, _to_db(v)) for w, s, v in tests])
-            self.conn.executemany(
+                self.db.run("INSERT OR REPLACE INTO checkpoint_digests VALUES (?, ?)",
+                            (row.checkpoint, self._pending_digests.pop(row.checkpoint)))
+            self.db.many("INSERT INTO evaluations VALUES (?, ?, ?, ?)",
+                         [(row.round, w, s, _to_db(v)) for w, s, v in evaluations])
+            self.db.many("INSERT INTO tests VALUES (?, ?, ?, ?)",
+                         [(row.round, w, s, _to_db(v)) for w, s, v in tests])
+            self.db.many(
                 "INSERT INTO decisions (round, step, kind, payload) VALUES (?, ?, ?, ?)",
                 [(row.round, row.step, d.kind, json.dumps(decision_to_dict(d))) for d in decisions])
-            self.conn.execute("INSERT INTO rounds VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (
+            self.db.run("INSERT INTO rounds VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (
                 row.round, row.step, row.finished_at, row.train_seconds, row.eval_seconds,
-                row.decide_seconds, json.dumps(row.controller_state), json.dumps(row.runner_state),
-                row.checkpoint))
+                row.decide_seconds, json.dumps(row.controller_state), workers_to_json(row.workers),
+                row.best_score, row.checkpoint))
         if row.checkpoint is not None:  # (a checkpoint bound later is pruned for then)
             self._prune_checkpoints()
 
@@ -548,45 +743,52 @@ class Store:
         """Drop anything recorded after ``round_index`` (a crash between writes, or a round
         whose checkpoint is unusable); what was derived from the end of the run (the final
         member, the replay) goes with those rounds."""
-        with self.conn:
-            gone = self.conn.execute("SELECT COUNT(*) FROM rounds WHERE round > ?",
-                                     (round_index,)).fetchone()[0]
+        with self.db.transaction():
+            gone = self.db.one("SELECT COUNT(*) FROM rounds WHERE round > ?", (round_index,))[0]
             for table in ("evaluations", "tests", "decisions", "rounds"):
-                self.conn.execute(f"DELETE FROM {table} WHERE round > ?", (round_index,))
+                self.db.run(f"DELETE FROM {table} WHERE round > ?", (round_index,))
             if gone:
-                self.conn.execute("DELETE FROM meta WHERE key IN ('final', 'replay')")
+                self.db.many("DELETE FROM meta WHERE key=?", [(k,) for k in DERIVED_FROM_END])
             # their checkpoints' digests too: a round trained again writes a checkpoint of the
             # same name, which is checked against its own digest, not the discarded one's
-            with contextlib.suppress(sqlite3.OperationalError):  # (older stores: no digests)
-                stale = [n for (n,) in self.conn.execute("SELECT name FROM checkpoint_digests")
-                         if _round_of(n) > round_index]
-                self.conn.executemany("DELETE FROM checkpoint_digests WHERE name=?",
-                                      [(n,) for n in stale])
+            stale = [n for (n,) in self.db.all("SELECT name FROM checkpoint_digests")
+                     if _round_of(n) > round_index]
+            self.db.many("DELETE FROM checkpoint_digests WHERE name=?", [(n,) for n in stale])
         for f in _own_entries(self.path / "checkpoints", "round-*"):  # those rounds' files
             if _round_of(f.name) > round_index:
                 _remove(f)
 
     def set_meta(self, key: str, value: str) -> None:
-        with self.conn:
-            self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+        """Write a meta entry (``key``: one of this module's constants, written by its owner,
+        :data:`META_OWNERS`)."""
+        with self.db.transaction():
+            self.db.run("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
-    def extend(self, config: Mapping[str, Any]) -> None:
-        """A longer run (``resume --steps``): the new configuration, and what was derived from
-        the old end (the final member, the replay) removed, in one transaction."""
-        with self.conn:
-            self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('config', ?)",
-                              (json.dumps(dict(config)),))
-            self.conn.execute("DELETE FROM meta WHERE key IN ('final', 'replay')")
+    def set_config(self, config: Mapping[str, Any], *, new_end: bool = False) -> None:
+        """A new configuration (``resume --time-budget``); with ``new_end`` (``resume
+        --steps``: a longer run) what was derived from the old end (the final member, the
+        replay) goes too, in the same transaction."""
+        with self.db.transaction():
+            self.db.run("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                        (CONFIG, json.dumps(dict(config))))
+            if new_end:
+                self.db.many("DELETE FROM meta WHERE key=?", [(k,) for k in DERIVED_FROM_END])
 
     def meta(self, key: str) -> str | None:
-        row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        row = self.db.one("SELECT value FROM meta WHERE key=?", (key,))
         return None if row is None else row[0]
+
+    def meta_json(self, key: str) -> Any:
+        """A meta entry written as JSON, decoded (None when absent or ``null``); one that is
+        not JSON is a one-line :class:`StoreDamaged`."""
+        text = self.meta(key)
+        return None if text is None else _decoded(self.path, text, f"meta {key!r}")
 
     def _prune_checkpoints(self) -> None:
         """Keep the last ``KEEP_CHECKPOINTS`` bound checkpoints and anything newer (a
         checkpoint still being written, bound after its round); remove the older ones."""
         self._check_in_place()
-        keep = [r[0] for r in self.conn.execute(
+        keep = [r[0] for r in self.db.all(
             "SELECT checkpoint FROM rounds WHERE checkpoint IS NOT NULL ORDER BY round DESC LIMIT ?",
             (KEEP_CHECKPOINTS,))]
         if not keep:
@@ -595,10 +797,10 @@ class Store:
         for f in _own_entries(self.path / "checkpoints", "round-*"):
             if f.name not in keep and _round_of(f.name) <= oldest:
                 _remove(f)
-        with self.conn:
-            self.conn.execute("DELETE FROM checkpoint_digests WHERE name NOT IN (SELECT "
-                              "checkpoint FROM rounds WHERE checkpoint IS NOT NULL ORDER BY round "
-                              "DESC LIMIT ?)", (KEEP_CHECKPOINTS,))
+        with self.db.transaction():
+            self.db.run("DELETE FROM checkpoint_digests WHERE name NOT IN (SELECT checkpoint "
+                        "FROM rounds WHERE checkpoint IS NOT NULL ORDER BY round DESC LIMIT ?)",
+                        (KEEP_CHECKPOINTS,))
 
 
 def _round_of(name: str) -> int:
@@ -828,9 +1030,9 @@ class _WriterLock:
         except BlockingIOError:
             pid = os.pread(fd, 32, 0).decode(errors="replace").strip()
             os.close(fd)
-            raise StoreError(f"store {str(root)!r} is being written by another firepbt process "
-                             f"(pid {pid or '?'}); one writer at a time - wait for it or stop "
-                             "it, then 'firepbt resume'") from None
+            raise StoreLocked(f"store {str(root)!r} is being written by another firepbt process "
+                              f"(pid {pid or '?'}); one writer at a time - wait for it or stop "
+                              "it, then 'firepbt resume'") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         return cls(path, fd)
@@ -868,9 +1070,22 @@ class _WriterLock:
 
 
 def _round_row(row: tuple[Any, ...], path: Path = Path("?")) -> RoundRow:
-    controller, runner = (_decoded(path, row[6], f"round {row[0]}'s controller state"),
-                          _decoded(path, row[7], f"round {row[0]}'s runner state"))
-    if not isinstance(runner, dict) or not isinstance(runner.get("workers"), dict):
-        raise StoreError(f"store {str(path)!r} is damaged: round {row[0]}'s runner state "
-                         "holds no workers")
-    return RoundRow(row[0], row[1], row[2], row[3], row[4], row[5], controller, runner, row[8])
+    controller = _decoded(path, row[6], f"round {row[0]}'s controller state")
+    workers = workers_from_json(path, row[7], f"round {row[0]}'s worker states")
+    return RoundRow(row[0], row[1], row[2], row[3], row[4], row[5], controller, workers,
+                    float(row[8]), row[9])
+
+
+def _version(root: Path, meta: Mapping[str, str]) -> int:
+    """The schema version of a store's meta table; refused when it is not a firepbt store or
+    is newer than this firepbt."""
+    if meta.get(FORMAT) != "firepbt":
+        raise StoreError(f"store must be a firepbt store, got {str(root)!r}")
+    try:
+        version = int(meta.get(SCHEMA, "0"))
+    except ValueError:
+        version = 0
+    if not 1 <= version <= SCHEMA_VERSION:
+        raise StoreError(f"store schema_version must be at most {SCHEMA_VERSION} (this "
+                         f"firepbt's), got {meta.get(SCHEMA)!r}: a newer firepbt wrote it")
+    return version

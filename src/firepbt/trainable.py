@@ -34,7 +34,9 @@ from __future__ import annotations
 import copy
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
+
+from .errors import ConfigError
 
 
 @runtime_checkable
@@ -59,7 +61,6 @@ def check_trainable(obj: Any) -> None:
     """Refuse, in one line naming the factory, an object that does not keep the contract (the
     first trainable a factory builds, before the first round): the four methods above, as
     callables."""
-    from .errors import ConfigError
 
     what = ("a callable seed -> trainable with train(hparams, steps), evaluate(), "
             "state_dict() and load_state_dict(state) (see firepbt.trainable)")
@@ -268,3 +269,60 @@ def function_trainable(init: Callable[[int], dict[str, Any]],
         return FunctionTrainable(seed, init, train, evaluate, test, mode)
 
     return make
+
+
+# -- your own code, named on the command line (run/resume/replay/compare --factory) ----------
+
+def load_factory(spec: str) -> TrainableFactory:
+    """``module:callable`` (e.g. ``my_training:make``) -> the callable, imported from the
+    current directory or the Python path; a clear error naming ``factory`` otherwise."""
+    import importlib
+    import sys
+
+    module, sep, name = spec.partition(":")
+    what = "module:callable naming your trainable factory (seed -> Trainable)"
+    if not sep or not module or not name:
+        raise ConfigError("factory", what, spec)
+    if "" not in sys.path:
+        sys.path.insert(0, "")
+    try:
+        obj: Any = importlib.import_module(module)
+    except ImportError as exc:
+        raise ConfigError("factory", what, f"{spec} (cannot import {module!r}: {exc})") from None
+    except (Exception, SystemExit) as exc:  # the module fails as it is imported
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ConfigError("factory", what, f"{spec} (importing {module!r} raised "
+                          f"{type(exc).__name__}: {first})") from None
+    for part in name.split("."):
+        if not hasattr(obj, part):
+            raise ConfigError("factory", what, f"{spec} ({module!r} has no {name!r})")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ConfigError("factory", what, f"{spec} (not callable)")
+    return cast(Callable[..., Any], obj)
+
+
+def load_experiment(spec: str) -> tuple[TrainableFactory, Any, str | None]:
+    """``module:callable`` -> ``(factory, space, schedule_param)`` for the command line's
+    ``--factory`` (``run``, ``resume``, ``compare``): the factory (:func:`load_factory`), its
+    search space - the factory's ``space`` attribute, else the module's ``SPACE`` (a
+    :class:`~firepbt.space.Space`, or a function returning one) - and the hyperparameter the
+    hand-tuned schedule of random search applies to (``schedule_param`` on the factory, else
+    the module's ``SCHEDULE_PARAM``; None when neither is set)."""
+    import sys
+
+    from .space import Space
+
+    factory = load_factory(spec)
+    module = sys.modules[spec.partition(":")[0]]
+    space = getattr(factory, "space", None)
+    if space is None:
+        space = getattr(module, "SPACE", None)
+    if callable(space) and not isinstance(space, Space):
+        space = space()
+    if not isinstance(space, Space):
+        raise ConfigError("factory", "module:callable whose search space is a Space, as the "
+                          "factory's 'space' attribute or the module's SPACE",
+                          f"{spec} ({'no space' if space is None else type(space).__name__})")
+    param = getattr(factory, "schedule_param", None) or getattr(module, "SCHEDULE_PARAM", None)
+    return factory, space, param

@@ -1,8 +1,11 @@
-"""The controller contract: pure ask/tell decision logic (see ``../shared/STYLE.md``).
+"""The controller contract: pure decision logic, as an ask/tell loop - ``start()`` asks once,
+``decide(step, observations)`` is tell and ask in one call (it is told the round's evaluations
+and answers with the decisions to apply). Decisions are return values, never side effects: a
+controller observes and returns typed decisions; only the runner applies them.
 
 Who calls what, in which order (the runner, only):
 
-1. ``start()`` once, for a new experiment: returns one :class:`~firepbt.records.WorkerSpec`
+1. ``start()`` once, for a new experiment: returns one :class:`~firepbt.records.WorkerState`
    per worker (role, sub-population, initial hyperparameters or schedule).
 2. After every synchronous round, ``decide(step, observations)``: ``observations`` maps each
    worker that trained this round to its new ``(step, score)`` evaluations in step order
@@ -28,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ..records import Decision, WorkerSpec
+from ..records import Decision, WorkerState
 
 Observations = Mapping[int, Sequence[tuple[int, float]]]
 
@@ -47,7 +50,7 @@ class Controller(ABC):
     method: str = ""
 
     @abstractmethod
-    def start(self) -> list[WorkerSpec]:
+    def start(self) -> list[WorkerState]:
         """The initial workers; called once for a new experiment."""
 
     @abstractmethod

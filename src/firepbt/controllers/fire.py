@@ -103,12 +103,13 @@ from ..records import (
     EVALUATOR,
     MEMBER,
     AssignEvaluator,
+    CurveStarts,
     Decision,
     EvaluatorSuccess,
     Exploit,
     FitnessRecord,
     StopEvaluator,
-    WorkerSpec,
+    WorkerState,
 )
 from ..selection import members_needed, rank_key, truncation
 from ..space import Space
@@ -216,7 +217,7 @@ class FirePBT(Controller):
               min_steps_before_eval)
         self.space = space
         self.ready_interval = ready_interval
-        self.n_sub = n_subpopulations
+        self.n_subpopulations = n_subpopulations
         self.size = subpopulation_size
         self.n_evaluators = n_evaluators
         self.max_eval_steps = max_eval_steps
@@ -232,7 +233,7 @@ class FirePBT(Controller):
 
     @property
     def n_members(self) -> int:
-        return self.n_sub * self.size
+        return self.n_subpopulations * self.size
 
     @property
     def n_workers(self) -> int:
@@ -247,15 +248,15 @@ class FirePBT(Controller):
 
     # -- ask/tell -------------------------------------------------------------------------
 
-    def start(self) -> list[WorkerSpec]:
+    def start(self) -> list[WorkerState]:
         specs = []
         for w in range(self.n_members):
             hp = self.space.sample(self.rng)
             self.members[w] = MemberState(w // self.size, dict(hp))
-            specs.append(WorkerSpec(w, MEMBER, w // self.size, dict(hp)))
+            specs.append(WorkerState(w, MEMBER, w // self.size, dict(hp)))
         for e in range(self.n_members, self.n_workers):
             self.evaluators[e] = IDLE
-            specs.append(WorkerSpec(e, EVALUATOR, None, None))
+            specs.append(WorkerState(e, EVALUATOR, None, None))
         return specs
 
     def decide(self, step: int, observations: Observations) -> list[Decision]:
@@ -275,7 +276,7 @@ class FirePBT(Controller):
         fitness_by_sub: dict[int, dict[int, float]] = {}
         losers: set[int] = set()
         exempt = set(received)
-        for i in range(self.n_sub):
+        for i in range(self.n_subpopulations):
             fitness = subpopulation_fitness(self.members, self.subpopulation(i), i == 0,
                                             eval_curve_of, exempt, **self.rules.penalty())
             fitness_by_sub[i] = fitness
@@ -289,7 +290,7 @@ class FirePBT(Controller):
             if self.evaluators[e].active:
                 continue
             if choose is None:  # the candidates as they stand now, for every free evaluator
-                choose = parent_chooser(self.members, self.subpopulation, self.n_sub,
+                choose = parent_chooser(self.members, self.subpopulation, self.n_subpopulations,
                                         self.min_steps, step, self.rng)
             assignment = self._assign(e, step, fitness_by_sub, losers, choose())
             if assignment is None:
@@ -313,13 +314,16 @@ class FirePBT(Controller):
         comparisons = compare_many([(c, target_curve[t])
                                     for c, t in zip(curves, targets, strict=True)],
                                    **self.rules.penalty())
+        starts: dict[int, CurveStarts | None] = {}  # where the compared curves began
         for e, c in zip(trained, comparisons, strict=True):
             ev = self.evaluators[e]
+            tc = self.members[ev.target_id].curve
+            starts[e] = (ev.curve[0], tc[0]) if ev.curve and tc else None
             verdict = judge(c, step - ev.start, self.p_stat, self.max_eval_steps)
             if verdict == "success":
                 successes.setdefault(ev.target_id, []).append((c.diff, e, c))
             elif verdict != "continue":
-                decisions.append(self._stop(e, verdict, step, c))
+                decisions.append(self._stop(e, verdict, step, c, starts[e]))
         received: list[int] = []
         for target in sorted(successes):
             ranked = sorted(successes[target], key=lambda x: (-x[0], x[1]))
@@ -327,14 +331,14 @@ class FirePBT(Controller):
             ev = self.evaluators[e]
             value = ev.curve[-1][1]
             decisions.append(EvaluatorSuccess(e, ev.parent_id, target, c.diff, c.p,
-                                              step - ev.start, c))
+                                              step - ev.start, c, starts[e]))
             curve = (((step, value),) if self.rules.target_curve == "restarts"
                      else self.members[target].curve)
             self.members[target] = replace(self.members[target], curve=curve, latest=value,
                                            last_event=step)
             self._free(e, step)
             for _d2, e2, c2 in ranked[1:]:
-                decisions.append(self._stop(e2, "target_superseded", step, c2))
+                decisions.append(self._stop(e2, "target_superseded", step, c2, starts[e2]))
             received.append(target)
         # open detail 4: a member that received new weights (a target in P_i, i >= 2, may also
         # be a parent) is no longer the network its own evaluator measures: that evaluation
@@ -345,14 +349,14 @@ class FirePBT(Controller):
                 decisions.append(self._stop(own, "member_received_weights", step))
         return decisions, received
 
-    def _stop(self, e: int, reason: str, step: int,
-              comparison: Comparison | None = None) -> StopEvaluator:
+    def _stop(self, e: int, reason: str, step: int, comparison: Comparison | None = None,
+              starts: CurveStarts | None = None) -> StopEvaluator:
         ev = self.evaluators[e]
         assert ev.parent is not None and ev.target is not None
         d = StopEvaluator(e, ev.parent, ev.target, reason,
                           None if comparison is None else comparison.p,
                           None if comparison is None else comparison.diff,
-                          step - ev.start, comparison)
+                          step - ev.start, comparison, starts)
         self._free(e, step)
         return d
 
@@ -390,14 +394,14 @@ class FirePBT(Controller):
         if parent is None:
             return None
         pm = self.members[parent]
-        child_sub = pm.sub - 1
+        child_sub = pm.subpopulation - 1
         target = best_of(self.members, self.subpopulation(child_sub),
                          fitness_by_sub.get(child_sub, {}), losers)
         hp = dict(self.members[target].hparams)
         assert pm.latest is not None
         self.evaluators[e] = EvaluatorState(True, parent, target, hp, ((step, pm.latest),), step)
         self.members[parent] = replace(pm, evaluator=e, last_event=step)
-        return AssignEvaluator(e, parent, target, pm.sub, hp)
+        return AssignEvaluator(e, parent, target, pm.subpopulation, hp)
 
     # -- state ----------------------------------------------------------------------------
 
@@ -413,8 +417,7 @@ class FirePBT(Controller):
     def load_state_dict(self, state: Mapping[str, Any],
                         history: Observations | None = None) -> None:
         """Restore ``state``; ``history`` holds every observation given to ``decide`` up to
-        the state's round (a state with whole curves, as stores written before curves were
-        kept by their first point hold, needs none)."""
+        the state's round."""
         load_rng_state(self.rng, state["rng"])
         hist = {} if history is None else history
         self.members = {int(k): MemberState.from_dict(v, hist.get(int(k), ()))
@@ -441,12 +444,9 @@ def curve_entry(curve: Points) -> dict[str, Any]:
 
 
 def curve_from(d: Mapping[str, Any], observed: Sequence[Sequence[float]]) -> Points:
-    """The curve of a state entry: a whole ``curve``, or ``head``/``points``
-    (:func:`curve_entry`) completed from ``observed``, the worker's observations in step
-    order up to the state's round. Refused when they do not complete it exactly (they are not
-    the ones the controller was given)."""
-    if "curve" in d:  # (zeros unsigned, as the observations after it are)
-        return tuple((int(s), float(v) + 0.0) for s, v in d["curve"])
+    """The curve of a state entry, ``head``/``points`` (:func:`curve_entry`), completed from
+    ``observed``, the worker's observations in step order up to the state's round. Refused when
+    they do not complete it exactly (they are not the ones the controller was given)."""
     head, n = _points(d["head"]), int(d["points"])
     if n == 0:
         return ()
@@ -466,7 +466,7 @@ class MemberState:
     also the end of an evaluation under ``FireRules.evaluated_since="end"``) and its evaluator
     (None when it has none)."""
 
-    sub: int
+    subpopulation: int
     hparams: Mapping[str, Any]
     curve: Points = ()
     latest: float | None = None
@@ -474,14 +474,14 @@ class MemberState:
     evaluator: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"sub": self.sub, "hparams": dict(self.hparams),
+        return {"subpopulation": self.subpopulation, "hparams": dict(self.hparams),
                 **curve_entry(self.curve), "latest": self.latest,
                 "last_event": self.last_event, "evaluator": self.evaluator}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], observed: Sequence[Sequence[float]] = ()
                   ) -> MemberState:
-        return cls(int(d["sub"]), dict(d["hparams"]), curve_from(d, observed), d["latest"],
+        return cls(int(d["subpopulation"]), dict(d["hparams"]), curve_from(d, observed), d["latest"],
                    int(d["last_event"]), d["evaluator"])
 
 
@@ -541,7 +541,7 @@ def record(members: Mapping[int, MemberState], evaluators: Mapping[int, Evaluato
         pts = _points(points)
         if w in ms and pts:  # (the constructors: replace() is slow at 1,000 workers)
             m = ms[w]
-            ms[w] = MemberState(m.sub, m.hparams, m.curve + pts, pts[-1][1], m.last_event,
+            ms[w] = MemberState(m.subpopulation, m.hparams, m.curve + pts, pts[-1][1], m.last_event,
                                 m.evaluator)
         elif w in es and es[w].active:
             e = es[w]

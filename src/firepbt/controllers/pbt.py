@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import check
-from ..records import MEMBER, Decision, Exploit, FitnessRecord, WorkerSpec
+from ..records import MEMBER, Decision, Exploit, FitnessRecord, WorkerState
 from ..selection import members_needed, truncation
 from ..space import Space
 from .base import Controller, Observations, load_rng_state, make_rng, rng_state
@@ -35,7 +35,7 @@ class PBT(Controller):
     def __init__(self, space: Space, n_members: int, *, quantile: float = 0.25,
                  seed: int | np.random.Generator = 0) -> None:
         need = members_needed(quantile)
-        check(isinstance(n_members, int) and n_members >= need, "workers",
+        check(isinstance(n_members, int) and n_members >= need, "n_members",
               f"an int >= {need} (so that {quantile:.0%} truncation selects at least one member)",
               n_members)
         self.space = space
@@ -49,11 +49,11 @@ class PBT(Controller):
     def n_workers(self) -> int:
         return self.n_members
 
-    def start(self) -> list[WorkerSpec]:
+    def start(self) -> list[WorkerState]:
         specs = []
         for w in range(self.n_members):
             self.hparams[w] = self.space.sample(self.rng)
-            specs.append(WorkerSpec(w, MEMBER, 0, dict(self.hparams[w])))
+            specs.append(WorkerState(w, MEMBER, 0, dict(self.hparams[w])))
         return specs
 
     def decide(self, step: int, observations: Observations) -> list[Decision]:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import check
-from ..records import MEMBER, Decision, WorkerSpec
+from ..records import MEMBER, Decision, WorkerState
 from ..schedule import Schedule, hand_tuned, hand_tuned_settings
 from ..space import Space
 from .base import Controller, Observations, load_rng_state, make_rng, rng_state
@@ -71,7 +71,7 @@ class RandomSearch(Controller):
     def n_workers(self) -> int:
         return self.n_members
 
-    def start(self) -> list[WorkerSpec]:
+    def start(self) -> list[WorkerState]:
         specs = []
         for w in range(self.n_members):
             if self.fixed_schedule is not None:
@@ -80,7 +80,7 @@ class RandomSearch(Controller):
                 hp = self.space.sample(self.rng)
                 sched = (hand_tuned(hp, self.schedule_param, self.total_steps, **self.shape)
                          if self.schedule_param else Schedule.constant(hp, self.total_steps))
-            specs.append(WorkerSpec(w, MEMBER, 0, sched.hparams_at(0), sched))
+            specs.append(WorkerState(w, MEMBER, 0, sched.hparams_at(0), sched))
         return specs
 
     def decide(self, step: int, observations: Observations) -> list[Decision]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,21 +12,19 @@ from typing import Any
 import numpy as np
 
 from ..config import ExperimentConfig
-from ..controllers.fire import curve_from
 from ..lineage import chain
 from ..lineage import schedule as lineage_schedule
-from ..records import AssignEvaluator, EvaluatorSuccess, StopEvaluator
+from ..records import MEMBER, AssignEvaluator, EvaluatorSuccess, StopEvaluator, WorkerState
 from ..results import (
     Activity,
     TopPoint,
-    best_effort_workers,
     fire_caveats,
-    main_param,
+    random_schedule_words,
     resolved_settings,
     summarize,
 )
-from ..selection import observed_score, score_of
-from ..store import Store
+from ..selection import score_of
+from ..store import DEVICE, REPLAY, Store
 
 
 @dataclass(frozen=True)
@@ -104,6 +102,8 @@ class ExperimentData:
     panels: tuple[Panel, ...] = ()
     space: tuple[dict[str, Any], ...] = ()  # Space.describe() as the run stored it
     caveats: tuple[str, ...] = ()  # results.fire_caveats: where FIRE PBT did not show
+    random_schedule: str | None = None  # random search: what its members followed, in words
+    reinforcement: bool = False  # an RL task (the objective is an average episode return)
 
 
 def _num(value: Any) -> float:
@@ -130,14 +130,15 @@ def experiment_data(path: str | Path) -> ExperimentData:
 
 def _experiment_data(st: Store) -> ExperimentData:
     cfg = ExperimentConfig.from_dict(st.config)
-    mode = st.meta("mode") or "max"
+    facts = st.run_facts
+    mode = facts.mode
     summary = summarize(st)
     rounds = st.rounds()
-    initial = json.loads(st.meta("initial_runner_state") or '{"workers": {}}')
-    param = main_param(cfg, initial)
-    candidates = best_effort_workers(cfg)
+    initial = st.worker_states(0)
+    param = facts.main_param
+    candidates = facts.best_candidates
     top = summary.top
-    replay = json.loads(st.meta("replay") or "null")
+    replay = st.meta_json(REPLAY)
 
     # best schedule: the one behind the top validation score
     best_sched: list[tuple[int, int, float]] = []
@@ -153,8 +154,8 @@ def _experiment_data(st: Store) -> ExperimentData:
                         for lk in chain(st, top.worker, top.step)]
 
     # Figure 4a bands: hyperparameters in force during each round, per sub-population
-    states = [initial["workers"]] + [r.runner_state["workers"] for r in rounds[:-1]]
-    bands = _bands(states, initial, cfg, param)
+    states = [initial] + [r.workers for r in rounds[:-1]]
+    bands = _bands(states, cfg, param)
 
     # Figure 4b: best validation value reached by each step (best-effort members)
     wanted = set(candidates)
@@ -170,8 +171,7 @@ def _experiment_data(st: Store) -> ExperimentData:
     top_at_step = tuple((s, score_of(by_step[s], mode)) for s in sorted(by_step))
 
     # evaluator events and hyperparameters of targets at successes
-    hp_after = {r.step: r.runner_state["workers"] for r in rounds}
-    row_at = {r.step: r for r in rounds}
+    hp_after = {r.step: r.workers for r in rounds}
     events = []
     counts: dict[str, int] = {}
     pair = None
@@ -185,30 +185,28 @@ def _experiment_data(st: Store) -> ExperimentData:
             events.append(EvaluatorEvent(step, d.kind, d.evaluator, d.parent, d.target,
                                          f"{d.reason}, {_evidence(d)}"))
         elif isinstance(d, EvaluatorSuccess):
-            hp = hp_after.get(step, {}).get(str(d.target), {}).get("hparams") or {}
+            hp = _hparams(hp_after.get(step, {}), d.target)
             events.append(EvaluatorEvent(
                 step, d.kind, d.evaluator, d.parent, d.target, _evidence(d),
                 _num(hp[param]) if param in hp else None))
             # the most telling example: the success with the longest evaluator curve
             if pair is None or d.trained_steps > pair.success_step - pair.evaluator_curve[0][0]:
-                pair = _curve_pair(st, d, step, mode,
-                                   row_at.get(step - cfg.ready_interval)) or pair
+                pair = _curve_pair(st, d, step, mode) or pair
     # one panel per numeric hyperparameter
-    names = sorted({k for v in initial["workers"].values() for k in (v.get("hparams") or {})
-                    if not math.isnan(_num(v["hparams"][k]))})
+    names = sorted({k for v in initial.values() for k, x in (v.hparams or {}).items()
+                    if not math.isnan(_num(x))})
     panels = []
     for name in [param, *(n for n in names if n != param)]:
         succ = []
         for _r, step, d in st.decisions(["evaluator_success"]):
             assert isinstance(d, EvaluatorSuccess)
-            hp = hp_after.get(step, {}).get(str(d.target), {}).get("hparams") or {}
+            hp = _hparams(hp_after.get(step, {}), d.target)
             if name in hp:
                 succ.append((step, _num(hp[name])))
-        panels.append(Panel(name, bands if name == param else _bands(states, initial, cfg,
-                                                                     name),
+        panels.append(Panel(name, bands if name == param else _bands(states, cfg, name),
                             tuple((a, b, _num(h.get(name))) for a, b, h in segments),
                             tuple(succ)))
-    space = tuple(json.loads(st.meta("space") or "[]"))
+    space = tuple(dict(x) for x in facts.space)
     compute = {"train_seconds": sum(r.train_seconds for r in rounds),
                "eval_seconds": sum(r.eval_seconds for r in rounds),
                "controller_seconds": sum(r.decide_seconds for r in rounds)}
@@ -219,29 +217,30 @@ def _experiment_data(st: Store) -> ExperimentData:
         tuple(lineage_rows), pair, compute, counts, mode, _used(resolved_settings(cfg), st),
         summary.activity,
         tuple(segments), summary.best_hparams, tuple(panels), space,
-        tuple(fire_caveats(st)))
+        tuple(fire_caveats(st)), random_schedule_words(cfg, facts.schedule_param),
+        facts.reinforcement)
 
 
-def _bands(states: Sequence[dict[str, Any]], initial: dict[str, Any], cfg: ExperimentConfig,
+def _hparams(workers: Mapping[int, WorkerState], worker: int) -> dict[str, Any]:
+    st = workers.get(worker)
+    return {} if st is None or st.hparams is None else dict(st.hparams)
+
+
+def _bands(states: Sequence[Mapping[int, WorkerState]], cfg: ExperimentConfig,
            param: str) -> tuple[SubpopulationBand, ...]:
     """The median and 10-90% of ``param`` over each sub-population's members, round by round
-    (``states``: the workers before each round)."""
-    from ..schedule import Schedule, Segment
-
-    subs = sorted({v["sub"] for v in initial["workers"].values() if v["sub"] is not None})
+    (``states``: the workers before each round, the first the initial ones)."""
+    subs = sorted({v.subpopulation for v in states[0].values() if v.subpopulation is not None})
     bands = []
     for sub in subs:
         steps, med, lo, hi = [], [], [], []
         for i, ws in enumerate(states):
             vals = []
             for v in ws.values():
-                if v["sub"] != sub or v["role"] != "member":
+                if v.subpopulation != sub or v.role != MEMBER:
                     continue
-                if v.get("schedule"):
-                    sched = Schedule(tuple(Segment(h, int(n)) for h, n in v["schedule"]))
-                    vals.append(_num(sched.hparams_at(i * cfg.ready_interval).get(param)))
-                elif v.get("hparams"):
-                    vals.append(_num(v["hparams"].get(param)))
+                if v.schedule is not None or v.hparams:
+                    vals.append(_num(v.hparams_at(i * cfg.ready_interval).get(param)))
             if vals:
                 steps.append(i * cfg.ready_interval)
                 med.append(float(np.median(vals)))
@@ -254,8 +253,7 @@ def _bands(states: Sequence[dict[str, Any]], initial: dict[str, Any], cfg: Exper
 def _used(settings: dict[str, Any], st: Store) -> dict[str, Any]:
     """The resolved settings with what ``auto`` chose at run time (executor, device)."""
     out = dict(settings)
-    for key in ("executor", "device"):
-        used = st.meta(key)
+    for key, used in (("executor", st.run_facts.executor), ("device", st.meta(DEVICE))):
         if used and used != out.get(key):
             out[key] = f"{used} ({out.get(key)})"
     return out
@@ -273,29 +271,21 @@ def _evidence(d: StopEvaluator | EvaluatorSuccess) -> str:
     return f"p={p}{diff}, T={d.trained_steps}"
 
 
-def _curve_pair(st: Store, d: EvaluatorSuccess, step: int, mode: str,
-                prev: Any) -> CurvePair | None:
-    """The two curves the controller compared at a success, exactly: each as it stood in the
-    controller's state after the round before (``prev``), plus this round's evaluations.
-    Values as evaluated (a loss stays a loss)."""
-    if prev is None:
-        return None
-    cs = prev.controller_state
-    ev = cs.get("evaluators", {}).get(str(d.evaluator))
-    tg = cs.get("members", {}).get(str(d.target))
-    if ev is None or tg is None:
+def _curve_pair(st: Store, d: EvaluatorSuccess, step: int, mode: str) -> CurvePair | None:
+    """The two curves the controller compared at a success, exactly, from the store: each
+    begins where the decision says it began (``curve_starts``) and goes on with its worker's
+    own evaluations after that point, up to the decision's step. Values as evaluated (a loss
+    stays a loss)."""
+    if d.curve_starts is None:
         return None
 
-    def curve(entry: Any, worker: int) -> tuple[tuple[int, float], ...]:
-        evals = [(s, v) for _r, _w, s, v in st.evaluations(worker) if s <= step]
-        # the curve as the controller held it after the round before (scores), then values
-        before = curve_from(entry, [(s, observed_score(v, mode)) for s, v in evals
-                                    if s <= prev.step])
-        pts = [(s, score_of(v, mode)) for s, v in before]
-        pts += [(s, v) for s, v in evals if s > prev.step]
-        return tuple(pts)
+    def curve(worker: int, start: tuple[int, float]) -> tuple[tuple[int, float], ...]:
+        s0, score0 = start
+        return ((s0, score_of(score0, mode)),) + tuple(
+            (s, v) for _r, _w, s, v in st.evaluations(worker) if s0 < s <= step)
 
-    return CurvePair(d.evaluator, d.target, step, curve(ev, d.evaluator), curve(tg, d.target))
+    ev, tg = d.curve_starts
+    return CurvePair(d.evaluator, d.target, step, curve(d.evaluator, ev), curve(d.target, tg))
 
 
 @dataclass(frozen=True)
@@ -312,6 +302,7 @@ class ComparisonData:
     param: str = "lr"
     best_segments: dict[str, tuple[tuple[int, int, dict[str, Any]], ...]] = field(
         default_factory=dict)  # per method (best seed): every hyperparameter
+    reinforcement: bool = False  # RL runs (the paper's Figure 5)
 
 
 def comparison_data(folder: str | Path) -> ComparisonData:
@@ -325,7 +316,7 @@ def comparison_data(folder: str | Path) -> ComparisonData:
     tops: dict[str, list[tuple[tuple[int, float], ...]]] = {}
     best: dict[str, tuple[float, tuple[tuple[int, int, float], ...]]] = {}
     segs: dict[str, tuple[float, tuple[tuple[int, int, dict[str, Any]], ...]]] = {}
-    mode, param = "max", "lr"
+    mode, param, rl = "max", "lr", False
     for s in specs:
         data = experiment_data(folder / "runs" / s.name)
         curves.setdefault(s.label, []).append(data.best_so_far)
@@ -335,10 +326,10 @@ def comparison_data(folder: str | Path) -> ComparisonData:
             if s.label not in best or score > best[s.label][0]:
                 best[s.label] = (score, data.best_schedule)
                 segs[s.label] = (score, data.best_segments)
-        mode, param = data.mode, data.param
+        mode, param, rl = data.mode, data.param, data.reinforcement
     md = (folder / "table1.md").read_text() if (folder / "table1.md").exists() else ""
     return ComparisonData(str(folder), md, tuple(rows), tuple(curves),
                           {k: tuple(v) for k, v in curves.items()},
                           {k: tuple(v) for k, v in tops.items()},
                           {k: v[1] for k, v in best.items()}, tuple(s.name for s in specs),
-                          mode, param, {k: v[1] for k, v in segs.items()})
+                          mode, param, {k: v[1] for k, v in segs.items()}, rl)

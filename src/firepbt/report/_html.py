@@ -184,7 +184,7 @@ def render_comparison(data: ComparisonData, out_dir: Path) -> Path:
                 if data.mode == "max" and "test" in data.table_markdown else
                 "; best member's final: the best member's value at the end; schedule replay: "
                 "the top point's schedule retrained from scratch, its final value.</p>")]
-    if _is_rl(data):
+    if data.reinforcement:
         parts += [_img(figure5(data.top_at_step, out_dir / "figure5.png")),
                   _img(figure1(data, out_dir / "figure1.png", "Learning-rate schedules of the "
                                "top returns")),
@@ -217,13 +217,6 @@ def render_comparison(data: ComparisonData, out_dir: Path) -> Path:
     page = out_dir / "report.html"
     page.write_text(_page("firepbt comparison", parts))
     return page
-
-
-def _is_rl(data: ComparisonData) -> bool:
-    from ..tasks.vmpo import ENVIRONMENTS
-
-    spec = json.loads((Path(data.folder) / "comparison.json").read_text())
-    return bool(spec) and spec[0]["task"] in ENVIRONMENTS
 
 
 def report(path: str | Path, out_dir: str | Path | None = None) -> Path:

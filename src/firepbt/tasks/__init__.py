@@ -40,6 +40,9 @@ class Task:
     preset_settings: Callable[[str, int | None], dict[str, Any]] | None = None
     comparison: dict[str, Any] | None = None
     on_device: bool = False  # make() takes device= (ExperimentConfig.device, resolved)
+    reinforcement: bool = False  # an RL task: its objective is an average episode return
+    # checks (and normalises) the options given on the command line, before anything is written
+    option_check: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
     def settings(self, preset: str | None = None, steps: int | None = None, *,
                  comparison: bool = False) -> dict[str, Any]:
@@ -55,6 +58,15 @@ class Task:
             raise ConfigError("preset", f"one of {list(self.presets)} for task {self.name!r}",
                               preset)
         return self.preset_settings(preset or self.presets[0], steps)
+
+    def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """``options`` given on the command line (``--objective``, ``--data-dir``) checked now,
+        before anything is written, and normalised (a data folder resolved): a
+        :class:`~firepbt.errors.ConfigError` names the first one refused."""
+        for key, value in options.items():
+            if key not in self.options:
+                raise ConfigError(key, f"not set for task {self.name!r}", value)
+        return self.option_check(dict(options)) if self.option_check else dict(options)
 
 
 def _mnist1d(seed: int, **options: Any) -> Trainable:
@@ -73,6 +85,29 @@ def _nqm(seed: int, **options: Any) -> Trainable:
     from .nqm import NQMTrainable
 
     return NQMTrainable(seed, **options)
+
+
+OBJECTIVES = ("accuracy", "f1")
+
+
+def _objective(options: dict[str, Any]) -> dict[str, Any]:
+    if "objective" in options and options["objective"] not in OBJECTIVES:
+        raise ConfigError("objective", f"one of {list(OBJECTIVES)}", options["objective"])
+    return options
+
+
+def _mnist_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The image tasks' objective; MNIST's folder of IDX files, read now (a clear error before a
+    store is written: the folder given, else ``FIREPBT_MNIST_DIR``)."""
+    from pathlib import Path
+
+    from .mnist import load_mnist
+
+    options = _objective(options)
+    if options.get("data_dir") is not None:
+        options["data_dir"] = str(Path(options["data_dir"]).resolve())
+    load_mnist(options.get("data_dir"))
+    return options
 
 
 def _space(module: str) -> Space:
@@ -94,7 +129,7 @@ def _vmpo_task(name: str, env: str, note: str) -> Task:
                 "return; tunes lr and epsilon_eta", partial(vmpo.make, name), _space("vmpo"),
                 None, vmpo.preset(name, "small"), False,
                 ("n_envs", "unroll", "epochs", "gamma", "hidden", "normalize_obs"),
-                tuple(vmpo.PRESET_WORKERS), partial(vmpo.preset, name))
+                tuple(vmpo.PRESET_WORKERS), partial(vmpo.preset, name), reinforcement=True)
 
 
 # the paper's Table 1 protocol (4.1.1) scaled to 6,000 steps per worker: 22 workers, ready every
@@ -112,13 +147,13 @@ TASKS: dict[str, Task] = {
                     "lambda", {"workers": 22, "steps": 2400, "ready_interval": 120,
                                "eval_interval": 10}, True,
                     ("objective", "weight_decay", "full_train"), comparison=TABLE1,
-                    on_device=True),
+                    on_device=True, option_check=_objective),
     "mnist": Task("mnist", "MNIST from the four IDX files in --data-dir (no download), small "
                   "CNN, SGD momentum 0.9, batch 128; objective: validation accuracy (or macro F1)",
                   _mnist, _space("mnist1d"), "lambda",
                   {"workers": 12, "steps": 1500, "ready_interval": 125, "eval_interval": 25},
                   True, ("objective", "weight_decay", "full_train", "data_dir"),
-                  comparison=TABLE1, on_device=True),
+                  comparison=TABLE1, on_device=True, option_check=_mnist_options),
     "nqm": Task("nqm", "noisy quadratic model, 10,000 dims, h_i = 1/i, exact expected loss "
                 "(min), momentum 0.9", _nqm, _space("nqm"), "lr",
                 {"workers": 16, "steps": 3000, "ready_interval": 60, "eval_interval": 5}, False,

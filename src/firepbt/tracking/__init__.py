@@ -36,10 +36,11 @@ counts per round (``events/exploits``, ``events/successes``).
 
 from __future__ import annotations
 
-from ._base import RoundReport, RunInfo, Tracker, WorkerInfo, as_tracker
+from ..records import WorkerState
+from ._base import RoundReport, RunInfo, Tracker, as_tracker
 from ._scalars import scalars, worker_tag
-from ._set import META_KEY, TrackerSet
+from ._set import TrackerSet
 from ._specs import KINDS, callbacks_of, make_tracker
 
-__all__ = ["KINDS", "META_KEY", "RoundReport", "RunInfo", "Tracker", "TrackerSet", "WorkerInfo",
+__all__ = ["KINDS", "RoundReport", "RunInfo", "Tracker", "TrackerSet", "WorkerState",
            "as_tracker", "callbacks_of", "make_tracker", "scalars", "worker_tag"]

@@ -16,20 +16,8 @@ from ..records import (
     Exploit,
     StopEvaluator,
     WorkerFailure,
+    WorkerState,
 )
-
-
-@dataclass(frozen=True)
-class WorkerInfo:
-    """One worker after a round's decisions: its role (``member`` / ``evaluator``), its
-    sub-population (None for an idle evaluator), the hyperparameters it trains with from this
-    step on, and whether it trains next round."""
-
-    worker: int
-    role: str
-    subpopulation: int | None
-    hparams: Mapping[str, Any]
-    active: bool
 
 
 @dataclass(frozen=True)
@@ -38,7 +26,9 @@ class RoundReport:
 
     ``evaluations`` and ``tests`` are ``(worker, step, raw value)`` in worker, step order (raw:
     as ``evaluate()`` returned it, a loss stays a loss); ``decisions`` in the order they were
-    applied; ``workers`` after the decisions; ``best`` the population's top point so far,
+    applied; ``workers`` every worker's :class:`~firepbt.records.WorkerState` after the
+    decisions (its role, sub-population, the hyperparameters it trains with from this step on,
+    whether it trains next round); ``best`` the population's top point so far,
     ``(worker, step, raw value)`` over the best-effort members (P1 for FIRE PBT), None before a
     finite one; ``initial`` the workers before the first round (round 1 only, else None)."""
 
@@ -50,11 +40,11 @@ class RoundReport:
     evaluations: tuple[tuple[int, int, float], ...]
     tests: tuple[tuple[int, int, float], ...]
     decisions: tuple[Decision, ...]
-    workers: tuple[WorkerInfo, ...]
+    workers: tuple[WorkerState, ...]
     best: tuple[int, int, float] | None
     train_seconds: float = field(compare=False)  # (timings: not part of a report's equality)
     eval_seconds: float = field(compare=False)
-    initial: tuple[WorkerInfo, ...] | None = None
+    initial: tuple[WorkerState, ...] | None = None
 
     def of_kind(self, kind: type) -> list[Any]:
         """The round's decisions of one kind, e.g. ``report.of_kind(Exploit)``."""

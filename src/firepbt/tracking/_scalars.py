@@ -9,8 +9,9 @@ from collections.abc import Sequence
 from ..records import (
     EvaluatorSuccess,
     Exploit,
+    WorkerState,
 )
-from ._base import RoundReport, WorkerInfo
+from ._base import RoundReport
 
 # -- what the built-in trackers write ------------------------------------------------------
 
@@ -29,10 +30,10 @@ def scalars(report: RoundReport) -> list[tuple[str, int, float]]:
     for w, s, v in report.tests:
         out.append((f"test/{worker_tag(w, n)}", s, float(v)))
 
-    def hparams(workers: Sequence[WorkerInfo], step: int) -> None:
+    def hparams(workers: Sequence[WorkerState], step: int) -> None:
         subs: dict[tuple[int, str], list[float]] = {}
         for info in workers:
-            for k, v in info.hparams.items():
+            for k, v in (info.hparams or {}).items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
                     out.append((f"hparams/{k}/{worker_tag(info.worker, n)}", step, float(v)))
                     if info.role == "member" and info.subpopulation is not None:

@@ -13,22 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..records import (
-    Decision,
-)
+from ..records import Decision, WorkerState
 from ..selection import running_top, score_of
-from ._base import RoundReport, RunInfo, WorkerInfo, as_tracker
+from ..store import TRACKING
+from ._base import RoundReport, RunInfo, as_tracker
 
 log = logging.getLogger("firepbt")
 
-META_KEY = "tracking"  # store meta: {tracker key: {"round": last round given, ...saved}}
 
-
-def _workers(runner_state: Mapping[str, Any]) -> tuple[WorkerInfo, ...]:
-    ws = runner_state["workers"]
-    return tuple(WorkerInfo(int(k), v["role"], v.get("sub"), dict(v["hparams"] or {}),
-                            bool(v["active"])) for k, v in sorted(ws.items(), key=lambda kv:
-                                                                  int(kv[0])))
+def _workers(workers: Mapping[int, WorkerState]) -> tuple[WorkerState, ...]:
+    return tuple(workers[w] for w in sorted(workers))
 
 
 class _Best:
@@ -66,7 +60,7 @@ class TrackerSet:
         self.store: Any = None
         self._book: dict[str, dict[str, Any]] = {}
         self._best: _Best | None = None
-        self._initial: tuple[WorkerInfo, ...] | None = None
+        self._initial: tuple[WorkerState, ...] | None = None
         self._config: Any = None
         self._mode = "max"
 
@@ -82,7 +76,7 @@ class TrackerSet:
         t0 = time.perf_counter()
         self.store, self._config, self._mode = store, config, mode
         try:
-            book = json.loads(store.meta(META_KEY) or "{}")
+            book = json.loads(store.meta(TRACKING) or "{}")
         except ValueError:
             book = {}
         self._book = {t.key: dict(book.get(t.key) or {"round": 0}) for t in self.trackers}
@@ -90,8 +84,7 @@ class TrackerSet:
             entry["round"] = min(int(entry.get("round", 0)), current_round)
         for key, entry in book.items():
             self._book.setdefault(key, entry)  # (other trackers' entries are kept)
-        init = store.meta("initial_runner_state")
-        self._initial = _workers(json.loads(init)) if init else None
+        self._initial = _workers(store.worker_states(0))
         self._best = _Best(candidates, mode)
         for t in self.trackers:
             start = getattr(t, "start", None)
@@ -130,31 +123,31 @@ class TrackerSet:
                 assert self._best is not None
                 self._best.add(evals)
                 continue
-            self._give(row.round, row.step, evals, tests, got["d"], row.runner_state,
+            self._give(row.round, row.step, evals, tests, got["d"], row.workers,
                        row.train_seconds, row.eval_seconds)
 
     # -- a round --------------------------------------------------------------------------
 
     def round_committed(self, r: int, step: int, evaluations: Sequence[tuple[int, int, float]],
                         tests: Sequence[tuple[int, int, float]], decisions: Sequence[Decision],
-                        runner_state: Mapping[str, Any], train_seconds: float,
+                        workers: Mapping[int, WorkerState], train_seconds: float,
                         eval_seconds: float) -> None:
         if not self.trackers:
             return
         t0 = time.perf_counter()
-        self._give(r, step, sorted(evaluations), sorted(tests), decisions, runner_state,
+        self._give(r, step, sorted(evaluations), sorted(tests), decisions, workers,
                    train_seconds, eval_seconds)
         self.seconds += time.perf_counter() - t0
 
     def _give(self, r: int, step: int, evals: list[tuple[int, int, float]],
               tests: list[tuple[int, int, float]], decisions: Sequence[Decision],
-              runner_state: Mapping[str, Any], train_seconds: float, eval_seconds: float
+              workers: Mapping[int, WorkerState], train_seconds: float, eval_seconds: float
               ) -> None:
         assert self._best is not None
         self._best.add(evals)
         cfg = self._config
         report = RoundReport(r, cfg.rounds, step, cfg.steps, self._mode, tuple(evals),
-                             tuple(tests), tuple(decisions), _workers(runner_state),
+                             tuple(tests), tuple(decisions), _workers(workers),
                              self._best.point, float(train_seconds), float(eval_seconds),
                              self._initial if r == 1 else None)
         given = False
@@ -165,7 +158,7 @@ class TrackerSet:
                 self._book[t.key]["round"] = r
                 given = True
         if given:
-            self.store.set_meta(META_KEY, json.dumps(self._book))
+            self.store.set_meta(TRACKING, json.dumps(self._book))
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -185,7 +178,7 @@ class TrackerSet:
 
     def _save(self, key: str, k: str, v: Any) -> None:
         self._book[key][k] = v
-        self.store.set_meta(META_KEY, json.dumps(self._book))
+        self.store.set_meta(TRACKING, json.dumps(self._book))
 
     def close(self) -> None:
         for t in self.trackers:
