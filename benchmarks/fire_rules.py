@@ -34,6 +34,9 @@ VARIANTS: dict[str, dict[str, object]] = {
     "target_curve=restarts": {"target_curve": "restarts"},
     "separated_only=True": {"separated_only": True},
     "widened_range=False": {"widened_range": False},
+    "receivers_as_targets=False": {"receivers_as_targets": False},
+    "ties=exploit": {"ties": "exploit"},
+    "ties=skip": {"ties": "skip"},
 }
 
 

@@ -837,3 +837,83 @@ def test_fire_rules_are_validated():
         FireRules(separated_only=1)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="rules must be a FireRules"):
         FirePBT(SPACE, ready_interval=READY, rules={"target_curve": "restarts"})
+
+
+# -- the readings decided by benchmarks/fire_rules.py: a receiver as a target, exact ties ------
+
+def _hand_set(fire, target_level=0.62, twin_evaluators=False):
+    """P1 = 0..3 flat (0 just rising from ``target_level``, P1's best), P2's 4 (and 5) under
+    evaluation since step 100 by 8 (and 9, with 5's same curve) with P1's 0 as target, at step
+    200; the round to 300 is then decided. 8's curve rises from 0.6 fast: above 0's from where
+    it reaches 0's level, 9 points past it by step 300."""
+    from firepbt.controllers.fire import IDLE, EvaluatorState, MemberState
+
+    steps = range(0, 201, 20)
+    levels = {0: target_level, 1: 0.5, 2: 0.55, 3: 0.58, 4: 0.6, 5: 0.6, 6: 0.5, 7: 0.5}
+
+    def value(w, s):
+        return levels[w] + (1e-5 * s if w == 0 else 0.0)
+
+    fire.members = {w: MemberState(w // 4, {"lr": 0.1 * (w + 1)},
+                                   tuple((s, value(w, s)) for s in steps), value(w, 200),
+                                   100 if w in (4, 5) else 0, None) for w in range(8)}
+    rising = ((100, 0.6),) + tuple((s, 0.6 + 0.002 * (s - 100)) for s in range(120, 201, 20))
+    fire.evaluators = {8: EvaluatorState(True, 4, 0, {"lr": 0.1}, rising, 100), 9: IDLE}
+    fire.members[4] = fire.members[4].__class__(**{**_fields(fire.members[4]), "evaluator": 8})
+    if twin_evaluators:  # 9 measures 5 exactly as 8 measures 4: the same curve
+        fire.evaluators[9] = EvaluatorState(True, 5, 0, {"lr": 0.1}, rising, 100)
+        fire.members[5] = fire.members[5].__class__(**{**_fields(fire.members[5]),
+                                                       "evaluator": 9})
+    obs = {w: [(s, value(w, s)) for s in range(220, 301, 20)] for w in range(8)}
+    for e in (8, 9) if twin_evaluators else (8,):
+        obs[e] = [(s, 0.6 + 0.002 * (s - 100)) for s in range(220, 301, 20)]
+    return obs
+
+
+def _fields(record):
+    from dataclasses import fields
+
+    return {f.name: getattr(record, f.name) for f in fields(record)}
+
+
+@pytest.mark.parametrize("ranked", [True, False])
+def test_a_p1_member_that_received_weights_is_ranked_for_the_new_evaluators_targets(ranked):
+    """Section 3, step 2: a new evaluator takes the hyperparameters of "the highest fitness
+    member" of P1 - the one that has just received an evaluator's weights too (by its latest
+    evaluation, the evaluator's last), though it sits out the round's truncation."""
+    from firepbt.controllers.fire import FireRules
+
+    fire = make(n_evaluators=2, rules=FireRules(receivers_as_targets=ranked))
+    decisions = fire.decide(300, _hand_set(fire))
+    (success,) = kinds(decisions, EvaluatorSuccess)
+    assert (success.evaluator, success.target) == (8, 0)
+    assert fire.members[0].latest == pytest.approx(1.0)  # the evaluator's last evaluation
+    assigned = kinds(decisions, AssignEvaluator)
+    assert assigned and {a.target for a in assigned} == ({0} if ranked else {3})
+    # the receiver sits out the truncation either way: neither a loser nor a source
+    assert all(0 not in (d.worker, d.source) for d in kinds(decisions, Exploit))
+
+
+@pytest.mark.parametrize(("ties", "p2_exploits"), [("exploit", 1), ("skip", 0),
+                                                    ("skip_in_small_groups", 0)])
+def test_an_exact_tie_in_a_group_the_papers_floor_leaves_alone_is_no_exploit(ties, p2_exploits):
+    """Two evaluators with the same curve give their parents the same fitness (0 and 0):
+    firepbt's "at least one" selection in a group of two would let a coin pick the loser."""
+    from firepbt.controllers.fire import FireRules
+
+    fire = make(n_evaluators=2, rules=FireRules(ties=ties))
+    decisions = fire.decide(300, _hand_set(fire, target_level=0.9, twin_evaluators=True))
+    (fit,) = [d for d in kinds(decisions, FitnessRecord) if d.subpopulation == 1]
+    assert fit.fitness == {4: 0.0, 5: 0.0}
+    assert len([d for d in kinds(decisions, Exploit) if d.subpopulation == 1]) == p2_exploits
+    # P1 (4 ranked, the paper's floor selects one) evolves as ever
+    assert [d.subpopulation for d in kinds(decisions, Exploit)].count(0) == 1
+
+
+def test_the_rules_refuse_what_they_do_not_know():
+    from firepbt.controllers.fire import FireRules
+
+    with pytest.raises(ConfigError, match="rules.ties must be one of"):
+        FireRules(ties="coin")
+    with pytest.raises(ConfigError, match="rules.receivers_as_targets must be a bool"):
+        FireRules(receivers_as_targets="yes")  # type: ignore[arg-type]

@@ -42,9 +42,12 @@ once the round's copies are applied (the runner applies the decisions in the ord
    max_eval_steps`` (the budget a non-overlapping evaluator gets) and then stops with reason
    ``not_better``, so no evaluator holds a slot forever. *Open detail 4, a member that
    receives weights through an evaluator success:* it has no fitness this round in its
-   sub-population (P1 included), so it is neither a loser nor a source nor a target in this
-   round's truncation (the weights it received train before anything is decided about them;
-   as members without an evaluator, 3.1.2, it is exempt from this evolution); if it is a
+   sub-population (P1 included), so it is neither a loser nor a source in this round's
+   truncation (the weights it received train before anything is decided about them; as members
+   without an evaluator, 3.1.2, it is exempt from this evolution); in P1 it is still ranked, by
+   its latest objective - the evaluator's last evaluation -, when a new evaluator takes "the
+   highest fitness member['s]" hyperparameters (step 2 makes no exception;
+   ``FireRules.receivers_as_targets``); if it is a
    parent too (in P_i, i >= 2, a target can also be a parent), its own evaluator stops (reason
    ``member_received_weights``: it measures weights the member no longer holds), and its time
    since last evaluated restarts.
@@ -54,7 +57,11 @@ once the round's copies are applied (the runner applies the decisions in the ord
    other members of Φ; members outside Φ have no fitness and are exempt from evolution.
    Truncation selection (:func:`~firepbt.selection.truncation`) and explore as in PBT. A
    member that loses an evolution event frees its evaluator (``member_lost_evolution``) and
-   the evaluators targeting it (``target_lost_evolution``).
+   the evaluators targeting it (``target_lost_evolution``). *Open detail 5, an exact tie in a
+   small group:* where the paper's ``floor(quantile * n)`` selects nobody and firepbt's "at
+   least one" does (a parent sub-population ranking two or three members, as at 8 = 3 + 3 + 2),
+   a loser whose fitness equals its source's exactly does not exploit (two curves without
+   evidence against each other both score 0: a coin would decide; ``FireRules.ties``).
 4. **Assign free evaluators** at once (section 3, steps 1-2): "Find the population member
    rho_parent in the union of P_j, j >= 2, and its sub-population P_i which has least recently
    been evaluated" - over all parent sub-populations together -, i.e. (3.2) "the one which has
@@ -75,8 +82,10 @@ once the round's copies are applied (the runner applies the decisions in the ord
    trained yet).
 
 The readings where the text leaves a choice (when a member was last evaluated, the target's
-curve after a success, curves apart without being strictly separated, the penalty range) are
-:class:`FireRules`; the defaults are firepbt's, chosen by ``benchmarks/fire_rules.py``.
+curve after a success, curves apart without being strictly separated, the penalty range, a
+receiver as a target, an exact tie in a small group) are :class:`FireRules`; the defaults are
+firepbt's, chosen by ``benchmarks/fire_rules.py`` (where it measures no difference, the reading
+the paper's text supports).
 
 **Layouts that cannot evolve are refused** (:func:`check_evolvable`): truncation selects
 :func:`~firepbt.selection.n_selected` of ``k`` ranked members - ``floor(quantile * k)``, at
@@ -118,6 +127,7 @@ from .fire_layout import check_evolvable, fire_split
 
 EVALUATED_SINCE = ("end", "start")
 TARGET_CURVE = ("continues", "restarts")
+TIES = ("exploit", "skip", "skip_in_small_groups")
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,12 +149,29 @@ class FireRules:
         widened_range: the penalty search's range, the paper's ``[min(y_high) - max(y_low),
             min(y_high) - min(y_low)]`` (``False``) or widened by the penalties that align
             the smoothed curves (:func:`~firepbt.curves.best_score_diff`).
+        receivers_as_targets: whether a P1 member that received an evaluator's weights this
+            round can be the target whose hyperparameters the round's new evaluators copy
+            (section 3, step 2: "the highest fitness member ... in P_{i-1}"), ranked by its
+            latest objective (the evaluator's last evaluation: the weights it holds now).
+            It sits out the round's truncation either way (open detail 4); ``False`` leaves
+            it out of the target choice too. In P2..Pn a receiver has no fitness (its own
+            evaluation ended), so it is never a target there.
+        ties: what truncation selection does when a loser's fitness equals its source's
+            exactly (two curves without evidence against each other both score 0; two
+            deterministic members can hold the same value): ``"exploit"`` as on any other
+            pair (a coin decided which of the two lost); ``"skip"``, no exploit on an exact
+            tie; ``"skip_in_small_groups"``, no exploit on an exact tie in a group where the
+            paper's ``floor(quantile * n)`` selects nobody - where firepbt's "at least one"
+            (:func:`~firepbt.selection.n_selected`) decides, as at 8 = 3 + 3 + 2, whose parent
+            sub-populations rank two or three members.
     """
 
     evaluated_since: str = "start"
     target_curve: str = "continues"
     separated_only: bool = False
     widened_range: bool = True
+    receivers_as_targets: bool = True
+    ties: str = "skip_in_small_groups"
 
     def __post_init__(self) -> None:
         check(self.evaluated_since in EVALUATED_SINCE, "rules.evaluated_since",
@@ -155,6 +182,9 @@ class FireRules:
               self.separated_only)
         check(isinstance(self.widened_range, bool), "rules.widened_range", "a bool",
               self.widened_range)
+        check(isinstance(self.receivers_as_targets, bool), "rules.receivers_as_targets",
+              "a bool", self.receivers_as_targets)
+        check(self.ties in TIES, "rules.ties", f"one of {list(TIES)}", self.ties)
 
     def penalty(self) -> dict[str, bool]:
         """The keyword arguments of the curve comparisons (:mod:`firepbt.curves`)."""
@@ -281,9 +311,18 @@ class FirePBT(Controller):
                                             eval_curve_of, exempt, **self.rules.penalty())
             fitness_by_sub[i] = fitness
             decisions.append(FitnessRecord(i, dict(fitness)))
+            skip_ties = self.rules.ties == "skip" or (
+                self.rules.ties == "skip_in_small_groups"
+                and math.floor(self.quantile * len(fitness) + 1e-9) == 0)
             for loser, source in truncation(fitness, self.rng, self.quantile):
+                if skip_ties and fitness[loser] == fitness[source]:
+                    continue  # an exact tie: nothing tells the two apart
                 decisions.extend(self._exploit(loser, source, i, fitness, step))
                 losers.add(loser)
+        if self.rules.receivers_as_targets:  # P1's receivers ranked for the target choice
+            fitness_by_sub[0] = {**fitness_by_sub[0], **{
+                m: float(x) for m in received
+                if self.members[m].subpopulation == 0 and (x := self.members[m].latest) is not None}}
         # 4. assign free evaluators (3, steps 1-2)
         choose = None
         for e in sorted(self.evaluators):
