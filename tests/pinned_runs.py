@@ -126,11 +126,13 @@ def _workers(workers: Any) -> Any:
 
 def _controller(state: Any) -> Any:
     """A controller's state with the key names the fingerprints were first taken with (FIRE
-    PBT's members' ``subpopulation`` was ``sub``): a renamed key is not a change of
-    behaviour."""
+    PBT's members' ``subpopulation`` was ``sub``) and without FIRE PBT's rules (kept in its
+    state since; which rules ran shows in every decision): a renamed key or a record of the
+    configuration is not a change of behaviour."""
     members = state.get("members") if isinstance(state, dict) else None
     if not isinstance(members, dict):
         return state
+    state = {k: v for k, v in state.items() if k != "rules"}
     return {**state, "members": {w: {("sub" if k == "subpopulation" else k): v
                                      for k, v in m.items()} for w, m in members.items()}}
 

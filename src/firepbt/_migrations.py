@@ -9,7 +9,10 @@ Version 1 (firepbt 0.1.0 development builds up to main at 6085c41) to 2:
   "schedule", "active"}}, "best_score"}`` becomes two columns, ``workers`` (each a
   :class:`~firepbt.records.WorkerState`, ``subpopulation`` spelt out) and ``best_score``; the
   initial states (meta ``initial_runner_state``) likewise (meta ``initial_workers``);
-- FIRE PBT's controller states spell ``subpopulation`` out (members' ``sub``);
+- FIRE PBT's controller states spell ``subpopulation`` out (members' ``sub``) and carry the
+  rules the run was started under (:class:`~firepbt.controllers.fire.FireRules`; version 1
+  predates ``receivers_as_targets`` and ``ties``, so its runs go on as they began: ``False``
+  and ``"exploit"``);
 - the run's facts, kept under five keys and partly derived at read time from the
   configuration and the task registry, become one record written once (meta ``run``:
   :class:`~firepbt.records.RunFacts`);
@@ -103,7 +106,8 @@ def _workers(workers: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _controller(root: Path, state: dict[str, Any]) -> dict[str, Any]:
-    """FIRE PBT's members with ``subpopulation`` spelt out; other controllers as they are."""
+    """FIRE PBT's members with ``subpopulation`` spelt out and its rules as version 1 ran
+    them; other controllers as they are."""
     members = state.get("members")
     if not isinstance(members, dict):
         return state
@@ -112,7 +116,14 @@ def _controller(root: Path, state: dict[str, Any]) -> dict[str, Any]:
             raise _refuse(root, "its FIRE PBT states hold whole curves")
     state["members"] = {w: {("subpopulation" if k == "sub" else k): v for k, v in m.items()}
                         for w, m in members.items()}
+    state.setdefault("rules", dict(V1_FIRE_RULES))
     return state
+
+
+# FIRE PBT's rules in every version-1 store (main up to 6085c41): the defaults of then
+V1_FIRE_RULES = {"evaluated_since": "start", "target_curve": "continues",
+                 "separated_only": False, "widened_range": True,
+                 "receivers_as_targets": False, "ties": "exploit"}
 
 
 def _facts(config: Mapping[str, Any], meta: Mapping[str, str],

@@ -101,7 +101,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -185,6 +185,17 @@ class FireRules:
         check(isinstance(self.receivers_as_targets, bool), "rules.receivers_as_targets",
               "a bool", self.receivers_as_targets)
         check(self.ties in TIES, "rules.ties", f"one of {list(TIES)}", self.ties)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> FireRules:
+        """The rules a state holds; a rule it does not name keeps its default."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        check(not unknown, "rules", f"only the rules {sorted(known)}", unknown)
+        return cls(**dict(d))
 
     def penalty(self) -> dict[str, bool]:
         """The keyword arguments of the curve comparisons (:mod:`firepbt.curves`)."""
@@ -448,15 +459,20 @@ class FirePBT(Controller):
         """The members and evaluators with each curve as its first point and its length: the
         rest of a curve is the worker's own observations after that point (see
         :func:`curve_entry`), which ``load_state_dict`` takes back from ``history``. (Whole
-        curves in every round's state made a store grow with the square of its rounds.)"""
-        return {"rng": rng_state(self.rng),
+        curves in every round's state made a store grow with the square of its rounds.) The
+        rules go with it: a resumed run goes on under the rules it began with, whatever this
+        release's defaults."""
+        return {"rng": rng_state(self.rng), "rules": self.rules.to_dict(),
                 "members": {str(k): v.to_dict() for k, v in self.members.items()},
                 "evaluators": {str(k): v.to_dict() for k, v in self.evaluators.items()}}
 
     def load_state_dict(self, state: Mapping[str, Any],
                         history: Observations | None = None) -> None:
         """Restore ``state``; ``history`` holds every observation given to ``decide`` up to
-        the state's round."""
+        the state's round. The state's rules replace the controller's (a state without
+        them keeps the controller's)."""
+        if "rules" in state:
+            self.rules = FireRules.from_dict(state["rules"])
         load_rng_state(self.rng, state["rng"])
         hist = {} if history is None else history
         self.members = {int(k): MemberState.from_dict(v, hist.get(int(k), ()))
