@@ -84,7 +84,7 @@ def test_the_budget_and_the_deadline_are_validated(tmp_path, capsys):
         main(["run", "nqm", "--time-budget", "soon", "--store", str(tmp_path / "x")])
     except SystemExit as exc:
         code = exc.code
-    assert code == 2 and "time_budget must be seconds > 0" in capsys.readouterr().err
+    assert code == 2 and "time_budget must be seconds in (0, 1e+09]" in capsys.readouterr().err
 
 
 SLEEPER = textwrap.dedent("""
@@ -133,6 +133,25 @@ def test_a_hung_train_cannot_hold_the_run_past_its_deadline_in_this_process(tmp_
     st = Store.open(tmp_path / "s", readonly=True)
     assert "RoundTimeout: round 2 passed its deadline" in st.meta("last_error")
     st.close()
+
+
+SWALLOWER = SLEEPER.replace("""        time.sleep(3600)""", """        try:  # a user's own retry wrapper: it catches the deadline too
+            time.sleep(30)
+        except Exception:
+            pass""")
+assert SWALLOWER != SLEEPER
+
+
+def test_a_deadline_a_trainable_swallows_never_commits_the_round_it_interrupted(tmp_path,
+                                                                                monkeypatch):
+    sleeper = _sleeper(tmp_path, monkeypatch, SWALLOWER)
+    cfg = ExperimentConfig(task="sleep", method="pbt", workers=4, steps=40, ready_interval=10,
+                           eval_interval=5, executor="local", round_timeout=1.0)
+    with pytest.raises(RoundTimeout, match="round 2 passed its deadline of 1 s while worker 2"):
+        run(cfg, tmp_path / "s", factory=sleeper.make,
+            space=Space({"lr": LogUniform(1e-3, 1e-1)}), progress=False)
+    _, _, last = _rows(tmp_path / "s")
+    assert last.round == 1  # round 2 trained on, but was not committed
 
 
 def test_a_call_that_cannot_be_interrupted_is_still_reported(tmp_path):

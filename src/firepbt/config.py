@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .controllers.fire_layout import fire_split
+from .deadlines import MAX_SECONDS
 from .devices import DEVICE_TEXT, valid_device
 from .errors import ConfigError, check
 from .selection import members_needed
@@ -263,9 +264,9 @@ FIELD_RULES: tuple[FieldRule, ...] = (
               note="Ray: GPUs each actor declares, fractions allowed"),
     FieldRule("checkpoint_interval", "int", 1,
               note="rounds between checkpoints; a crash loses at most that many (Ray: + 1)"),
-    FieldRule("time_budget", "number", 0, math.inf, high_open=True, optional=True,
+    FieldRule("time_budget", "number", 0, MAX_SECONDS, optional=True,
               note="seconds of rounds over the experiment's runs; None: no limit"),
-    FieldRule("round_timeout", "number", 0, math.inf, high_open=True, optional=True,
+    FieldRule("round_timeout", "number", 0, MAX_SECONDS, optional=True,
               note="seconds a round's training may take; None: no deadline"),
 )
 """Each field's own constraint. What relates fields (multiples of intervals, workers that

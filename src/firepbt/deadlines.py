@@ -20,6 +20,8 @@ synchronous experiment forever. What can be done depends on where members train:
   the main thread, whose handler raises :class:`RoundTimeout`: a ``train()`` in Python code or
   PyTorch operations, or sleeping, stops there, and the run ends with its last committed round
   intact, said in one line naming the worker (``resume`` continues; the round trains again).
+  A ``train()`` that catches the interruption (``except Exception`` around its own retries)
+  does not change that: the round it was in is never committed (:class:`Deadline`).
   A ``train()`` stuck inside one C call that never returns (a deadlock in a native library) is
   beyond any in-process remedy: the deadline is still noticed and reported on stderr by a
   watchdog thread, naming the worker, and only killing the process ends it (nothing committed
@@ -42,6 +44,10 @@ from .errors import FirePBTError
 
 clock: Callable[[], float] = time.monotonic
 
+# the longest duration firepbt takes (about 31.7 years): beyond it the timers that enforce one
+# (SIGALRM's itimer, a thread's wait) overflow
+MAX_SECONDS = 1e9
+
 
 class RoundTimeout(FirePBTError):
     """A round's training passed its deadline (``round_timeout``) in this process."""
@@ -60,15 +66,33 @@ def _who(current: Callable[[], str | None]) -> str:
         return "a worker"
 
 
+class Deadline:
+    """A round's deadline as :func:`round_deadline` keeps it: whether it fired, and the error
+    it raised (the runner checks it once the round's training returns, so a ``train()`` that
+    catches the :class:`RoundTimeout` - ``except Exception`` around a user's own retries - can
+    never let the interrupted round be committed)."""
+
+    def __init__(self) -> None:
+        self.fired: RoundTimeout | None = None
+
+    def check(self) -> None:
+        """Raise the deadline's :class:`RoundTimeout` if it fired."""
+        if self.fired is not None:
+            raise self.fired
+
+
 @contextlib.contextmanager
 def round_deadline(seconds: float | None, round_: int,
-                   current: Callable[[], str | None]) -> Iterator[None]:
+                   current: Callable[[], str | None]) -> Iterator[Deadline]:
     """While the block trains round ``round_``: after ``seconds``, raise
     :class:`RoundTimeout` in the main thread (SIGALRM) and, should that not end the block,
     report the overrun on the ``firepbt`` logger from a watchdog thread (module doc).
-    ``current()`` names who is training (e.g. ``"worker 3"``). No deadline: nothing."""
+    ``current()`` names who is training (e.g. ``"worker 3"``). The :class:`Deadline` yielded
+    says whether it fired; the block ending normally after it did is raised too, when the block
+    exits. No deadline: nothing."""
+    deadline = Deadline()
     if seconds is None:
-        yield
+        yield deadline
         return
     log = logging.getLogger("firepbt")
     done = threading.Event()
@@ -89,25 +113,31 @@ def round_deadline(seconds: float | None, round_: int,
     previous = None
     if alarm:
         def on_alarm(signum: int, frame: object) -> None:
-            raise RoundTimeout(round_, seconds, _who(current))
+            deadline.fired = RoundTimeout(round_, seconds, _who(current))
+            raise deadline.fired
 
         previous = signal.signal(signal.SIGALRM, on_alarm)
         signal.setitimer(signal.ITIMER_REAL, seconds)
     guard = threading.Thread(target=watchdog, name="firepbt-round-deadline", daemon=True)
     guard.start()
     try:
-        yield
+        yield deadline
     finally:
         done.set()
         if alarm:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
+    deadline.check()  # fired, and the block went on as if it had not (caught and swallowed)
 
 
 def parse_seconds(text: str) -> float:
-    """``"90"``, ``"90s"``, ``"15m"``, ``"1.5h"`` -> seconds (the command line's budgets)."""
+    """``"90"``, ``"90s"``, ``"15m"``, ``"1.5h"`` -> seconds (the command line's budgets); a
+    number in ASCII digits only (Python's ``float`` also reads other scripts' digits)."""
     units = {"s": 1.0, "m": 60.0, "h": 3600.0}
     t = text.strip().lower()
     factor = units.get(t[-1:], None)
-    value = float(t[:-1] if factor is not None else t)
+    number = t[:-1] if factor is not None else t
+    if not number.isascii():
+        raise ValueError(f"not a number in ASCII digits: {text!r}")
+    value = float(number)
     return value * (factor or 1.0)

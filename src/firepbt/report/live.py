@@ -93,9 +93,15 @@ class LiveReport:
             return self.html, json.dumps(self.state).encode()
 
 
-def _handler(live: LiveReport) -> type[BaseHTTPRequestHandler]:
+def _handler(live: LiveReport, hosts: frozenset[str] | None) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        timeout = 10  # an idle connection holds its thread this long at most
+
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            host = (self.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]").lower()
+            if hosts is not None and host not in hosts:  # another name (DNS rebinding)
+                self.send_error(403, "unknown Host")
+                return
             page, state = live.page()
             path = self.path.split("?")[0]
             if path in ("/", "/index.html", "/report.html"):
@@ -108,6 +114,10 @@ def _handler(live: LiveReport) -> type[BaseHTTPRequestHandler]:
             self.send_response(200)
             self.send_header("Content-Type", kind)
             self.send_header("Cache-Control", "no-store")
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.send_header("Content-Security-Policy", "default-src 'none'; img-src data:; "
+                             "style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
+                             "connect-src 'self'")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -118,14 +128,51 @@ def _handler(live: LiveReport) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up (a closed tab, a reset) is no error to print."""
+        import sys
+
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 def serve(store: str | Path, *, host: str = "127.0.0.1", port: int = 8000, every: float = 2.0,
           on_ready: Callable[[str], None] | None = None,
           stop: threading.Event | None = None) -> None:
     """Serve the live report of ``store`` at ``http://host:port/`` until interrupted (or until
-    ``stop`` is set). ``port`` 0 takes a free one; ``on_ready(url)`` is told the address."""
+    ``stop`` is set). ``port`` 0 takes a free one; ``on_ready(url)`` is told the address.
+    ``host`` is an address to serve on (``""`` is refused: it would mean every interface); an
+    address other than this machine's loopback makes the page - the store's path, settings
+    and errors - reachable from the network, which a one-line warning says. Requests naming
+    another Host than the address served (or this machine's loopback names) are refused: a
+    page elsewhere cannot read it through a DNS name it controls."""
+    from ..deadlines import MAX_SECONDS
+    from ..errors import ConfigError
+
+    if not isinstance(host, str) or not host.strip():
+        raise ConfigError("host", "an address to serve on, e.g. 127.0.0.1 (this machine only)",
+                          host)
+    if not 0 < every <= MAX_SECONDS:
+        raise ConfigError("every", f"seconds in (0, {MAX_SECONDS:g}]", every)
     live = LiveReport(store, every)
     live.refresh()  # a store that cannot be read: refused now, before anything is served
-    server = ThreadingHTTPServer((host, port), _handler(live))
+    # every interface: any name may reach it; one address: that one, and this machine's names
+    hosts = None if host in ("0.0.0.0", "::") else frozenset({host.lower(), *LOOPBACK})
+    server = _Server((host, port), _handler(live, hosts))
+    if host not in LOOPBACK:
+        import logging
+
+        logging.getLogger("firepbt").warning(
+            "the live report is served on %s, reachable from other machines: it shows the "
+            "store's path, settings and errors to anyone who can reach port %d",
+            host, server.server_address[1])
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     url = f"http://{host}:{server.server_address[1]}/"
