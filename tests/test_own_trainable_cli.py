@@ -74,13 +74,12 @@ def test_run_resume_and_extend_your_own_trainable_from_the_command_line(mine, ca
     assert code == 0, err
     assert "Experiment finished: 40/40 steps" in out
     assert Store.open("s", readonly=True).config["task"] == "mine-exp"
-    # resume without the factory: refused before anything is printed, naming the way
-    code, out, err = call(capsys, "resume", "s")
-    assert code == 2 and out == ""
-    assert "--factory module:callable" in err and len(err.strip().splitlines()) == 1
-    # a finished run says so, and trains nothing
-    code, out, err = call(capsys, "resume", "s", "--factory", "mine:make", "--no-progress")
-    assert code == 0 and "is finished (40/40 steps per worker); nothing to resume" in out
+    # the store remembers the factory: resume and replay without it load it again; a finished
+    # run says so, and trains nothing
+    code, out, err = call(capsys, "resume", "s", "--no-progress")
+    assert code == 0 and "is finished (40/40 steps per worker); nothing to resume" in out, err
+    code, out, err = call(capsys, "replay", "s", "--json")
+    assert code == 0 and json.loads(out)["value"] is not None, err
     # extending it continues from its last round
     code, out, err = call(capsys, "resume", "s", "--factory", "mine:make", "--steps", "60",
                           "--no-progress")

@@ -4,10 +4,12 @@ what the read side makes of the store (:class:`~firepbt.results.Summary`)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .build import fire_sizing_note
 from .config import ExperimentConfig
 from .errors import StoreError
 from .results import Summary, open_experiment, summarize
@@ -53,7 +55,13 @@ def run(config: ExperimentConfig, store: str | Path, *, factory: TrainableFactor
         callbacks: functions ``report -> None``, tracker objects, or ``--log`` specs
             (``"tensorboard:DIR"``, ``"wandb:PROJECT"``, ``"mlflow:URI"``), each given every
             committed round (:mod:`firepbt.tracking`).
+
+    A FIRE PBT run too small for its evaluators to do much is said first, in a warning of the
+    ``firepbt`` logger (:func:`firepbt.build.fire_sizing_note`).
     """
+    note = fire_sizing_note(config)
+    if note is not None:
+        logging.getLogger("firepbt").warning(note)
     path = run_store(config, store, factory=factory, space=space,
                      schedule_param=schedule_param, progress=progress, max_rounds=max_rounds,
                      ray_address=ray_address, callbacks=callbacks)
@@ -82,7 +90,8 @@ def resume(store: str | Path, *, factory: TrainableFactory | None = None,
         time_budget: replaces the experiment's budget (:mod:`firepbt.deadlines`: all of its
             rounds count, those of earlier runs too).
         callbacks: as for :func:`run`; each is first given the committed rounds it has not
-            seen, then the new ones.
+            seen, then the new ones. None: the ``--log`` specs the run was started with
+            (the store remembers them), an empty list: none.
     """
     path = resume_store(store, factory=factory, space=space, schedule_param=schedule_param,
                         progress=progress, max_rounds=max_rounds, ray_address=ray_address,

@@ -19,8 +19,8 @@ from .errors import ConfigError
 from .lineage import schedule as lineage_schedule
 from .results import top_measures
 from .schedule import Schedule
-from .store import REPLAY, Store
-from .trainable import TrainableFactory, mode_of, test_of
+from .store import LAUNCH, REPLAY, Store
+from .trainable import TrainableFactory, load_factory, mode_of, test_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,11 +39,33 @@ def train_schedule(factory: TrainableFactory, schedule: Schedule, seed: int) -> 
     This is exactly a plain run with a fixed schedule: no evaluation is interleaved, so the
     result depends only on the schedule, the seed and the trainable.
     """
-    trainable = factory(seed)
+    try:
+        trainable = factory(seed)
+    except Exception as exc:  # noqa: BLE001 - the user's factory: said in one line
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ConfigError("factory", "a callable seed -> Trainable", f"{_name(factory)} "
+                          f"(calling it raised {type(exc).__name__}: {first})") from None
+    check_trainable_factory(factory, trainable)
     mode_of(trainable)
     for seg in schedule.segments:
         trainable.train(dict(seg.hparams), seg.steps)
     return float(trainable.evaluate()), test_of(trainable)
+
+
+def _name(factory: Any) -> str:
+    return getattr(factory, "__qualname__", None) or type(factory).__name__
+
+
+def check_trainable_factory(factory: Any, trainable: Any) -> None:
+    """What a factory returned keeps the trainable contract (one line naming the factory
+    otherwise, e.g. for None)."""
+    from .trainable import check_trainable
+
+    try:
+        check_trainable(trainable)
+    except ConfigError as exc:
+        raise ConfigError("factory", "a callable seed -> Trainable", f"{_name(factory)} "
+                          f"({exc.got})") from None
 
 
 def replay_seed(experiment_seed: int) -> int:
@@ -70,13 +92,17 @@ def replay_store(path: str, *, factory: TrainableFactory | None = None,
     Built-in tasks train on the full training set (training plus validation split, paper
     4.1). For an experiment run on your own trainable, give the ``factory`` it was run with
     (``seed -> Trainable``; to replay on more data, a factory that builds it so): its
-    ``evaluate()`` and ``test()`` after the last step are the result. ``device``: where a
+    ``evaluate()`` and ``test()`` after the last step are the result; a run started with
+    ``--factory module:callable`` remembers it, and it is loaded again when none is given. ``device``: where a
     built-in task retrains (default: the stored configuration's; the same seed gives the same
     initial network and batches on every device, while the arithmetic of a GPU, e.g. TF32
     convolutions, may round differently)."""
     st = Store.open(path)
     try:
         cfg = ExperimentConfig.from_dict(st.config)
+        spec = (st.meta_json(LAUNCH) or {}).get("factory")
+        if factory is None and spec and not is_builtin(cfg.task):  # the run's --factory
+            factory = load_factory(str(spec))
         if factory is None and not is_builtin(cfg.task):
             raise ConfigError("factory", "the trainable factory the experiment ran with (task "
                               f"{cfg.task!r} is not built in): replay_store(path, factory=...) "

@@ -46,7 +46,17 @@ from .records import (
 )
 from .schedule import Schedule
 from .selection import best_member, score_of
-from .store import CREATED_AT, ELAPSED, ENDED, LAST_ERROR, REPLAY, RUN, RoundRow, Store
+from .store import (
+    CREATED_AT,
+    ELAPSED,
+    ENDED,
+    LAST_ERROR,
+    LAUNCH,
+    REPLAY,
+    RUN,
+    RoundRow,
+    Store,
+)
 
 
 class TopPoint(NamedTuple):
@@ -196,7 +206,8 @@ def fire_caveats(store: Store) -> list[str]:
                    "down, so P1 behaved like PBT on its own. A success needs an evaluator to "
                    "improve faster than its target over enough binomial trials (7 of 7 at "
                    "p_stat 0.01): a longer run, more evaluations per ready interval (the "
-                   "paper's 12) or more workers give evaluators the rounds and points it takes.")
+                   "paper's 12) or more workers give evaluators the rounds and points it takes (see "
+                   "'How big a FIRE PBT run must be' in the methods page).")
     param = facts.main_param
     med: dict[int, float] = {}
     for sub in range(facts.subpopulations):
@@ -520,6 +531,12 @@ class Experiment:
     def final(self) -> FinalMember | None:
         """The final best-effort member (once the last round is committed)."""
         return self.store.final_member()
+
+    def launch(self) -> dict[str, Any]:
+        """How the run was started: ``{"factory": "module:callable" or None, "log": [--log
+        specs]}`` (what ``resume`` takes again when it is not given them)."""
+        raw = self.store.meta_json(LAUNCH)
+        return {"factory": None, "log": [], **(raw if isinstance(raw, dict) else {})}
 
     def replay(self) -> dict[str, Any] | None:
         """The recorded schedule replay (``firepbt replay``), if any."""

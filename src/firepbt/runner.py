@@ -33,6 +33,7 @@ from . import deadlines
 from .build import (
     ResolvedTask,
     build_controller,
+    is_builtin,
     main_param,
     make_executor,
     resolve_task,
@@ -65,13 +66,14 @@ from .store import (
     FINAL,
     KEEP_CHECKPOINTS,
     LAST_ERROR,
+    LAUNCH,
     THREADS_USED,
     RoundRow,
     Store,
 )
 from .threads import training_threads
 from .tracking import TrackerSet, callbacks_of
-from .trainable import TrainableFactory
+from .trainable import TrainableFactory, load_experiment
 
 ProgressFn = Callable[[int, int, dict[str, Any]], None]
 
@@ -397,8 +399,7 @@ class Runner:
         self.store.commit_round(row, evals, tests, decisions, meta=meta)
         self.elapsed = elapsed
         self.round = r
-        self.tracking.round_committed(r, step, evals, tests, decisions, row.workers,
-                                      row.train_seconds, row.eval_seconds)
+        self.tracking.round_committed(row, evals, tests, decisions)
         if r == cfg.rounds:
             self._bind_checkpoint()
         if self.progress is not None:
@@ -468,16 +469,21 @@ def run_store(config: ExperimentConfig, store: str | Path, *,
               factory: TrainableFactory | None = None, space: Space | None = None,
               schedule_param: str | None = None, progress: ProgressFn | bool | None = None,
               max_rounds: int | None = None, ray_address: str | None = None,
-              callbacks: Sequence[Any] | None = None) -> Path:
+              callbacks: Sequence[Any] | None = None, factory_spec: str | None = None) -> Path:
     """A new experiment into a new store (:func:`firepbt.run` says what each argument does);
     returns the store's folder. A run that fails before its first round is committed leaves
-    no store behind; after that the store keeps its rounds and says what stopped it."""
+    no store behind; after that the store keeps its rounds and says what stopped it. The store
+    remembers how the run was started (meta ``launch``): ``factory_spec``, the
+    ``module:callable`` the factory was loaded from (``--factory``), and the ``--log`` specs
+    among ``callbacks``; :func:`resume_store` takes them again when not given."""
     _check_ray_address(config, ray_address)
     tracking = TrackerSet(callbacks_of(callbacks))
     task = resolve_task(config, factory, space, schedule_param)
     build_controller(config, task.space, task.schedule_param)  # checked before a store exists
     existed = Store.check_new(store).exists()
     st = Store.create(store, config.to_dict())
+    st.set_meta(LAUNCH, json.dumps({"factory": factory_spec,
+                                    "log": [c for c in callbacks or () if isinstance(c, str)]}))
     runner = None
     bar = _bar(progress, config.steps, 0)
     try:
@@ -519,9 +525,26 @@ def resume_store(store: str | Path, *, factory: TrainableFactory | None = None,
                  steps: int | None = None, time_budget: float | None = None,
                  callbacks: Sequence[Any] | None = None) -> Path:
     """Continue a stopped or killed experiment from its last completed round
-    (:func:`firepbt.resume` says what each argument does); returns the store's folder."""
-    tracking = TrackerSet(callbacks_of(callbacks))
+    (:func:`firepbt.resume` says what each argument does); returns the store's folder. How
+    the run was started (:func:`run_store`) fills in what is not given: the factory's
+    ``module:callable`` for your own trainable and, when ``callbacks`` is None, its ``--log``
+    specs; a tracker the run was started with and that this resume does not give is said in a
+    warning."""
     st = Store.open(store)
+    launch = st.meta_json(LAUNCH) or {}
+    remembered = [str(x) for x in launch.get("log") or ()]
+    if callbacks is None:
+        callbacks = remembered
+    missing = [x for x in remembered if x not in callbacks]
+    if missing:
+        logging.getLogger("firepbt").warning(
+            "this run was started with --log %s, which this resume does not log to: give "
+            "it again (--log) to catch it up", " --log ".join(missing))
+    try:
+        tracking = TrackerSet(callbacks_of(callbacks))
+    except BaseException:
+        st.close()
+        raise
     runner = None
     bar = None
     try:
@@ -535,6 +558,9 @@ def resume_store(store: str | Path, *, factory: TrainableFactory | None = None,
         if device is not None:
             config = dataclasses.replace(config, device=device)
         _check_ray_address(config, ray_address)
+        if factory is None and launch.get("factory") and not is_builtin(config.task):
+            factory, space, code_param = load_experiment(str(launch["factory"]))
+            schedule_param = schedule_param or (code_param if config.method == "random" else None)
         task = resolve_task(config, factory, space, schedule_param)
         runner = Runner(config, task, st, progress=_progress_fn(progress, None),
                         ray_address=ray_address, tracking=tracking)

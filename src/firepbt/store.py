@@ -878,7 +878,14 @@ def write_states(path: Path, states: Mapping[int, Any]) -> str:
     except (RuntimeError, OSError) as exc:  # a full disk, a folder gone: torch says RuntimeError
         with contextlib.suppress(OSError):
             tmp.unlink()
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+        full = getattr(exc, "errno", None) == 28 or any("No space left" in ln for ln in lines)
+        with contextlib.suppress(OSError):
+            full = full or shutil.disk_usage(path.parent).free < (1 << 20)
+        # torch's own message names its internals ("enforce fail at inline_container.cc"):
+        # the cause in words instead, when it is a full disk
+        first = ("No space left on device" if full else
+                 (lines or [type(exc).__name__])[0][:300])
         raise StoreError(f"checkpoint {path.name} cannot be written in {str(path.parent)!r} "
                          f"({first}); the rounds committed before are kept - free space or "
                          "restore the folder, then 'firepbt resume' continues") from None

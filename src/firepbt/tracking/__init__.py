@@ -21,13 +21,18 @@ The contract:
   committed rounds it has not seen - those a crash, a disabled callback, or a first run without
   that callback left - read back from the store (a :class:`RoundReport` equal to the live one),
   then goes on live. A round discarded by a checkpoint fallback and trained again is given
-  again only to a callback that had not seen it.
+  again only to a callback that had not seen it. A tracker that hands its records to another
+  process (W&B's service writes them a little later) may lose the last ones to a ``SIGKILL``;
+  such a tracker says, after ``start``, the last round it still holds (``kept(info) ->
+  round``), and is given again every round after it.
 
 Built-in trackers are made from a spec, as ``--log`` takes it (:func:`make_tracker`):
 ``tensorboard:DIR``, ``wandb:PROJECT`` and ``mlflow:URI`` (a tracking URI such as
 ``sqlite:///mlflow.db``, or a folder, which gets ``mlflow.db`` inside). Each writes, per
-worker, the objective at every evaluation and each hyperparameter at every round
-(``objective/w03``, ``hparams/lambda/w03``), the top so far (``best/objective``), each
+worker, the objective at every evaluation and each hyperparameter at every round's step, as it
+is from that step on, and where a schedule (random search's) changes it inside a round, at the
+step of the change (``objective/w03``, ``hparams/lambda/w03``), the top so far
+(``best/objective``), each
 sub-population's median of each hyperparameter (``subpop/P2/lambda``), and the round's events:
 a copy as ``events/exploit/w05`` = the source worker at the step it happened, an evaluator's
 success as ``events/success/w07`` = the evaluator whose weights the target ``w07`` took, and

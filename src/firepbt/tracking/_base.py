@@ -45,6 +45,7 @@ class RoundReport:
     train_seconds: float = field(compare=False)  # (timings: not part of a report's equality)
     eval_seconds: float = field(compare=False)
     initial: tuple[WorkerState, ...] | None = None
+    finished_at: float = field(default=0.0, compare=False)  # when the round was committed
 
     def of_kind(self, kind: type) -> list[Any]:
         """The round's decisions of one kind, e.g. ``report.of_kind(Exploit)``."""

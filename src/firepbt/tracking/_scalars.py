@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ..records import (
     EvaluatorSuccess,
@@ -30,19 +31,34 @@ def scalars(report: RoundReport) -> list[tuple[str, int, float]]:
     for w, s, v in report.tests:
         out.append((f"test/{worker_tag(w, n)}", s, float(v)))
 
+    def numbers(values: Mapping[str, Any]) -> list[tuple[str, float]]:
+        return [(k, float(v)) for k, v in values.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)]
+
     def hparams(workers: Sequence[WorkerState], step: int) -> None:
         subs: dict[tuple[int, str], list[float]] = {}
         for info in workers:
-            for k, v in (info.hparams or {}).items():
-                if isinstance(v, (int, float)) and not isinstance(v, bool):
-                    out.append((f"hparams/{k}/{worker_tag(info.worker, n)}", step, float(v)))
-                    if info.role == "member" and info.subpopulation is not None:
-                        subs.setdefault((info.subpopulation, k), []).append(float(v))
+            now = info.hparams_at(step) if info.schedule is not None else info.hparams or {}
+            for k, v in numbers(now):
+                out.append((f"hparams/{k}/{worker_tag(info.worker, n)}", step, v))
+                if info.role == "member" and info.subpopulation is not None:
+                    subs.setdefault((info.subpopulation, k), []).append(v)
         for (sub, k), vs in sorted(subs.items()):
             out.append((f"subpop/P{sub + 1}/{k}", step, statistics.median(vs)))
 
     if report.initial is not None:
         hparams(report.initial, 0)
+    # a schedule (random search) changes inside a round: each change at its own step
+    start = report.step - report.steps // max(1, report.rounds)
+    for info in report.workers:
+        if info.schedule is None:
+            continue
+        at = 0
+        for seg in info.schedule.segments:
+            if start < at < report.step:
+                for k, v in numbers(seg.hparams):
+                    out.append((f"hparams/{k}/{worker_tag(info.worker, n)}", at, v))
+            at += seg.steps
     hparams(report.workers, report.step)
     if report.best is not None:
         out.append(("best/objective", report.step, float(report.best[2])))

@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..records import Decision, WorkerState
 from ..selection import running_top, score_of
-from ..store import TRACKING
+from ..store import TRACKING, RoundRow
 from ._base import RoundReport, RunInfo, as_tracker
 
 log = logging.getLogger("firepbt")
@@ -95,7 +95,17 @@ class TrackerSet:
                            mode, config.rounds, config.steps, config.ready_interval,
                            current_round, int(self._book[t.key]["round"]), saved,
                            _save=functools.partial(self._save, t.key))
-            self._call(t, start, info, "start")
+            if not self._call(t, start, info, "start"):
+                continue
+            kept = getattr(t, "kept", None)  # what it still holds after a crash (W&B)
+            if kept is not None and t.key not in self.disabled:
+                try:
+                    held = int(kept(info))
+                except Exception as exc:  # noqa: BLE001 - said, and every round given again
+                    log.warning("tracker %s could not say what it holds (%s: %s); it is given "
+                                "every round again", t.key, type(exc).__name__, exc)
+                    held = 0
+                self._book[t.key]["round"] = min(int(self._book[t.key]["round"]), held)
         behind = min((int(self._book[t.key]["round"]) for t in self._live()),
                      default=current_round)
         if current_round > 0:
@@ -123,33 +133,32 @@ class TrackerSet:
                 assert self._best is not None
                 self._best.add(evals)
                 continue
-            self._give(row.round, row.step, evals, tests, got["d"], row.workers,
-                       row.train_seconds, row.eval_seconds)
+            self._give(row, evals, tests, got["d"])
 
     # -- a round --------------------------------------------------------------------------
 
-    def round_committed(self, r: int, step: int, evaluations: Sequence[tuple[int, int, float]],
-                        tests: Sequence[tuple[int, int, float]], decisions: Sequence[Decision],
-                        workers: Mapping[int, WorkerState], train_seconds: float,
-                        eval_seconds: float) -> None:
+    def round_committed(self, row: RoundRow, evaluations: Sequence[tuple[int, int, float]],
+                        tests: Sequence[tuple[int, int, float]],
+                        decisions: Sequence[Decision]) -> None:
+        """Give the round the store has just committed (``row``, its records) to every
+        tracker that has not seen it."""
         if not self.trackers:
             return
         t0 = time.perf_counter()
-        self._give(r, step, sorted(evaluations), sorted(tests), decisions, workers,
-                   train_seconds, eval_seconds)
+        self._give(row, sorted(evaluations), sorted(tests), decisions)
         self.seconds += time.perf_counter() - t0
 
-    def _give(self, r: int, step: int, evals: list[tuple[int, int, float]],
-              tests: list[tuple[int, int, float]], decisions: Sequence[Decision],
-              workers: Mapping[int, WorkerState], train_seconds: float, eval_seconds: float
-              ) -> None:
+    def _give(self, row: RoundRow, evals: list[tuple[int, int, float]],
+              tests: list[tuple[int, int, float]], decisions: Sequence[Decision]) -> None:
         assert self._best is not None
         self._best.add(evals)
         cfg = self._config
-        report = RoundReport(r, cfg.rounds, step, cfg.steps, self._mode, tuple(evals),
-                             tuple(tests), tuple(decisions), _workers(workers),
-                             self._best.point, float(train_seconds), float(eval_seconds),
-                             self._initial if r == 1 else None)
+        r = row.round
+        report = RoundReport(r, cfg.rounds, row.step, cfg.steps, self._mode, tuple(evals),
+                             tuple(tests), tuple(decisions), _workers(row.workers),
+                             self._best.point, float(row.train_seconds),
+                             float(row.eval_seconds), self._initial if r == 1 else None,
+                             float(row.finished_at))
         given = False
         for t in self._live():
             if int(self._book[t.key]["round"]) >= r:
@@ -188,4 +197,6 @@ class TrackerSet:
             try:
                 close()
             except Exception as exc:  # noqa: BLE001
-                log.warning("tracker %s failed to close (%s: %s)", t.key, type(exc).__name__, exc)
+                if t.key not in self.disabled:  # (a disabled one was said already, once)
+                    log.warning("tracker %s failed to close (%s: %s)", t.key,
+                                type(exc).__name__, exc)

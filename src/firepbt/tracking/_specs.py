@@ -16,7 +16,7 @@ def make_tracker(spec: str) -> Any:
     """A built-in tracker from a ``--log`` spec: ``tensorboard:DIR``, ``wandb:PROJECT`` or
     ``mlflow:URI`` (see the module docstring)."""
     kind, sep, arg = str(spec).partition(":")
-    if kind not in KINDS or not sep or not arg:
+    if kind not in KINDS or not sep or not arg.strip():
         raise ConfigError("--log", "tensorboard:DIR, wandb:PROJECT or mlflow:URI", spec)
     if kind == "tensorboard":
         from .tensorboard import TensorBoardTracker

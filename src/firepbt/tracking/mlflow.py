@@ -25,7 +25,23 @@ BATCH = 1000  # MLflow's limit of metrics per log_batch call
 
 
 def tracking_uri(arg: str) -> str:
-    """A tracking URI as given, or a folder's SQLite store."""
+    """A tracking URI as given, or a folder's SQLite store (the folder made if need be). An
+    SQLite URI must name a file in a folder that exists, and not a file that is something else
+    than an SQLite database (SQLite would take a short one for an empty database and write over
+    it)."""
+    from ..errors import ConfigError
+
+    if not arg.strip():
+        raise ConfigError("--log", "mlflow:URI with a tracking URI or a folder", f"mlflow:{arg}")
+    if arg.startswith("sqlite:///"):
+        db = Path(arg[len("sqlite:///"):])
+        if not db.parent.is_dir():
+            raise ConfigError("--log", "mlflow:sqlite:///FILE in a folder that exists (or "
+                              "mlflow:FOLDER, which firepbt makes)", f"mlflow:{arg}")
+        if db.is_file() and db.stat().st_size and db.read_bytes()[:16] != b"SQLite format 3\0":
+            raise ConfigError("--log", "mlflow:sqlite:///FILE naming an SQLite database or a "
+                              "new file", f"mlflow:{arg} (a file that is not a database)")
+        return arg
     if "://" in arg or arg.startswith(("databricks", "file:")):
         return arg
     folder = Path(arg).resolve()
@@ -41,6 +57,58 @@ def artifact_location(uri: str) -> str | None:
     return None
 
 
+def _database(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+def _reachable(uri: str, timeout: float = 3.0) -> None:
+    """An MLflow server is there: one connection, at most ``timeout`` seconds (MLflow's own
+    client retries for minutes). Raises ``ConnectionError`` naming it otherwise."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError as exc:
+        raise ConnectionError(f"no MLflow server answers at {parts.hostname}:{port} "
+                              f"({exc.strerror or exc})") from None
+
+
+def _forget(uri: str) -> None:
+    """Let go of the database engine MLflow keeps for ``uri`` (it keeps one per URI for the
+    process: after a database is renamed, a kept one would still reach the old file)."""
+    try:
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+    except ImportError:  # pragma: no cover - an MLflow without its SQL store
+        return
+    engines = getattr(SqlAlchemyStore, "_engine_map", None)
+    engine = engines.pop(uri, None) if isinstance(engines, dict) else None
+    if engine is not None:
+        engine.dispose()
+
+
+def _created(db: Path) -> None:
+    """MLflow's SQLite store made under a temporary name and renamed into place once MLflow has
+    created all its tables (it takes seconds): a kill while it is made leaves no database that
+    MLflow can no longer open."""
+    import os
+    import secrets
+
+    from mlflow.tracking import MlflowClient
+
+    for stale in db.parent.glob(f"{db.name}.creating-*"):
+        stale.unlink(missing_ok=True)
+    tmp = db.with_name(f"{db.name}.creating-{os.getpid()}-{secrets.token_hex(4)}")
+    MlflowClient(tracking_uri=f"sqlite:///{tmp}").search_experiments(max_results=1)
+    _forget(f"sqlite:///{tmp}")
+    os.replace(tmp, db)
+    _forget(f"sqlite:///{db}")
+
+
 class MLflowTracker:
     """Logs a run's rounds to MLflow (see the module docstring)."""
 
@@ -50,17 +118,51 @@ class MLflowTracker:
         self.key = f"mlflow:{self.uri}"
         self.client: Any = None
         self.run_id: str | None = None
+        self.given = 0  # the last round this run holds
+        self.rounds = 0
 
     def start(self, info: RunInfo) -> None:
+        import logging
+        import os
+
         from mlflow.tracking import MlflowClient
 
-        self.client = MlflowClient(tracking_uri=self.uri)
+        # a server that goes away mid-run costs seconds, not MLflow's minutes of retries
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+        _reachable(self.uri)
+        db = _database(self.uri)
+        if db is not None and not db.exists():
+            _created(db)
         run_id = info.saved.get("run_id")
+        try:
+            self.client = MlflowClient(tracking_uri=self.uri)
+            exp = self.client.get_experiment_by_name(EXPERIMENT)
+        except Exception as exc:
+            if db is None or run_id is not None:
+                raise
+            # a database MLflow cannot open, which this experiment never logged to: one whose
+            # making was cut short before firepbt made it atomically; put aside, made again
+            aside = db.with_name(f"{db.name}.broken-{int(time.time())}")
+            os.replace(db, aside)
+            logging.getLogger("firepbt").warning(
+                "MLflow cannot open %s (%s: %s), which this experiment never logged to; it "
+                "was put aside as %s and made again", db, type(exc).__name__,
+                str(exc).splitlines()[0][:120] if str(exc) else "", aside.name)
+            _created(db)
+            self.client = MlflowClient(tracking_uri=self.uri)
+            exp = self.client.get_experiment_by_name(EXPERIMENT)
+        self.given, self.rounds = info.last_given, info.rounds
+        if run_id is None and exp is not None:  # made, then killed before its id was kept
+            found = self.client.search_runs(
+                [exp.experiment_id], f"tags.`firepbt.store` = '{info.store}'", max_results=1)
+            run_id = found[0].info.run_id if found else None
+            if run_id is not None:
+                info.save("run_id", run_id)
         if run_id is not None:
             self.run_id = str(run_id)
             self.client.update_run(self.run_id, status="RUNNING")
             return
-        exp = self.client.get_experiment_by_name(EXPERIMENT)
         exp_id = exp.experiment_id if exp is not None else self.client.create_experiment(
             EXPERIMENT, artifact_location=artifact_location(self.uri))
         run = self.client.create_run(exp_id, run_name=info.name,
@@ -78,16 +180,22 @@ class MLflowTracker:
 
         if self.client is None or self.run_id is None:
             raise RuntimeError("start() was not called")
-        now = int(time.time() * 1000)
-        metrics = [Metric(tag, value, now, step) for tag, step, value in scalars(report)]
+        # the round's commit time as every metric's timestamp: a round given again after a
+        # kill writes the same rows, which MLflow keeps once
+        when = int(report.finished_at * 1000)
+        metrics = [Metric(tag, value, when, step) for tag, step, value in scalars(report)]
         for i in range(0, len(metrics), BATCH):
             self.client.log_batch(self.run_id, metrics=metrics[i:i + BATCH])
         words = [text for _w, text in report.events()]
         if words:
             self.client.log_text(self.run_id, "\n".join(words),
                                  f"events/round-{report.round:05d}.txt")
+        self.given = report.round
         if report.round == report.rounds:
             self.client.set_terminated(self.run_id, "FINISHED")
 
     def close(self) -> None:
+        if self.client is not None and self.run_id is not None and self.rounds and \
+                self.given >= self.rounds:  # (a finished experiment resumed: nothing to give)
+            self.client.set_terminated(self.run_id, "FINISHED")
         self.client = None
