@@ -6,6 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
+DOCS_STAMP := $(VENV)/.installed-docs
 
 .PHONY: run test docs lint bench clean
 
@@ -31,7 +32,13 @@ test: $(TEST_STAMP)
 	$(PY) -m pytest -q -m serial
 	PYTHON=$(PY) bash tests/packaging/wheel_alone.sh
 
-docs: $(TEST_STAMP)
+# the docs need Sphinx and MyST only: the API reference imports the integrations and trackers,
+# which import their libraries when used, not when documented
+$(DOCS_STAMP): $(RUN_STAMP)
+	$(PY) -m pip install -q -e '.[plots,docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
 	$(PY) -m sphinx -W -b html docs/site docs/_build/html
 	@echo "docs: docs/_build/html/index.html"
 

@@ -232,6 +232,7 @@ def test_a_full_disk_a_failing_factory_module_and_an_overflowing_schedule_are_on
     assert main(["resume", str(tmp_path / "s"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "checkpoint round-000003.pt cannot be written" in err[0]
+    assert "(No space left on device)" in err[0] and "inline_container" not in err[0]
     monkeypatch.setattr(_torch, "save", real)
     assert resume(tmp_path / "s", progress=False).finished
     # a --factory whose module raises, or exits, as it is imported
@@ -273,3 +274,56 @@ def test_a_comparison_whose_runs_fail_says_so_in_one_line(tmp_path, monkeypatch,
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1
     assert "1 of the comparison's runs failed: pbt-w4-s0" in err[0]
+
+
+def test_durations_beyond_what_a_timer_holds_and_non_ascii_digits_are_one_line(tmp_path,
+                                                                              capsys):
+    for args in (["run", "nqm", "--round-timeout", "1e300"],
+                 ["run", "nqm", "--time-budget", "\u0663"],  # an Arabic-Indic 3
+                 ["report", str(tmp_path), "--watch", "--every", "1e300"]):
+        with pytest.raises(SystemExit) as exc:
+            main([*args, "--store", str(tmp_path / "never")] if args[0] == "run" else args)
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "must be seconds in (0, 1e+09]" in err[0], err
+    with pytest.raises(ConfigError, match=r"round_timeout must be in \(0, 1e\+09\]"):
+        ExperimentConfig(**{**CFG, "round_timeout": 1e300})
+    assert not (tmp_path / "never").exists()
+
+
+def test_tracker_specs_that_would_write_where_they_should_not_are_refused(tmp_path, capsys):
+    pytest.importorskip("mlflow")
+    afile = tmp_path / "afile"
+    afile.write_bytes(b"x")  # SQLite would take it for an empty database and write over it
+    cases = [("tensorboard: ", "--log must be tensorboard:DIR"),
+             (f"mlflow:sqlite:///{afile}", "a file that is not a database"),
+             (f"mlflow:sqlite:///{tmp_path}/no/such/dir/x.db", "in a folder that exists")]
+    for spec, why in cases:
+        code = main(["run", "nqm", "--store", str(tmp_path / "s"), "--log", spec])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and why in err[0], (spec, err)
+    assert afile.read_bytes() == b"x" and not (tmp_path / "no").exists()
+    assert not (tmp_path / "s").exists() and not (tmp_path / " ").exists()
+
+
+def test_report_watch_refuses_an_out_folder_it_would_ignore(tmp_path, capsys):
+    run(ExperimentConfig(**{**CFG, "task": "nqm", "task_options": {"dims": 20}}),
+        tmp_path / "s", progress=False)
+    assert main(["report", str(tmp_path / "s"), "--watch", "--out", str(tmp_path / "x")]) == 2
+    assert "--out must be given without --watch" in capsys.readouterr().err
+
+
+def test_a_replay_factory_that_fails_when_called_is_one_line(tmp_path, monkeypatch, capsys):
+    (tmp_path / "factories.py").write_text(
+        "def returns_none(seed):\n    return None\n"
+        "def raises(seed):\n    raise ValueError('no data here')\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run(ExperimentConfig(**{**CFG, "task": "nqm", "task_options": {"dims": 20}}),
+        tmp_path / "s", progress=False)
+    for spec, why in (("factories:returns_none", "returns_none (a factory that returned None)"),
+                      ("factories:raises", "raises (calling it raised ValueError: no data here)"),
+                      ("os.path:join", "calling it raised TypeError")):
+        assert main(["replay", "s", "--factory", spec]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and why in err[0], (spec, err)

@@ -129,6 +129,44 @@ def test_the_summary_lists_a_subpopulation_that_did_not_evolve(tmp_path, capsys)
     assert "Evaluators: 4 assigned, 0 successes" in out
 
 
+
+def test_a_fire_run_too_small_for_its_evaluators_is_said_before_it_starts(tmp_path, capsys):
+    # the newcomer's size (8 workers, 8 rounds of 6 evaluations: 0 successes on two seeds
+    # there): the note comes before the run, not only in the summary after it
+    import dataclasses
+    import logging
+
+    from firepbt import ExperimentConfig, run
+    from firepbt.build import fire_sizing_note, task_config
+    from firepbt.tasks import TASKS
+
+    code, out, _ = run_cli(capsys, "run", "nqm", "--method", "fire", "--workers", "8",
+                           "--steps", "480", "--ready-interval", "60", "--eval-interval", "10",
+                           "--store", str(tmp_path / "s"), "--no-progress")
+    assert code == 0
+    lines = out.splitlines()
+    (note,) = [i for i, x in enumerate(lines) if x.startswith("firepbt: note: FIRE PBT at this")]
+    assert "8 workers: 3 + 3 members and 2 evaluators; 8 rounds of 6 evaluations" in lines[note]
+    assert note < next(i for i, x in enumerate(lines) if x.startswith("Experiment finished"))
+    # from Python, a warning; PBT and the built-in tasks' own protocols get none
+    cfg = ExperimentConfig(task="nqm", method="fire", workers=8, steps=480, ready_interval=60,
+                           eval_interval=10)
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("firepbt").addHandler(handler)
+    try:
+        run(cfg, tmp_path / "p", progress=False)
+    finally:
+        logging.getLogger("firepbt").removeHandler(handler)
+    assert any("FIRE PBT at this size" in x for x in seen)
+    assert fire_sizing_note(dataclasses.replace(cfg, method="pbt")) is None
+    assert fire_sizing_note(dataclasses.replace(cfg, steps=3000, eval_interval=5)) is None  # 50 rounds of 12
+    for task in TASKS:
+        for comparison in (False, True):
+            assert fire_sizing_note(task_config(task, method="fire",
+                                                comparison=comparison)) is None, task
+
 def test_every_option_of_every_verb_has_help():
     import argparse
 

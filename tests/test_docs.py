@@ -65,3 +65,10 @@ def test_the_site_builds_without_warnings(tmp_path):
     assert "tune_factory" in html and "RoundReport" in html  # the reference, from docstrings
     cli = (tmp_path / "html" / "cli.html").read_text()
     assert "firepbt run" in cli and "--time-budget" in cli  # generated from the parser
+
+
+def test_the_committed_cli_reference_is_what_the_parser_says():
+    from firepbt.cli import reference_markdown
+
+    assert (SITE / "cli.md").read_text() == reference_markdown(), (
+        "docs/site/cli.md is stale: 'make docs' writes it again")

@@ -130,7 +130,10 @@ def test_losing_a_worker_node_mid_round_changes_nothing(cluster, tmp_path, max_a
     died = [d for _r, _s, d in st.decisions(["worker_failure"]) if d.error == "actor_died"]
     st.close()
     assert died, "a node must have died mid-round"
-    assert ex.n_actors == 2  # restarted on the free CPU, or 3 -> 2 with the members dealt out
+    # restarted on the free CPU within its 5 s, or - on a busy machine, when Ray takes longer
+    # to start it - its members dealt to the survivor: either outcome is correct, and whichever
+    # happened the run records exactly what the local run does
+    assert ex.n_actors in ({1, 2} if max_actors == 2 else {2})
     assert records(tmp_path / "ray") == records(tmp_path / "local")
     c.add_node(num_cpus=1)  # back to three nodes for the next test
     c.wait_for_nodes()

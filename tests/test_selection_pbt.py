@@ -126,3 +126,34 @@ def test_random_search_follows_hand_tuned_schedule_and_never_exploits():
         assert s.schedule.hparams_at(800)["lr"] == pytest.approx(base / 1000)
         assert s.schedule.hparams_at(0)["lr"] < base / 10  # warming up
     assert rs.decide(100, observations({w: 0.0 for w in range(4)})) == []
+
+
+def test_the_warm_up_is_never_cut_finer_than_the_evaluation_grid():
+    from firepbt.schedule import hand_tuned
+
+    # 480 steps, an evaluation every 10: the 27-step warm-up becomes 3 pieces of 10 steps,
+    # ending on evaluation steps (not 20 pieces of 1-2 steps, each a train() call)
+    s = hand_tuned({"lr": 0.5}, "lr", 480, grain=10)
+    assert [seg.steps for seg in s.segments[:3]] == [10, 10, 10]
+    assert [seg.hparams["lr"] for seg in s.segments[:4]] == pytest.approx(
+        [0.5 / 3, 1.0 / 3, 0.5, 0.5])
+    assert s.total_steps == 480 and s.hparams_at(160)["lr"] == pytest.approx(0.05)
+    # long enough for 20 pieces of at least a grain each: the paper's 20, as before
+    long = hand_tuned({"lr": 0.5}, "lr", 6000, grain=10)
+    assert len(long.segments) == 24 and long.segments[0].steps == 16
+    rs = RandomSearch(SPACE, 2, 480, schedule_param="lr", seed=0, grain=10)
+    assert all(st.schedule.segments[0].steps == 10 for st in rs.start())
+
+
+def test_a_linear_warm_up_is_shown_as_one_row():
+    from firepbt.schedule import Schedule, Segment, display_rows, hand_tuned, warmup
+
+    s = hand_tuned({"lr": 0.5, "wd": 1e-4}, "lr", 6000)
+    assert warmup(s) == ("lr", 0.5, 333, 20)
+    rows = display_rows(s)
+    assert rows[0] == ("linear warm-up of lr to 0.5 in 20 pieces", {"lr": 0.5, "wd": 1e-4}, 333)
+    assert [r[2] for r in rows[1:]] == [1667, 2000, 1333, 667] and len(rows) == 5
+    # a schedule that merely rises is not a warm-up
+    rising = Schedule((Segment({"lr": 0.1}, 10), Segment({"lr": 0.3}, 10),
+                       Segment({"lr": 0.4}, 10)))
+    assert warmup(rising) is None and len(display_rows(rising)) == 3

@@ -3,7 +3,7 @@
 Sphinx, because the docstrings are already written in its roles (``:class:``, ``:func:``,
 ``:mod:``), so the API reference is generated from them as they are; the pages are Markdown
 (MyST), the same text a reader sees on GitHub. The CLI reference is generated from the
-argument parser at each build (``cli.md``, not kept in git).
+argument parser (``cli.md``, kept in git and checked by the tests).
 """
 
 from __future__ import annotations
@@ -31,18 +31,14 @@ suppress_warnings = ["myst.xref_missing"]
 
 
 def _cli_reference() -> None:
-    """``cli.md``: every command's ``--help``, from the parser itself."""
-    from firepbt.cli import _parser
+    """``cli.md``: every command's ``--help``, from the parser itself (kept in git, so the page
+    reads on GitHub too; ``tests/test_docs.py`` checks it is what the parser says)."""
+    from firepbt.cli import reference_markdown
 
-    parser = _parser()
-    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    parts = ["# Command-line reference", "",
-             "Generated from the parser (`firepbt COMMAND --help` prints the same).", "",
-             "<!-- not run: help text, as the parser prints it -->", "```text", parser.format_help().rstrip(), "```", ""]
-    for name, p in sub.choices.items():
-        parts += [f"## firepbt {name}", "", "<!-- not run: help text, as the parser prints it -->", "```text",
-                  p.format_help().rstrip(), "```", ""]
-    (HERE / "cli.md").write_text("\n".join(parts))
+    page = HERE / "cli.md"
+    text = reference_markdown()
+    if not page.exists() or page.read_text() != text:
+        page.write_text(text)
 
 
 _cli_reference()

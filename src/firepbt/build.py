@@ -15,7 +15,7 @@ import numpy as np
 
 from .config import ExperimentConfig
 from .controllers import PBT, Controller, FirePBT, RandomSearch
-from .controllers.fire_layout import fire_split
+from .controllers.fire_layout import fire_split, sizing_note
 from .devices import resolve_device
 from .errors import ConfigError, check
 from .executors import Executor, LocalExecutor
@@ -59,7 +59,8 @@ def build_controller(config: ExperimentConfig, space: Space,
             fixed = Schedule(tuple(Segment(s["hparams"], int(s["steps"]))
                                    for s in config.schedule["segments"]))
         return RandomSearch(space, config.workers, config.steps, schedule_param=schedule_param,
-                            fixed_schedule=fixed, seed=seed, shape=config.hand_tuned)
+                            fixed_schedule=fixed, seed=seed, shape=config.hand_tuned,
+                            grain=config.eval_interval)
     n_sub, size, n_eval = fire_split(config.workers, config.n_subpopulations, config.quantile)
     return FirePBT(space, ready_interval=config.ready_interval, n_subpopulations=n_sub,
                    subpopulation_size=size, n_evaluators=n_eval,
@@ -84,6 +85,16 @@ def make_executor(config: ExperimentConfig, factory: TrainableFactory,
     from .executors.vectorized import VectorizedExecutor
 
     return VectorizedExecutor(factory, strict=config.executor == "vectorized")
+
+
+def fire_sizing_note(config: ExperimentConfig) -> str | None:
+    """The note a FIRE PBT run too small for its evaluators gets before it starts
+    (:func:`~firepbt.controllers.fire_layout.sizing_note`); None for other methods."""
+    if config.method != "fire":
+        return None
+    return sizing_note(config.workers, config.steps // config.ready_interval,
+                       config.ready_interval // config.eval_interval,
+                       config.n_subpopulations, config.quantile)
 
 
 def worker_seeds(seed: int, n_workers: int) -> dict[int, int]:

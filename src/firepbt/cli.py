@@ -66,16 +66,16 @@ def _positive_int(name: str) -> Callable[[str], int]:
 
 def _seconds(name: str) -> Callable[[str], float]:
     def parse(text: str) -> float:
-        from .deadlines import parse_seconds
+        from .deadlines import MAX_SECONDS, parse_seconds
 
+        what = (f"{name} must be seconds in (0, {MAX_SECONDS:g}] (e.g. 90, 15m, 1.5h), "
+                f"got {text!r}")
         try:
             value = parse_seconds(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be seconds > 0 (e.g. 90, 15m, 1.5h), "
-                                             f"got {text!r}") from None
-        if not value > 0 or value == float("inf"):
-            raise argparse.ArgumentTypeError(f"{name} must be seconds > 0 (e.g. 90, 15m, "
-                                             f"1.5h), got {text!r}")
+            raise argparse.ArgumentTypeError(what) from None
+        if not 0 < value <= MAX_SECONDS:
+            raise argparse.ArgumentTypeError(what)
         return value
     return parse
 
@@ -188,12 +188,12 @@ def _run_arguments(r: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .build import check_device
+    from .build import check_device, fire_sizing_note
     from .runner import new_store_path, run_store
     from .tracking import callbacks_of
 
     config = _config_from_args(args)
-    trackers = callbacks_of(args.log)  # a missing extra: one line, before anything is written
+    callbacks_of(args.log)  # a missing extra: one line, before anything is written
     check_device(config)  # an absent device: one line, before anything is printed
     code = _code(args, config.method)
     if config.factors is not None:  # names of the task's hyperparameters, checked now too
@@ -209,10 +209,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"firepbt: {config.method} on {config.task}, {config.workers} workers x "
           f"{config.steps} steps (ready every {config.ready_interval}, eval every "
           f"{config.eval_interval}), seed {config.seed}, store {args.store}")
+    note = fire_sizing_note(config)
+    if note is not None:
+        print(f"firepbt: note: {note}")
     progress = ProgressBar(not args.no_progress, config.steps)
     try:
         path = run_store(config, store, progress=progress, ray_address=args.ray_address,
-                         callbacks=trackers, **_custom_kwargs(code))
+                         callbacks=args.log, factory_spec=args.factory, **_custom_kwargs(code))
     finally:
         progress.stop()
     _print_summary(path)
@@ -250,31 +253,37 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from .runner import extended, resume_store
     from .tracking import callbacks_of
 
-    trackers = callbacks_of(args.log)
     with open_experiment(args.store) as exp:
         config = exp.config
+        launch = exp.launch()
         point = exp.resume_point()  # (a second writer is refused now, in one line)
+    # how the run was started fills in what is not given: --factory, and --log
+    args.factory = args.factory or launch["factory"]
+    logs = args.log if args.log is not None else list(launch["log"])
+    trackers = callbacks_of(logs)  # a missing extra: one line, before anything is printed
     # everything checked before anything is printed: the trainable, the length, the device
     if not is_builtin(config.task) and args.factory is None:
         raise ConfigError("factory", f"the module:callable the experiment ran with (task "
                           f"{config.task!r} is not built in): 'firepbt resume "
                           f"{shlex.quote(args.store)} --factory module:callable'", None)
     custom = _custom_kwargs(_code(args, config.method))
+    if args.log is None and logs:
+        print(f"firepbt: logging to {', '.join(logs)}, as the run was started (--log gives "
+              "others)")
     if args.steps is not None and args.steps != config.steps:
         config = extended(config, args.steps)
     elif point.ended and args.time_budget is None and not point.finished:
         print(f"firepbt: {args.store} ended by itself ({_ended_words(point.ended)})")
         return 0
     elif point.finished and trackers:
-        print(f"firepbt: {args.store} is finished; giving the trackers the rounds they have not "
-              "seen")
-        resume_store(args.store, progress=False, device=args.device, callbacks=trackers,
-                     **custom)
+        print(f"firepbt: {args.store} is finished; giving the trackers ({', '.join(logs)}) the "
+              "rounds they have not seen")
+        resume_store(args.store, progress=False, device=args.device, callbacks=logs, **custom)
         return 0
     elif point.finished:
         print(f"firepbt: {args.store} is finished ({point.steps_done}/{config.steps} steps per "
               f"worker); nothing to resume ('firepbt resume {shlex.quote(args.store)} --steps N' "
-              "extends a PBT or FIRE PBT run)")
+              "extends a PBT or FIRE PBT run; --log SPEC gives a tracker the rounds it missed)")
         return 0
     check_device(dataclasses.replace(config, device=args.device) if args.device else config)
     again = "" if point.step == point.steps_done else (
@@ -285,7 +294,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     try:
         path = resume_store(args.store, progress=progress, ray_address=args.ray_address,
                             device=args.device, steps=args.steps,
-                            time_budget=args.time_budget, callbacks=trackers, **custom)
+                            time_budget=args.time_budget, callbacks=logs, **custom)
     finally:
         progress.stop()
     _print_summary(path)
@@ -351,7 +360,7 @@ def _status_lines(st: Any) -> list[str]:
                    f"hyperparameters {_fmt(st.best_hparams)}")
         if st.best_schedule is not None:
             out.append("Its schedule (hyperparameters x steps):")
-            out += [f"  {_fmt(seg.hparams)} x {seg.steps}" for seg in st.best_schedule.segments]
+            out += _schedule_lines(st.best_schedule)
     top = st.top
     if top is not None:
         where = f"(worker {top.worker} at step {top.step})"
@@ -480,8 +489,8 @@ def cmd_lineage(args: argparse.Namespace) -> int:
                 f"at step {link.start} only, passed on by a later copy of that round")
         print(f"  worker {link.worker}, {held} ({via})")
     print("schedule (hyperparameters x steps):")
-    for seg in sched.segments:
-        print(f"  {_fmt(seg.hparams)} x {seg.steps}")
+    for line in _schedule_lines(sched):
+        print(line)
     return 0
 
 
@@ -513,8 +522,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     data = "on the full training set" if factory is None else f"with {args.factory}"
     print(f"replayed the schedule of worker {res.worker} at step {res.step} (its top validation)"
           f" from scratch {data}, seed {res.seed}:")
-    for seg in res.schedule.segments:
-        print(f"  {_fmt(seg.hparams)} x {seg.steps}")
+    for line in _schedule_lines(res.schedule):
+        print(line)
     if res.test is None:  # no test set: the objective, measured on the data it can see
         print(f"final objective {res.value:.4f} (evaluate() after the last step)")
     elif factory is not None:
@@ -553,6 +562,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         if (Path(args.path) / "comparison.json").exists():
             raise ConfigError("--watch", "given with a store (a comparison's report is written "
                               "once its runs are done)", args.path)
+        check(args.out is None, "--out", "given without --watch (the live report is served, "
+              "not written)", args.out)
         serve(args.path, host=args.host, port=args.port, every=args.every,
               on_ready=lambda url: print(f"firepbt: live report of {args.path} at {url} "
                                          "(Ctrl-C stops it)", flush=True))
@@ -660,6 +671,35 @@ def _parser() -> argparse.ArgumentParser:
     for name, command in COMMANDS.items():
         command.arguments(sub.add_parser(name, help=command.help))
     return p
+
+
+def reference_markdown() -> str:
+    """The command-line reference page (``docs/site/cli.md``): every command's ``--help``, from
+    the parser itself (the documentation's build writes it; a test checks the committed page
+    is what the parser says)."""
+    columns = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "100"  # (argparse wraps help to the terminal's width)
+    try:
+        return _reference()
+    finally:
+        if columns is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = columns
+
+
+def _reference() -> str:
+    parser = _parser()
+    parts = ["# Command-line reference", "",
+             "Generated from the parser (`firepbt COMMAND --help` prints the same).", "",
+             "<!-- not run: help text, as the parser prints it -->", "```text",
+             parser.format_help().rstrip(), "```", ""]
+    for name, command in COMMANDS.items():
+        sub = _Parser(prog=f"firepbt {name}", description=command.help)
+        command.arguments(sub)
+        parts += [f"## firepbt {name}", "", "<!-- not run: help text, as the parser prints it -->",
+                  "```text", sub.format_help().rstrip(), "```", ""]
+    return "\n".join(parts)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -871,6 +911,13 @@ def _default_store(config: ExperimentConfig) -> Path:
     while path.exists():
         path, i = Path(f"{base}-{i}"), i + 1
     return path
+
+
+def _schedule_lines(sched: Any) -> list[str]:
+    """A schedule as lines, ``  {hparams} x steps``; a linear warm-up as one line."""
+    from .schedule import display_rows
+
+    return [f"  {label or _fmt(hp)} x {steps}" for label, hp, steps in display_rows(sched)]
 
 
 def _fmt(hparams: Any) -> str:

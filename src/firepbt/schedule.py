@@ -131,7 +131,7 @@ def hand_tuned_settings(given: Mapping[str, Any] | None) -> dict[str, Any]:
 def hand_tuned(hparams: Mapping[str, Any], name: str, total_steps: int, *,
                warmup_fraction: float = 5 / 90,
                decay_fractions: Sequence[float] = (30 / 90, 60 / 90, 80 / 90),
-               decay_factor: float = 0.1, warmup_pieces: int = 20) -> Schedule:
+               decay_factor: float = 0.1, warmup_pieces: int = 20, grain: int = 1) -> Schedule:
     """The hand-tuned schedule of the paper's random-search baseline (4.1.1, Goyal et al.).
 
     ``hparams[name]`` (the reference value, e.g. lambda with learning rate
@@ -139,20 +139,29 @@ def hand_tuned(hparams: Mapping[str, Any], name: str, total_steps: int, *,
     ``warmup_fraction`` of training, then held and multiplied by ``decay_factor`` at each of
     ``decay_fractions`` of training (1/10 at 30/90, 60/90 and 80/90 by default). The linear
     warmup is applied in ``warmup_pieces`` equal constant pieces, the k-th at k/pieces of the
-    reference, so every piece is one call of the trainable.
+    reference, each one call of the trainable - but never in pieces shorter than ``grain``
+    steps (the run's evaluation interval): a warm-up of fewer than ``warmup_pieces * grain``
+    steps is rounded to whole grains, one piece each, so that its pieces end on evaluation
+    steps and cost no call more than a constant rate would.
     """
     check(isinstance(total_steps, int) and total_steps > 0, "total_steps", "an int > 0", total_steps)
     check(name in hparams, "name", f"one of {sorted(hparams)}", name)
+    check(isinstance(grain, int) and grain >= 1, "grain", "an int >= 1", grain)
     base = float(hparams[name])
     warm = max(0, int(round(warmup_fraction * total_steps)))
-    pieces = max(1, min(warmup_pieces, warm)) if warm else 0
+    if warm and warm < warmup_pieces * grain and grain > 1:
+        warm = min(total_steps, max(grain, int(round(warm / grain)) * grain))
+        pieces = warm // grain
+    else:
+        pieces = max(1, min(warmup_pieces, warm)) if warm else 0
     segs: list[Segment] = []
     for k in range(pieces):
         a = warm * k // pieces
         b = warm * (k + 1) // pieces
         if b > a:
             segs.append(Segment({**hparams, name: base * (k + 1) / pieces}, b - a))
-    bounds = [warm] + [int(round(f * total_steps)) for f in decay_fractions] + [total_steps]
+    bounds = [warm] + [max(warm, int(round(f * total_steps))) for f in decay_fractions] + [
+        total_steps]
     value = base
     for i in range(len(bounds) - 1):
         a, b = bounds[i], bounds[i + 1]
@@ -162,3 +171,38 @@ def hand_tuned(hparams: Mapping[str, Any], name: str, total_steps: int, *,
     if not segs:
         segs.append(Segment(dict(hparams), total_steps))
     return Schedule(tuple(segs))
+
+
+def warmup(schedule: Schedule) -> tuple[str, float, int, int] | None:
+    """The linear warm-up a schedule starts with, as :func:`hand_tuned` writes one: ``n >= 2``
+    segments in which one hyperparameter takes ``k/n`` (k = 1..n) of the value the segment
+    after them holds, everything else as there. Returns ``(name, value, steps, n)``, or None
+    when the schedule starts otherwise."""
+    segs = schedule.segments
+    for n in range(len(segs) - 1, 1, -1):
+        after = segs[n].hparams
+        for name, value in after.items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value == 0:
+                continue
+            if all({**seg.hparams, name: value} == dict(after)
+                   and isinstance(seg.hparams.get(name), (int, float))
+                   and abs(float(seg.hparams[name]) - value * (k + 1) / n)
+                   <= 1e-9 * abs(value) for k, seg in enumerate(segs[:n])):
+                return name, float(value), sum(seg.steps for seg in segs[:n]), n
+    return None
+
+
+def display_rows(schedule: Schedule) -> list[tuple[str | None, dict[str, Any], int]]:
+    """The schedule as rows to print: a leading linear warm-up (:func:`warmup`) as one row
+    ``("linear warm-up of NAME to VALUE (n pieces)", hparams after it, steps)``, then each
+    segment as ``(None, hparams, steps)``."""
+    rows: list[tuple[str | None, dict[str, Any], int]] = []
+    segs = list(schedule.segments)
+    found = warmup(schedule)
+    if found is not None:
+        name, value, steps, n = found
+        rows.append((f"linear warm-up of {name} to {value:.4g} in {n} pieces",
+                     dict(segs[n].hparams), steps))
+        segs = segs[n:]
+    rows += [(None, dict(seg.hparams), seg.steps) for seg in segs]
+    return rows

@@ -69,3 +69,34 @@ def check_evolvable(n_subpopulations: int, subpopulation_size: int, n_evaluators
           "n_evaluators", f"an int >= {need * (n_subpopulations - 1)} ({need} per parent "
           f"sub-population, so that {quantile:.0%} truncation can select in each of the "
           f"{n_subpopulations - 1})", n_evaluators)
+
+
+# the sizes below which FIRE PBT's evaluators rarely succeed, as measured on the noisy
+# quadratic (benchmarks/fire_sizing.py; the table in docs/site/methods.md, "How big a FIRE PBT
+# run must be"): fewer evaluator-rounds than this made at most ~3 successes a run ...
+SMALL_EVALUATOR_ROUNDS = 40
+# ... and two evaluators with fewer evaluations per ready interval than this made 1-2 a run
+# however long the run (8 workers, 8 to 50 rounds)
+FEW_EVALUATIONS = 12
+
+
+def sizing_note(workers: int, rounds: int, evaluations_per_interval: int,
+                n_subpopulations: int | None = None, quantile: float = 0.25) -> str | None:
+    """A sentence for a FIRE PBT run too small for its evaluators to do much (None otherwise):
+    an evaluator succeeds only after enough binomial trials within ``max_eval_steps``, and a
+    run without a success is PBT on smaller sub-populations. Said before the run starts (the
+    summary's caveat says it again after, from what happened)."""
+    n_sub, size, n_eval = fire_split(workers, n_subpopulations, quantile)
+    small = n_eval * rounds < SMALL_EVALUATOR_ROUNDS
+    thin = n_eval <= 2 and evaluations_per_interval < FEW_EVALUATIONS
+    if not (small or thin):
+        return None
+    layout = " + ".join([str(size)] * n_sub)
+    why = (f"{n_eval} evaluators x {rounds} rounds" if small else
+           f"{n_eval} evaluators with {evaluations_per_interval} evaluations per ready interval")
+    return (f"FIRE PBT at this size ({workers} workers: {layout} members and {n_eval} "
+            f"evaluators; {rounds} rounds of {evaluations_per_interval} evaluations) leaves its "
+            f"evaluators little room ({why}): measured runs of this size made few or no "
+            "evaluator successes, and without one FIRE PBT acts as PBT on smaller "
+            "sub-populations. More rounds (--steps), evaluations per round (--eval-interval) "
+            "or workers help: see 'How big a FIRE PBT run must be' in the methods page.")

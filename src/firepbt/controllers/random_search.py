@@ -53,7 +53,7 @@ class RandomSearch(Controller):
     def __init__(self, space: Space, n_members: int, total_steps: int, *,
                  schedule_param: str | None = None, fixed_schedule: Schedule | None = None,
                  seed: int | np.random.Generator = 0,
-                 shape: Mapping[str, Any] | None = None) -> None:
+                 shape: Mapping[str, Any] | None = None, grain: int = 1) -> None:
         check(isinstance(n_members, int) and n_members >= 1, "workers", "an int >= 1", n_members)
         check(schedule_param is None or schedule_param in space.params, "schedule_param",
               f"one of {sorted(space.params)} or None", schedule_param)
@@ -65,6 +65,7 @@ class RandomSearch(Controller):
         self.schedule_param = schedule_param
         self.fixed_schedule = fixed_schedule
         self.shape = hand_tuned_settings(shape)  # the hand-tuned schedule's fractions
+        self.grain = grain  # its warm-up's shortest piece: the evaluation interval
         self.rng = make_rng(seed)
 
     @property
@@ -78,7 +79,8 @@ class RandomSearch(Controller):
                 sched = self.fixed_schedule
             else:
                 hp = self.space.sample(self.rng)
-                sched = (hand_tuned(hp, self.schedule_param, self.total_steps, **self.shape)
+                sched = (hand_tuned(hp, self.schedule_param, self.total_steps, **self.shape,
+                                    grain=self.grain)
                          if self.schedule_param else Schedule.constant(hp, self.total_steps))
             specs.append(WorkerState(w, MEMBER, 0, sched.hparams_at(0), sched))
         return specs

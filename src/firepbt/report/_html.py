@@ -44,9 +44,22 @@ def _md_table(md: str) -> str:
 
 
 def _schedule_table(segments: Sequence[tuple[int, int, dict[str, Any]]]) -> str:
+    """One row per segment; a linear warm-up (random search's hand-tuned schedule) as one row
+    (:func:`firepbt.schedule.display_rows`)."""
+    from ..schedule import Schedule, Segment, display_rows
+
     names = sorted({k for _a, _b, hp in segments for k in hp})
-    return _table(["steps", *names], [[f"{a:,}-{b:,}", *[fmt_num(hp.get(k)) for k in names]]
-                                      for a, b, hp in segments])
+    if not segments:
+        return _table(["steps", *names], [])
+    rows, pos = [], segments[0][0]
+    sched = Schedule(tuple(Segment(hp, b - a) for a, b, hp in segments))
+    for label, hp, steps in display_rows(sched):
+        warm = label.split(" to ")[0].removeprefix("linear warm-up of ") if label else None
+        rows.append([f"{pos:,}-{pos + steps:,}", *[
+            f"linear warm-up to {fmt_num(hp.get(k))}{label[label.index(' in '):]}"
+            if label and k == warm else fmt_num(hp.get(k)) for k in names]])
+        pos += steps
+    return _table(["steps", *names], rows)
 
 
 _DECISIONS = {

@@ -58,13 +58,18 @@ def story(data: ExperimentData) -> list[str]:
                    f"{data.best_worker}: {what} {fmt_num(data.best_value)}{test}, "
                    f"hyperparameters {_hp(data.best_hparams)}.")
     if data.best_segments:
-        first, last = data.best_segments[0][2], data.best_segments[-1][2]
-        n = len(data.best_segments)
-        if n == 1:
-            out.append(f"The winning schedule kept {_hp(first)} throughout.")
+        from ..schedule import Schedule, Segment, display_rows
+
+        rows = display_rows(Schedule(tuple(Segment(hp, b - a)
+                                           for a, b, hp in data.best_segments)))
+        first, last = rows[0], rows[-1][1]
+        start = (f"with a {first[0]} over {first[2]:,} steps" if first[0] else
+                 f"at {_hp(first[1])}")
+        if len(rows) == 1:
+            out.append(f"The winning schedule kept {_hp(first[1])} throughout.")
         else:
-            out.append(f"The winning schedule (table below) starts at {_hp(first)} and ends at "
-                       f"{_hp(last)}, in {n} pieces.")
+            out.append(f"The winning schedule (table below) starts {start} and ends at "
+                       f"{_hp(last)}, in {len(rows)} pieces.")
     if data.replay is not None:
         if data.replay.get("test") is not None:
             out.append(f"Retrained from scratch on the full training set, that schedule gives "
