@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import struct
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
+import wandb_files
 
 from firepbt import ExperimentConfig, resume, run
 from firepbt.errors import ConfigError
@@ -270,34 +269,6 @@ def test_mlflow_written_and_read_back(tmp_path):
     assert [m.step for m in lr] == [0] + list(range(60, 601, 60))
 
 
-def wandb_records(path: Path):
-    """The records of a W&B offline run file (``run-ID.wandb``): W&B's framing (a 7-byte
-    header, then LevelDB-log records in 32 KiB blocks: crc32c, length, type), each record
-    W&B's own protobuf ``Record``, parsed with W&B's own classes."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    data = path.read_bytes()
-    assert data[:4] == b":W&B"
-    pos, block, out, partial = 7, 32768, [], b""
-    while pos + 7 <= len(data):
-        room = block - pos % block
-        if room < 7:
-            pos += room
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        chunk = data[pos + 7:pos + 7 + length]
-        pos += 7 + length
-        if kind == 0 and length == 0:
-            break
-        partial = chunk if kind in (1, 2) else partial + chunk
-        if kind in (1, 4):
-            rec = pb.Record()
-            rec.ParseFromString(partial)
-            out.append(rec)
-            partial = b""
-    return out
-
-
 def test_wandb_offline_written_and_read_back(tmp_path):
     pytest.importorskip("wandb")
     store = tmp_path / "exp"
@@ -306,10 +277,9 @@ def test_wandb_offline_written_and_read_back(tmp_path):
     assert out.returncode == 0, out.stderr
     (f,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
     rows = {}
-    for rec in wandb_records(f):
-        if rec.WhichOneof("record_type") == "history":
-            row = {(i.key or "/".join(i.nested_key)): json.loads(i.value_json)
-                   for i in rec.history.item}
+    for rec, _end in wandb_files.records(f):
+        row = wandb_files.history_row(rec)
+        if row is not None:
             rows.setdefault(row["_step"], {}).update(row)
     evals, exploits, successes = expected(store)
     for s, d in exploits:

@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
+import wandb_files
 
 from firepbt import ExperimentConfig, resume, run
 from firepbt.store import TRACKING, Store
@@ -77,61 +77,23 @@ def test_tensorboard_shows_each_round_once_after_a_kill_between_hand_off_and_boo
 
 
 def _wandb_history(folder: Path) -> Counter:
-    """(key, step) -> how often it is in the run's offline files (W&B's record framing, each
-    record W&B's own protobuf)."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
+    """(key, step) -> how often it is in the run's offline files."""
     out: Counter = Counter()
     for path in folder.glob("wandb/offline-run-*/run-*.wandb"):
-        data, pos, partial = path.read_bytes(), 7, b""
-        while pos + 7 <= len(data):
-            if 32768 - pos % 32768 < 7:
-                pos += 32768 - pos % 32768
-                continue
-            _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-            chunk = data[pos + 7:pos + 7 + length]
-            if len(chunk) < length or (kind == 0 and length == 0):
-                break
-            pos += 7 + length
-            partial = chunk if kind in (1, 2) else partial + chunk
-            if kind in (1, 4):
-                rec = pb.Record()
-                rec.ParseFromString(partial)
-                partial = b""
-                if rec.WhichOneof("record_type") == "history":
-                    row = {(i.key or "/".join(i.nested_key)): json.loads(i.value_json)
-                           for i in rec.history.item}
-                    out.update((k, row["_step"]) for k in row if not k.startswith("_"))
+        for rec, _end in wandb_files.records(path):
+            row = wandb_files.history_row(rec)
+            if row is not None:
+                out.update((k, row["_step"]) for k in row if not k.startswith("_"))
     return out
 
 
 def _cut_after_step(path: Path, last_step: int) -> None:
     """What W&B's service had written of a run file when the process died: the records up to
     the history record of ``last_step`` (the rest never reached the file)."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    data, pos, partial, end = path.read_bytes(), 7, b"", None
-    while pos + 7 <= len(data):
-        if 32768 - pos % 32768 < 7:
-            pos += 32768 - pos % 32768
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        if kind == 0 and length == 0:
-            break
-        chunk = data[pos + 7:pos + 7 + length]
-        pos += 7 + length
-        partial = chunk if kind in (1, 2) else partial + chunk
-        if kind in (1, 4):
-            rec = pb.Record()
-            rec.ParseFromString(partial)
-            partial = b""
-            if rec.WhichOneof("record_type") == "history" and any(
-                    (i.key or "/".join(i.nested_key)) == "_step"
-                    and json.loads(i.value_json) == last_step
-                    for i in rec.history.item):
-                end = pos
-    assert end is not None
-    path.write_bytes(data[:end])
+    ends = [end for rec, end in wandb_files.records(path)
+            if (wandb_files.history_row(rec) or {}).get("_step") == last_step]
+    assert ends
+    path.write_bytes(path.read_bytes()[:ends[-1]])
 
 
 def cli(*args, env=None, cwd=None):
