@@ -297,9 +297,13 @@ def test_tracker_specs_that_would_write_where_they_should_not_are_refused(tmp_pa
     afile.write_bytes(b"x")  # SQLite would take it for an empty database and write over it
     cases = [("tensorboard: ", "--log must be tensorboard:DIR"),
              (f"mlflow:sqlite:///{afile}", "a file that is not a database"),
-             (f"mlflow:sqlite:///{tmp_path}/no/such/dir/x.db", "in a folder that exists")]
+             (f"mlflow:sqlite:///{tmp_path}/no/such/dir/x.db", "in a folder that exists"),
+             # a tracker that cannot start: a new run does not begin without it
+             (f"tensorboard:{afile}", "--log must be a tracker that can start"),
+             (f"mlflow:{afile}/x", "Not a directory")]
     for spec, why in cases:
-        code = main(["run", "nqm", "--store", str(tmp_path / "s"), "--log", spec])
+        code = main(["run", "nqm", "--method", "pbt", "--workers", "4", "--steps", "120",
+                     "--store", str(tmp_path / "s"), "--log", spec, "--no-progress"])
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and why in err[0], (spec, err)
     assert afile.read_bytes() == b"x" and not (tmp_path / "no").exists()

@@ -205,9 +205,17 @@ def test_mlflow_rounds_given_again_are_kept_once_and_a_resumed_finished_run_is_f
 def test_an_mlflow_server_that_is_not_there_is_found_out_by_one_connection(tmp_path, caplog):
     """One connection with a 3 s timeout, not MLflow's retries for minutes (what was measured
     before; no test here times the machine)."""
+    from firepbt.errors import ConfigError
+
     pytest.importorskip("mlflow")
-    s = run(ExperimentConfig(**CFG), tmp_path / "s", callbacks=["mlflow:http://127.0.0.1:9"],
+    # a new run does not begin without it: one line, no store left behind
+    with pytest.raises(ConfigError, match="no MLflow server answers at 127.0.0.1:9"):
+        run(ExperimentConfig(**CFG), tmp_path / "s", callbacks=["mlflow:http://127.0.0.1:9"],
             progress=False)
+    assert not (tmp_path / "s").exists()
+    # a resume goes on without it, says so, and a later resume catches it up
+    run(ExperimentConfig(**CFG), tmp_path / "s", progress=False, max_rounds=2)
+    s = resume(tmp_path / "s", callbacks=["mlflow:http://127.0.0.1:9"], progress=False)
     assert s.finished
     assert any("no MLflow server answers at 127.0.0.1:9" in r.message for r in caplog.records)
 

@@ -17,6 +17,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shlex
 import sys
 import time
@@ -52,12 +53,21 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 # -- argument types ----------------------------------------------------------------------------
 
-def _positive_int(name: str) -> Callable[[str], int]:
+def _int(name: str, what: str = "an int") -> Callable[[str], int]:
+    """An int written in ASCII digits (Python's ``int`` also takes other scripts' digits and
+    underscores: ``٣`` or ``1_000`` is more likely a slip than a number)."""
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an int > 0, got {text!r}") from None
+        if not re.fullmatch(r"\s*[+-]?[0-9]+\s*", text):
+            raise argparse.ArgumentTypeError(f"{name} must be {what}, got {text!r}")
+        return int(text)
+    return parse
+
+
+def _positive_int(name: str) -> Callable[[str], int]:
+    read = _int(name, "an int > 0")
+
+    def parse(text: str) -> int:
+        value = read(text)
         if value <= 0:
             raise argparse.ArgumentTypeError(f"{name} must be an int > 0, got {value}")
         return value
@@ -107,7 +117,7 @@ def _protocol_arguments(p: argparse.ArgumentParser, default: str) -> None:
                    "its target (or when significant but not better) it stops once it has "
                    "trained more than this, checked each round, so up to one ready interval "
                    "more (default 3 ready intervals)")
-    p.add_argument("--min-steps-before-eval", type=int, nargs="+", default=None,
+    p.add_argument("--min-steps-before-eval", type=_int("min_steps_before_eval"), nargs="+", default=None,
                    help="FIRE PBT: steps before a parent sub-population's members can be "
                    "evaluated: one int for every parent sub-population, or one per "
                    "sub-population (P1's ignored), e.g. 0 600 1200 (default 0)")
@@ -128,7 +138,7 @@ def _run_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--workers", type=_positive_int("workers"), default=None,
                    help="population size, evaluators included (default: the task's, see "
                    "'firepbt tasks'; FIRE PBT needs at least 6)")
-    r.add_argument("--seed", type=int, default=0,
+    r.add_argument("--seed", type=_int("seed"), default=0,
                    help="experiment seed: sampling, decisions, every worker's data (default 0)")
     r.add_argument("--store", default=None, help="a new folder (default runs/TASK-METHOD-TIME)")
     r.add_argument("--p-stat", type=float, default=0.01,
@@ -140,7 +150,7 @@ def _run_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--factors", nargs="+", default=None,
                    help="explore factors: floats for every hyperparameter (0.8 1.25), or per "
                    "name (lr=0.5,0.8,1.25,2 epsilon_eta=0.8,1.2)")
-    r.add_argument("--subpopulations", type=int, default=None,
+    r.add_argument("--subpopulations", type=_int("n_subpopulations"), default=None,
                    help="FIRE PBT: number of sub-populations (default: from --workers)")
     r.add_argument("--objective", default=None, help="mnist1d, mnist: accuracy (default) or f1")
     r.add_argument("--data-dir", default=None, help="mnist: folder with the four IDX files")
@@ -160,7 +170,7 @@ def _run_arguments(r: argparse.ArgumentParser) -> None:
                    help="with --executor ray: a running cluster's head, host:port (default "
                    "RAY_ADDRESS, else a Ray cluster already running on this machine, else a "
                    "local Ray instance started for the run)")
-    r.add_argument("--threads", type=int, default=None,
+    r.add_argument("--threads", type=_int("threads"), default=None,
                    help="PyTorch threads while training in this process (default: the cores "
                    "not busy when the run starts, unless OMP_NUM_THREADS is set; 0: PyTorch's "
                    "own setting); with --executor ray: the CPUs (and threads) of each actor "
@@ -446,7 +456,7 @@ def _settings(d: dict[str, Any]) -> str:
 
 def _lineage_arguments(lin: argparse.ArgumentParser) -> None:
     lin.add_argument("store", help="the store folder")
-    lin.add_argument("--worker", type=int, default=None,
+    lin.add_argument("--worker", type=_int("worker"), default=None,
                      help="that worker's network at the last step instead of the top point")
     lin.add_argument("--best-member", action="store_true",
                      help="the best member at the end (the best-effort model) instead of the "
@@ -542,7 +552,7 @@ def _report_arguments(rep: argparse.ArgumentParser) -> None:
     rep.add_argument("--watch", action="store_true",
                      help="serve the report of a store while its run goes on, rendered again "
                      "after each committed round (the page reloads itself); Ctrl-C stops")
-    rep.add_argument("--port", type=int, default=8000,
+    rep.add_argument("--port", type=_int("port"), default=8000,
                      help="with --watch: the port (default 8000; 0 takes a free one)")
     rep.add_argument("--host", default="127.0.0.1",
                      help="with --watch: the address to serve on (default 127.0.0.1, this "
@@ -582,12 +592,12 @@ def _compare_arguments(c: argparse.ArgumentParser) -> None:
     c.add_argument("--out", required=True, help="folder for the runs and the table")
     c.add_argument("--methods", nargs="+", default=["random", "pbt", "fire"],
                    help="methods to compare (default random pbt fire)")
-    c.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+    c.add_argument("--seeds", type=_int("seeds"), nargs="+", default=[0, 1, 2],
                    help="one run per method, worker count and seed (default 0 1 2)")
     c.add_argument("--workers", type=_positive_int("workers"), default=None,
                    help="workers of random search and PBT (default: the task's compare "
                    "settings, see 'firepbt tasks', or the preset's)")
-    c.add_argument("--fire-workers", type=int, nargs="+", default=None,
+    c.add_argument("--fire-workers", type=_int("fire_workers"), nargs="+", default=None,
                    help="FIRE PBT worker counts (e.g. 22 36 50; default: --workers)")
     c.add_argument("--jobs", type=_positive_int("jobs"), default=2,
                    help="runs at a time (default 2; on the CPU, one core each)")

@@ -394,7 +394,7 @@ class Store:
                 if leftover.name.startswith(DB_NAME + ".tmp"):
                     leftover.unlink()
             tmp = root / (DB_NAME + ".tmp")
-            conn = sqlite3.connect(tmp)
+            conn = sqlite3.connect(_uri(tmp), uri=True)
             conn.execute("PRAGMA journal_mode=WAL")  # 'status' and reports read while a run writes
             conn.executescript(_SCHEMA)
             with conn:
@@ -406,7 +406,7 @@ class Store:
             _fsync(tmp)
             os.replace(tmp, root / DB_NAME)  # the store exists from this rename on
             _fsync(root)
-            conn = sqlite3.connect(root / DB_NAME, timeout=BUSY_TIMEOUT)
+            conn = sqlite3.connect(_uri(root / DB_NAME), uri=True, timeout=BUSY_TIMEOUT)
         except BaseException:
             if lock is not None:
                 lock.release()
@@ -832,15 +832,22 @@ def _own_entries(folder: Path, pattern: str, deep: bool = False) -> list[Path]:
     return out
 
 
+def _uri(db: Path) -> str:
+    """A database file as SQLite's URI, absolute and quoted: a store folder named ``file:x``,
+    ``q?x`` or ``p%41`` is that folder (SQLite would read the first as a URI of its own), and
+    one given through more ``..`` than there are folders above it is the folder it names."""
+    from urllib.request import pathname2url
+
+    return "file:" + pathname2url(os.path.abspath(db))
+
+
 def _connect(db: Path, readonly: bool) -> tuple[sqlite3.Connection, dict[str, str]]:
     """The store's database and its meta table. The path goes into SQLite's URI quoted (a
     folder named ``q?x`` or ``p%41`` is that folder). Read-only: ``mode=ro``, and where SQLite
     cannot open a database in WAL mode read-only (a cleanly closed store on a read-only
     medium or folder: no ``-shm`` file to share), ``immutable=1`` - no other process can be
     writing it there."""
-    from urllib.request import pathname2url
-
-    base = "file:" + pathname2url(os.path.abspath(db))
+    base = _uri(db)
     if not readonly:
         conn = sqlite3.connect(base, uri=True, timeout=BUSY_TIMEOUT)
         return conn, dict(conn.execute("SELECT key, value FROM meta").fetchall())

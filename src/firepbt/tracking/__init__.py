@@ -14,8 +14,10 @@ The contract:
   failure).
 - **Nothing is lost to a callback.** The round is in the store before a callback sees it. A
   callback that raises is warned about (on the ``firepbt`` logger, naming it, the round and the
-  error) and disabled for the rest of this call; the run goes on. ``KeyboardInterrupt`` and
-  other ``BaseException``\\ s are not caught.
+  error) and disabled for the rest of this call; the run goes on. One whose ``start`` raises
+  when a new run begins is a :class:`~firepbt.errors.ConfigError` instead (nothing is trained
+  yet, and no store is left). ``KeyboardInterrupt`` and other ``BaseException``\\ s are not
+  caught.
 - **Each round once, none missed.** The store remembers, per callback (:attr:`Tracker.key`),
   the last round it was given (meta ``tracking``). ``resume`` first gives each callback the
   committed rounds it has not seen - those a crash, a disabled callback, or a first run without

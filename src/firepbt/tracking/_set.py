@@ -95,7 +95,15 @@ class TrackerSet:
                            mode, config.rounds, config.steps, config.ready_interval,
                            current_round, int(self._book[t.key]["round"]), saved,
                            _save=functools.partial(self._save, t.key))
-            if not self._call(t, start, info, "start"):
+            if current_round == 0:  # a new run: nothing trained yet, so refused, not dropped
+                try:
+                    start(info)
+                except Exception as exc:  # noqa: BLE001 - said in one line
+                    why = (str(exc).strip().splitlines() or [""])[0][:200]
+                    raise ConfigError("--log", "a tracker that can start (a new run does "
+                                      "not begin without one it was given)",
+                                      f"{t.key} ({type(exc).__name__}: {why})") from None
+            elif not self._call(t, start, info, "start"):
                 continue
             kept = getattr(t, "kept", None)  # what it still holds after a crash (W&B)
             if kept is not None and t.key not in self.disabled:
