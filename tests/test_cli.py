@@ -23,6 +23,8 @@ def run_cli(capsys, *args):
     (["run", "nqm", "--method", "pbt", "--workers", "\u0663"], "workers"),  # an Arabic 3
     (["run", "nqm", "--method", "pbt", "--steps", "1_000"], "steps"),
     (["run", "nqm", "--seed", "\u0663"], "seed"),
+    (["run", "nqm", "--method", "pbt", "--subpopulations", "3"], "--subpopulations"),
+    (["run", "nqm", "--method", "random", "--max-eval-steps", "100"], "--max-eval-steps"),
     (["run", "nqm", "--method", "bayes"], "method"),
     (["run", "nqm", "--ready-interval", "55", "--eval-interval", "10"], "ready_interval"),
     (["run", "nqm", "--steps", "1010", "--ready-interval", "50"], "steps"),

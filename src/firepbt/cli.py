@@ -117,7 +117,8 @@ def _protocol_arguments(p: argparse.ArgumentParser, default: str) -> None:
                    "its target (or when significant but not better) it stops once it has "
                    "trained more than this, checked each round, so up to one ready interval "
                    "more (default 3 ready intervals)")
-    p.add_argument("--min-steps-before-eval", type=_int("min_steps_before_eval"), nargs="+", default=None,
+    p.add_argument("--min-steps-before-eval", type=_int("min_steps_before_eval"), nargs="+",
+                   default=None,
                    help="FIRE PBT: steps before a parent sub-population's members can be "
                    "evaluated: one int for every parent sub-population, or one per "
                    "sub-population (P1's ignored), e.g. 0 600 1200 (default 0)")
@@ -203,6 +204,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .tracking import callbacks_of
 
     config = _config_from_args(args)
+    if config.method != "fire":  # FIRE PBT's own settings would be ignored without a word
+        given = [flag for flag, value in (("--subpopulations", args.subpopulations),
+                                          ("--max-eval-steps", args.max_eval_steps),
+                                          ("--min-steps-before-eval",
+                                           args.min_steps_before_eval)) if value is not None]
+        check(not given, given[0] if given else "", "given only with --method fire (FIRE "
+              "PBT's own settings)", f"--method {config.method}")
     callbacks_of(args.log)  # a missing extra: one line, before anything is written
     check_device(config)  # an absent device: one line, before anything is printed
     code = _code(args, config.method)
