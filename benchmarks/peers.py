@@ -452,8 +452,8 @@ def measured(cmd: list[str], log: Path, stdout: Path | None = None,
         while not done:
             for pid, start, cpu in _tree():
                 seen[pid, start] = max(cpu, seen.get((pid, start), 0.0))
-                if names.get((pid, start), "python") == "python":  # Ray renames its workers
-                    try:
+                if names.get((pid, start), "?") in ("?", "python", "bash", "sh"):
+                    try:  # Ray's workers start as a shell, then python, then rename themselves
                         with open(f"/proc/{pid}/comm") as f:
                             names[pid, start] = f.read().strip()
                     except OSError:

@@ -202,13 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     best_paper = next(c for _m, c in scored
                       if c["kind"] == "step" and tuple(c["decays"]) == PAPER_DECAYS)
     best_cosine = next(c for _m, c in scored if c["kind"] == "cosine")
-    chosen = {"task-tuned (best of the grid)": best}
+    also = [name for name, cfg in (("paper's shape, lambda tuned", best_paper),
+                                   ("best cosine", best_cosine)) if key(cfg) == key(best)]
+    chosen = {"task-tuned (best of the grid" + "".join(f"; also the {n}" for n in also)
+              + ")": best}
     for name, cfg in (("paper's shape, lambda tuned", best_paper),
                       ("best cosine", best_cosine)):
-        if key(cfg) == key(best):
-            chosen[f"task-tuned (best of the grid; also the {name})"] = chosen.pop(
-                "task-tuned (best of the grid)")
-        else:
+        if name not in also:
             chosen[name] = cfg
     finals: dict[str, list[dict[str, Any]]] = {}
     final_jobs = []
