@@ -40,6 +40,12 @@ with every run's measures in ``OUT/peers.json``.
   schedule is retraced from Tune's policy log (``log_config=True``: ``pbt_global.txt``, every
   exploit in order) and checked against the schedule the trainable carries in its
   checkpoints.
+
+Cost: PB2 is the slow one. Ray's PB2 chooses its GP's data window at every explore by fitting
+one GP per window from 200 points up to all of them (``pb2_utils.select_length``, in the
+driver, one thread), so its scheduler's time per round grows with the rounds: 468 s per round
+by round 44 of 49 on a 2-core machine (trainings: about 20 s per round), about 2.5-3 hours per
+seed at 22 workers. Run it on its own (``--methods tune-pb2``) in a long session.
 """
 
 from __future__ import annotations
