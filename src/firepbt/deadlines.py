@@ -68,9 +68,9 @@ def _who(current: Callable[[], str | None]) -> str:
 
 class Deadline:
     """A round's deadline as :func:`round_deadline` keeps it: whether it fired, and the error
-    it raised (the runner checks it once the round's training returns, so a ``train()`` that
-    catches the :class:`RoundTimeout` - ``except Exception`` around a user's own retries - can
-    never let the interrupted round be committed)."""
+    it raised (:func:`round_deadline` raises it again when its block exits, so a ``train()``
+    that catches the :class:`RoundTimeout` - ``except Exception`` around a user's own retries -
+    can never let the interrupted round be committed)."""
 
     def __init__(self) -> None:
         self.fired: RoundTimeout | None = None
